@@ -1,0 +1,145 @@
+"""Private helpers shared by the attacks: norms, projections, margins, bookkeeping.
+
+Conventions (every attack follows them):
+- ``inputs``: (B, ...) float tensor in [0, 1]; ``labels``: (B,) long tensor. With
+  ``targeted=True``, ``labels`` are the target classes.
+- ``norm`` is 1, 2 or ``math.inf`` (floats); see :func:`check_norm`.
+- an attack returns ``adv`` with the inputs' shape, dtype and device, in [0, 1], equal to the
+  input where no adversarial point was found, and never modifies ``inputs``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+INF = math.inf
+
+
+def check_norm(norm: float, supported: tuple[float, ...], attack: str) -> float:
+    """Return ``norm`` as a float if ``attack`` supports it; ValueError otherwise."""
+    try:
+        p = float(norm)
+    except (TypeError, ValueError):
+        raise ValueError(f"{attack}: norm must be 1, 2 or inf, got {norm!r}") from None
+    if p not in supported:
+        names = ", ".join({1.0: "l1", 2.0: "l2", INF: "linf"}[s] for s in supported)
+        raise ValueError(f"{attack} does not support norm {norm!r}; supported: {names}")
+    return p
+
+
+def check_inputs(inputs: Tensor, labels: Tensor) -> None:
+    """Shape and range checks on an attack's inputs (ValueError, not assert)."""
+    if inputs.ndim < 2:
+        raise ValueError(f"inputs must be batched (B, ...), got shape {tuple(inputs.shape)}")
+    if labels.shape != (inputs.shape[0],):
+        raise ValueError(f"labels must have shape ({inputs.shape[0]},), got {tuple(labels.shape)}")
+    if inputs.numel() and (inputs.min() < 0 or inputs.max() > 1):
+        raise ValueError("inputs must lie in [0, 1]; put normalisation inside the model")
+
+
+def flat(x: Tensor) -> Tensor:
+    """(B, ...) -> (B, D)."""
+    return x.reshape(x.shape[0], -1)
+
+
+def lp_norm(x: Tensor, p: float) -> Tensor:
+    """Per-sample Lp norm of a batch, (B, ...) -> (B,)."""
+    f = flat(x)
+    if p == INF:
+        return f.abs().amax(dim=1)
+    if p == 1:
+        return f.abs().sum(dim=1)
+    return f.norm(p=2, dim=1)
+
+
+def dual(p: float) -> float:
+    """Dual exponent q with 1/p + 1/q = 1."""
+    return {1.0: INF, 2.0: 2.0, INF: 1.0}[float(p)]
+
+
+def view_as_batch(v: Tensor, like: Tensor) -> Tensor:
+    """(B,) -> (B, 1, 1, ...) broadcastable against ``like``."""
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def project_l1_ball(delta: Tensor, eps: Tensor) -> Tensor:
+    """Euclidean projection of each sample onto the L1 ball of radius eps (B,) (sort-based, exact)."""
+    f = flat(delta)
+    abs_f = f.abs()
+    inside = abs_f.sum(1) <= eps
+    mu, _ = abs_f.sort(dim=1, descending=True)
+    cum = mu.cumsum(dim=1)
+    ar = torch.arange(1, f.shape[1] + 1, device=f.device, dtype=f.dtype)
+    cond = mu * ar > (cum - eps.unsqueeze(1))
+    rho = cond.to(torch.int64).cumsum(1).argmax(1, keepdim=True)  # last index where cond holds
+    rho = torch.where(cond.any(1, keepdim=True), rho, torch.zeros_like(rho))
+    theta = (cum.gather(1, rho) - eps.unsqueeze(1)) / (rho + 1).to(f.dtype)
+    proj = f.sign() * (abs_f - theta).clamp_min(0)
+    out = torch.where(inside.unsqueeze(1), f, proj)
+    return out.view_as(delta)
+
+
+def project_ball(delta: Tensor, eps: Tensor, p: float) -> Tensor:
+    """Project each ``delta[i]`` onto the Lp ball of radius ``eps[i]`` (eps shape (B,))."""
+    if p == INF:
+        e = view_as_batch(eps, delta)
+        return torch.maximum(torch.minimum(delta, e), -e)
+    if p == 2:
+        n = lp_norm(delta, 2).clamp_min(1e-12)
+        factor = torch.clamp(eps / n, max=1.0)
+        return delta * view_as_batch(factor, delta)
+    return project_l1_ball(delta, eps)
+
+
+def clamp_box(inputs: Tensor, delta: Tensor) -> Tensor:
+    """Return delta such that inputs + delta lies in [0, 1]."""
+    return (inputs + delta).clamp(0, 1) - inputs
+
+
+def label_margin(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tensor:
+    """Margin that is > 0 while the attack has not succeeded.
+
+    Untargeted: logit[label] - max_{j != label} logit[j]. Targeted (labels are targets):
+    max_{j != target} logit[j] - logit[target].
+    """
+    true = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, labels.unsqueeze(1), -INF)
+    best_other = other.amax(dim=1)
+    return best_other - true if targeted else true - best_other
+
+
+def is_adversarial(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tensor:
+    """(B,) bool: prediction differs from the label (untargeted) or equals the target."""
+    pred = logits.argmax(dim=1)
+    return pred == labels if targeted else pred != labels
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A local RNG so attacks are deterministic under ``seed`` without touching global state."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def random_in_ball(like: Tensor, eps: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """A random perturbation inside the Lp ball of radius eps (B,), same shape as ``like``."""
+    b = like.shape[0]
+    d = flat(like).shape[1]
+    if p == INF:
+        u = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype) * 2 - 1
+        return u * view_as_batch(eps, like)
+    if p == 2:
+        g = torch.randn((b, d), generator=generator, device=like.device, dtype=like.dtype)
+        g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        r = torch.rand((b, 1), generator=generator, device=like.device, dtype=like.dtype) ** (1.0 / d)
+        return (g * r * eps.unsqueeze(1)).view_as(like)
+    # L1: Laplace direction, scaled to a uniform radius fraction
+    e = torch.empty((b, d), device=like.device, dtype=like.dtype).exponential_(generator=generator)
+    s = torch.randint(0, 2, (b, d), generator=generator, device=like.device).to(like.dtype) * 2 - 1
+    g = e * s
+    g = g / g.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)
+    r = torch.rand((b, 1), generator=generator, device=like.device, dtype=like.dtype) ** (1.0 / d)
+    return (g * r * eps.unsqueeze(1)).view_as(like)
