@@ -1,0 +1,514 @@
+"""``python -m advrobust.sweep SPEC``: a whole study in one command.
+
+Expands an experiment spec (TOML) into runs, and for each run trains the model, attacks it,
+estimates its Lipschitz constant (and certifies, when asked); then compares all runs, fits the
+law of robustness and writes the report.
+
+Resumable: every stage writes its output atomically, and a stage whose output is already there
+(with the same settings) is skipped, so rerunning the same command after an interruption, even
+``kill -9``, redoes only what was unfinished. Runs are independent and seeded, so sequential,
+``--workers N`` (local processes) and ``--scheduler tcp://host:port`` (an existing Dask
+distributed cluster; run directories must then be on a file system every worker sees) give the
+same results.
+
+Spec format (see ``experiments/quick.toml`` for a commented example)::
+
+    name = "quick"                # used for the default output folder runs/<name>
+    description = "..."
+
+    [train]                       # defaults for every run: flags of python -m advrobust.train
+    lr = 0.01
+    epochs = 500
+
+    [attack]                      # what to attack: flags of python -m advrobust.attack
+    norms = ["l2"]
+    splits = ["train", "test"]
+    n = 100
+    steps = 100
+
+    [lipschitz]
+    enabled = true
+
+    [report]
+    enabled = true
+
+    [[grid]]                      # each block is a cartesian product; lists are axes
+    dataset = "digits"
+    model = "mlp"
+    width = ["min", 8, 32, 128]
+    label_noise = [0.0, 0.1]
+    seed = [0]
+    train = { epochs = 800 }      # per-block overrides of [train] / [attack]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._cli import UserError, print_json, run_main
+from .runs import atomic_write_json, atomic_write_text, read_json
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# Keys a grid block may hold, the type each value (or each list item) must have, and whether a
+# list means "sweep over these values". Everything here is passed to python -m advrobust.train.
+_GRID_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "dataset": (str, "--dataset"),
+    "model": (str, "--model"),
+    "width": ((int, str), "--width"),
+    "depth": (int, "--depth"),
+    "n": (int, "--n"),
+    "n_test": (int, "--n-test"),
+    "resize": (int, "--resize"),
+    "label_noise": ((float, int), "--label-noise"),
+    "dim": (int, "--dim"),
+    "classes": (int, "--classes"),
+    "labels": (str, "--labels"),
+    "flip": ((float, int), "--flip"),
+    "data_dir": (str, "--data-dir"),
+    "seed": (int, "--seed"),
+}
+_TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "optimizer": (str, "--optimizer"),
+    "lr": ((float, int), "--lr"),
+    "momentum": ((float, int), "--momentum"),
+    "batch_size": (int, "--batch-size"),
+    "loss": (str, "--loss"),
+    "targets": (str, "--targets"),
+    "mode": (str, "--mode"),
+    "epochs": (int, "--epochs"),
+    "tol": ((float, int), "--tol"),
+    "adv_norm": (str, "--adv-norm"),
+    "adv_eps": ((float, int), "--adv-eps"),
+    "adv_steps": (int, "--adv-steps"),
+}
+_ATTACK_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
+    "norms": (list, None),
+    "splits": (list, None),
+    "n": (int, "--n"),
+    "steps": (int, "--steps"),
+    "attacks": (list, "--attacks"),
+    "batch_size": (int, "--batch-size"),
+    "certify": (str, "--certify"),
+    "exact": (bool, "--exact"),
+}
+_LIPSCHITZ_KEYS = {"enabled": bool, "norm": str}
+_REPORT_KEYS = {"enabled": bool, "eps": list, "title": str}
+_TOP_KEYS = {"name", "description", "train", "attack", "lipschitz", "report", "grid"}
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One run of the sweep: where it lives and the exact commands that make it."""
+
+    name: str
+    path: str
+    train_argv: tuple[str, ...]
+    attack_argvs: tuple[tuple[str, ...], ...]  # one per (norm, split)
+    attack_outputs: tuple[str, ...]  # attack-<norm>-<split>.json, aligned with attack_argvs
+    lipschitz_argv: tuple[str, ...] | None
+    params: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+# --------------------------------------------------------------------------- spec parsing
+def _type_name(t: Any) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(x.__name__ for x in t)
+    return t.__name__
+
+
+def _check_type(value: Any, expected: Any, key: str, where: str) -> None:
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, float, (float, int), (int, str)))
+    if not ok:
+        raise UserError(f"{where}: key {key!r} must be {_type_name(expected)}, got {type(value).__name__} {value!r}")
+
+
+def _check_table(table: Any, allowed: dict, where: str) -> dict:
+    if not isinstance(table, dict):
+        raise UserError(f"{where} must be a table, got {type(table).__name__}")
+    for key, value in table.items():
+        if key not in allowed:
+            raise UserError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
+        expected = allowed[key][0] if isinstance(allowed[key], tuple) else allowed[key]
+        _check_type(value, expected, key, where)
+    return table
+
+
+def load_spec(path: str | os.PathLike) -> dict:
+    """Read and validate a sweep spec; every problem is a one-line UserError naming key and file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"spec file not found: {path} (shipped specs are in experiments/*.toml)")
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    where = str(path)
+    for key in spec:
+        if key not in _TOP_KEYS:
+            raise UserError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    for key in ("name", "description"):
+        if key in spec:
+            _check_type(spec[key], str, key, where)
+    _check_table(spec.get("train", {}), _TRAIN_KEYS, f"{where} [train]")
+    _check_table(spec.get("attack", {}), _ATTACK_KEYS, f"{where} [attack]")
+    _check_table(spec.get("lipschitz", {}), _LIPSCHITZ_KEYS, f"{where} [lipschitz]")
+    _check_table(spec.get("report", {}), _REPORT_KEYS, f"{where} [report]")
+    grid = spec.get("grid")
+    if not grid:
+        raise UserError(f"{where}: empty grid: add at least one [[grid]] block with a dataset and a model")
+    if not isinstance(grid, list):
+        raise UserError(f"{where}: 'grid' must be an array of tables ([[grid]] blocks)")
+    from .data import DATASETS
+    from .models import FAMILIES
+
+    for i, block in enumerate(grid):
+        bw = f"{where} [[grid]] #{i + 1}"
+        if not isinstance(block, dict):
+            raise UserError(f"{bw} must be a table")
+        for key, value in block.items():
+            if key in ("train", "attack"):
+                _check_table(value, _TRAIN_KEYS if key == "train" else _ATTACK_KEYS, f"{bw} {key}")
+                continue
+            if key not in _GRID_KEYS:
+                raise UserError(f"{bw}: unknown key {key!r}; allowed: {', '.join(sorted(_GRID_KEYS) + ['attack', 'train'])}")
+            values = value if isinstance(value, list) else [value]
+            if not values:
+                raise UserError(f"{bw}: key {key!r} is an empty list, so the grid is empty")
+            for v in values:
+                _check_type(v, _GRID_KEYS[key][0], key, bw)
+                if key == "width" and isinstance(v, str) and v != "min":
+                    raise UserError(f"{bw}: key 'width' must be a positive integer or \"min\", got {v!r}")
+                if key == "dataset" and v not in DATASETS:
+                    raise UserError(f"{bw}: unknown dataset {v!r} in key 'dataset'; known: {', '.join(DATASETS)}")
+                if key == "model" and v not in FAMILIES:
+                    raise UserError(f"{bw}: unknown model {v!r} in key 'model'; known: {', '.join(FAMILIES)}")
+        if "model" not in block:
+            raise UserError(f"{bw}: missing key 'model' (one of {', '.join(FAMILIES)})")
+    for key in ("norms", "splits"):
+        for v in spec.get("attack", {}).get(key, []):
+            allowed = ("l1", "l2", "linf") if key == "norms" else ("train", "test")
+            if v not in allowed:
+                raise UserError(f"{where} [attack]: key {key!r} has {v!r}; allowed: {', '.join(allowed)}")
+    return spec
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _run_name(params: dict) -> str:
+    """A readable, unique, deterministic folder name from the varying parameters."""
+    parts = [params.get("dataset", "digits"), params["model"]]
+    order = ["depth", "width", "n", "n_test", "resize", "dim", "classes", "labels", "label_noise", "flip", "seed"]
+    short = {"width": "w", "depth": "depth", "n": "n", "n_test": "ntest", "resize": "r", "dim": "d", "classes": "k",
+             "labels": "", "label_noise": "noise", "flip": "flip", "seed": "s"}
+    for key in order:
+        if key in params:
+            parts.append(f"{short[key]}{_fmt(params[key])}")
+    extra = params.get("_suffix")
+    if extra:
+        parts.append(extra)
+    return "-".join(parts).replace("/", "_")
+
+
+def _flag_args(table: dict, keys: dict) -> list[str]:
+    argv: list[str] = []
+    for key, value in table.items():
+        flag = keys[key][1]
+        if flag is None:
+            continue
+        if isinstance(value, bool):
+            if value:
+                argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, ",".join(map(str, value))]
+        else:
+            argv += [flag, _fmt(value)]
+    return argv
+
+
+def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
+    """The grid's runs, in a deterministic order, each with its exact stage commands."""
+    out = Path(out)
+    tasks: list[RunTask] = []
+    seen: dict[str, int] = {}
+    for block in spec["grid"]:
+        axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack")}
+        keys = list(axes)
+        train_tbl = {**spec.get("train", {}), **block.get("train", {})}
+        attack_tbl = {**spec.get("attack", {}), **block.get("attack", {})}
+        suffix = None
+        if block.get("train"):
+            suffix = "-".join(f"{k}{_fmt(v)}" for k, v in sorted(block["train"].items()))
+        for combo in itertools.product(*(axes[k] for k in keys)):
+            params = dict(zip(keys, combo))
+            params.setdefault("seed", 0)
+            if suffix:
+                params["_suffix"] = suffix
+            name = _run_name(params)
+            if name in seen:  # identical parameters twice in the spec: keep one run
+                continue
+            seen[name] = 1
+            path = out / "runs" / name
+            train_argv = ["--out", str(path), "--quiet", "--json"]
+            for key, value in params.items():
+                if key.startswith("_"):
+                    continue
+                train_argv += [_GRID_KEYS[key][1], _fmt(value)]
+            train_argv += _flag_args(train_tbl, _TRAIN_KEYS)
+            attack_argvs, outputs = [], []
+            rest = {k: v for k, v in attack_tbl.items() if k not in ("norms", "splits")}
+            for norm in attack_tbl.get("norms", ["l2"]):
+                for split in attack_tbl.get("splits", ["train"]):
+                    argv = [str(path), "--norm", norm, "--split", split, "--seed", str(params["seed"]), "--quiet",
+                            "--json"] + _flag_args(rest, _ATTACK_KEYS)
+                    attack_argvs.append(tuple(argv))
+                    outputs.append(f"attack-{norm}-{split}.json")
+            lip = spec.get("lipschitz", {})
+            lip_argv = None
+            if lip.get("enabled", True):
+                lip_argv = (str(path), "--norm", lip.get("norm", "l2"), "--json")
+            tasks.append(RunTask(name=name, path=str(path), train_argv=tuple(train_argv),
+                                 attack_argvs=tuple(attack_argvs), attack_outputs=tuple(outputs),
+                                 lipschitz_argv=lip_argv, params={k: v for k, v in params.items() if not k.startswith("_")}))
+    if not tasks:
+        raise UserError("the spec's grid expands to no runs")
+    return tasks
+
+
+# --------------------------------------------------------------------------- running one run
+def _call(main, argv: Sequence[str]) -> str:
+    """Run a command's ``main(argv)`` in-process, capturing its stdout; UserError propagates."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(list(argv))
+    if code:
+        raise RuntimeError(f"{main.__module__} {' '.join(argv)} exited with {code}")
+    return buf.getvalue()
+
+
+def _stage_done(path: Path, output: str, argv: Sequence[str]) -> bool:
+    """A stage is done when its output exists and was made by the same command."""
+    f = path / output
+    if not f.is_file():
+        return False
+    try:
+        rec = read_json(f)
+    except UserError:
+        return False
+    return rec.get("sweep_argv") in (None, list(argv)) if isinstance(rec, dict) else False
+
+
+def _train_done(path: Path, argv: Sequence[str]) -> bool:
+    if not ((path / "run.json").is_file() and (path / "model.pt").is_file()):
+        return False
+    marker = path / "sweep-train.json"
+    if not marker.is_file():
+        return False
+    try:
+        return read_json(marker).get("argv") == list(argv)
+    except UserError:
+        return False
+
+
+def run_task(task: RunTask, *, threads: int | None = None, device: str | None = None, position: int = 1,
+             progress: bool = True) -> dict:
+    """Train, attack and estimate one run, skipping stages already complete. Returns its status."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import attack as attack_cmd
+    from . import lipschitz as lipschitz_cmd
+    from . import train as train_cmd
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    path = Path(task.path)
+    dev = ["--device", device] if device else []
+    stages = 1 + len(task.attack_argvs) + (1 if task.lipschitz_argv else 0)
+    t0 = time.perf_counter()
+    done_before = []
+    with tqdm(total=stages, desc=task.name, position=position, leave=False, disable=not progress) as bar:
+        train_argv = list(task.train_argv) + dev
+        if _train_done(path, train_argv):
+            done_before.append("train")
+        else:
+            overwrite = ["--overwrite"] if path.exists() else []
+            # a retrained model invalidates every later stage's output in this run
+            for stale in [*path.glob("attack-*.json"), *path.glob("attack-*.npz"), path / "lipschitz.json"]:
+                stale.unlink(missing_ok=True)
+            _call(train_cmd.main, train_argv + overwrite)
+            atomic_write_json(path / "sweep-train.json", {"argv": train_argv})
+        bar.update()
+        for argv, output in zip(task.attack_argvs, task.attack_outputs):
+            argv = list(argv) + dev
+            if _stage_done(path, output, argv):
+                done_before.append(output)
+            else:
+                _call(attack_cmd.main, argv)
+                rec = read_json(path / output)
+                rec["sweep_argv"] = argv
+                atomic_write_json(path / output, rec)
+            bar.update()
+        if task.lipschitz_argv:
+            argv = list(task.lipschitz_argv) + dev
+            if _stage_done(path, "lipschitz.json", argv):
+                done_before.append("lipschitz.json")
+            else:
+                _call(lipschitz_cmd.main, argv)
+                rec = read_json(path / "lipschitz.json")
+                rec["sweep_argv"] = argv
+                atomic_write_json(path / "lipschitz.json", rec)
+            bar.update()
+    return {"name": task.name, "path": task.path, "skipped": done_before, "wall_time_s": time.perf_counter() - t0}
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_task_quiet(task: RunTask, threads: int | None, device: str | None) -> dict:
+    return run_task(task, threads=threads, device=device, progress=False)
+
+
+# --------------------------------------------------------------------------- the sweep
+def run_sweep(spec_path: str | os.PathLike, *, out: str | os.PathLike | None = None, workers: int = 1,
+              scheduler: str | None = None, threads: int | None = None, device: str | None = None,
+              report: bool | None = None, progress: bool = True) -> dict:
+    """Run every run of a spec (resumably), then compare and report. Returns the sweep record."""
+    from tqdm.auto import tqdm
+
+    spec = load_spec(spec_path)
+    name = spec.get("name") or Path(spec_path).stem
+    out = Path(out) if out else Path("runs") / name
+    tasks = expand(spec, out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    statuses: dict[str, dict] = {}
+    record_path = out / "sweep.json"
+
+    def record(final: bool = False) -> dict:
+        rec = {"spec": str(spec_path), "name": name, "out": str(out), "runs": [t.name for t in tasks],
+               "completed": sorted(statuses), "status": {k: statuses[k] for k in sorted(statuses)},
+               "workers": workers, "scheduler": scheduler, "finished": final,
+               "wall_time_s": time.perf_counter() - t0}
+        atomic_write_json(record_path, rec)
+        return rec
+
+    bar = tqdm(total=len(tasks), desc=f"sweep {name}", position=0, disable=not progress)
+    try:
+        if scheduler:
+            try:
+                from dask.distributed import Client, as_completed
+            except ImportError:
+                raise UserError("--scheduler needs dask distributed: pip install 'advrobust[dask]'") from None
+            try:
+                client = Client(scheduler, timeout="5s")
+            except (OSError, TimeoutError) as exc:
+                raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
+                                "`dask scheduler` and workers with `dask worker ADDRESS`") from None
+            try:
+                futures = [client.submit(_run_task_quiet, t, threads, device, pure=False, key=f"advrobust-{name}-{t.name}")
+                           for t in tasks]
+                for fut in as_completed(futures):
+                    st = fut.result()
+                    statuses[st["name"]] = st
+                    record()
+                    bar.update()
+            finally:
+                client.close()
+        elif workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
+
+            per = threads or max(1, (os.cpu_count() or 1) // workers)
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(per,)) as pool:
+                futs = [pool.submit(_run_task_quiet, t, per, device) for t in tasks]
+                for fut in cf_completed(futs):
+                    st = fut.result()
+                    statuses[st["name"]] = st
+                    record()
+                    bar.update()
+        else:
+            for t in tasks:
+                st = run_task(t, threads=threads, device=device, progress=progress)
+                statuses[st["name"]] = st
+                record()
+                bar.update()
+    finally:
+        bar.close()
+
+    run_dirs = [t.path for t in tasks]
+    from . import compare as compare_cmd
+
+    table = _call(compare_cmd.main, run_dirs + ["--format", "markdown"])
+    atomic_write_text(out / "compare.md", table)
+    compare_json = _call(compare_cmd.main, run_dirs + ["--json"])
+    atomic_write_text(out / "compare.json", compare_json)
+    do_report = spec.get("report", {}).get("enabled", True) if report is None else report
+    report_dir = None
+    if do_report:
+        from . import report as report_cmd
+
+        rargv = run_dirs + ["--out", str(out / "report")]
+        if spec.get("report", {}).get("title"):
+            rargv += ["--title", spec["report"]["title"]]
+        _call(report_cmd.main, rargv)
+        report_dir = str(out / "report")
+    rec = record(final=True)
+    rec["compare"] = str(out / "compare.md")
+    rec["report"] = report_dir
+    rec["table"] = table
+    return rec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m advrobust.sweep", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("spec", help="experiment spec (TOML), e.g. experiments/quick.toml")
+    ap.add_argument("--out", help="output folder (default runs/<spec name>)")
+    ap.add_argument("--workers", type=int, default=1, help="local processes running runs in parallel (default 1)")
+    ap.add_argument("--scheduler", help="address of an existing Dask distributed scheduler, e.g. tcp://host:8786")
+    ap.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
+    ap.add_argument("--device", help="device for every stage (cpu, cuda, auto)")
+    ap.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
+                    help="write the report at the end (default: the spec's [report] enabled, else yes)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--json", action="store_true", help="print the sweep record as JSON")
+    args = ap.parse_args(argv)
+    if args.workers < 1:
+        raise UserError(f"--workers must be a positive integer, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    if args.scheduler and args.workers > 1:
+        raise UserError("use either --workers (local processes) or --scheduler (a Dask cluster), not both")
+    rec = run_sweep(args.spec, out=args.out, workers=args.workers, scheduler=args.scheduler, threads=args.threads,
+                    device=args.device, report=args.report, progress=not args.quiet)
+    if args.json:
+        print_json(rec)
+    else:
+        print(rec["table"])
+        print(f"{len(rec['runs'])} runs in {rec['out']} ({rec['wall_time_s']:.0f} s); "
+              f"table: {rec['compare']}" + (f"; report: {rec['report']}/report.html" if rec["report"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

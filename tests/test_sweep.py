@@ -1,0 +1,163 @@
+"""The sweep: spec validation, grid expansion, resume after kill -9, and the Dask path."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from advrobust._cli import UserError, run_main
+from advrobust.sweep import expand, load_spec, main, run_sweep
+
+TINY = """
+name = "tiny"
+[train]
+epochs = 300
+[attack]
+norms = ["l2"]
+splits = ["train"]
+n = 12
+steps = 20
+attacks = ["ddn", "fmn"]
+[lipschitz]
+enabled = true
+[report]
+enabled = false
+[[grid]]
+dataset = "digits"
+n = 100
+model = "mlp"
+width = [4, 8, 16]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (TINY.replace('epochs = 300', 'epocs = 300'), "'epocs'"),
+        (TINY.replace('epochs = 300', 'epochs = "many"'), "'epochs'"),
+        (TINY.replace('width = [4, 8, 16]', 'width = []'), "'width'"),
+        (TINY.replace('dataset = "digits"', 'dataset = "digitz"'), "digitz"),
+        (TINY.replace('model = "mlp"', 'model = "transformer"'), "transformer"),
+        (TINY.split("[[grid]]")[0], "empty grid"),
+        (TINY.replace('norms = ["l2"]', 'norms = ["l3"]'), "'norms'"),
+        (TINY + "\nbogus = 1\n", "'bogus'"),
+        ("name = [", "not valid TOML"),
+    ],
+)
+def test_bad_spec_is_one_line_error_naming_key_and_file(tmp_path, capsys, text, needle):
+    spec = write(tmp_path, text)
+    code = run_main(main, [str(spec), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert needle in err and str(spec) in err
+
+
+def test_missing_spec_file(tmp_path, capsys):
+    assert run_main(main, [str(tmp_path / "nope.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_expand_is_a_deterministic_product(tmp_path):
+    text = TINY.replace("width = [4, 8, 16]", 'width = ["min", 8]\nlabel_noise = [0.0, 0.1]\nseed = [0, 1]')
+    spec = load_spec(write(tmp_path, text))
+    tasks = expand(spec, tmp_path / "o")
+    assert len(tasks) == 2 * 2 * 2
+    assert len({t.name for t in tasks}) == len(tasks)
+    assert [t.name for t in tasks] == [t.name for t in expand(spec, tmp_path / "o")]
+    t = next(t for t in tasks if t.params == {"dataset": "digits", "n": 100, "model": "mlp", "width": "min",
+                                              "label_noise": 0.1, "seed": 1})
+    assert "--width" in t.train_argv and t.train_argv[t.train_argv.index("--width") + 1] == "min"
+    assert t.attack_outputs == ("attack-l2-train.json",)
+
+
+def _radii(out: Path) -> dict[str, np.ndarray]:
+    res = {}
+    for f in sorted(out.glob("runs/*/attack-l2-train.npz")):
+        with np.load(f) as z:
+            res[f.parent.name] = z["best_radius"].copy()
+    return res
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted sequential sweep of the tiny spec."""
+    tmp = tmp_path_factory.mktemp("ref")
+    spec = write(tmp, TINY)
+    rec = run_sweep(spec, out=tmp / "out", threads=1, progress=False)
+    return spec, tmp / "out", rec
+
+
+def test_sequential_sweep_writes_everything(reference):
+    spec, out, rec = reference
+    assert rec["finished"] and len(rec["completed"]) == 3
+    for name in rec["runs"]:
+        run = out / "runs" / name
+        for f in ("run.json", "model.pt", "attack-l2-train.npz", "attack-l2-train.json", "lipschitz.json"):
+            assert (run / f).is_file(), f"{name}/{f}"
+    assert (out / "compare.md").read_text().count("digits") >= 3
+    # rerunning the same command skips everything
+    again = run_sweep(spec, out=out, threads=1, progress=False)
+    assert all(set(st["skipped"]) >= {"train", "attack-l2-train.json", "lipschitz.json"} for st in again["status"].values())
+
+
+def test_resume_after_kill_9_gives_identical_results(reference, tmp_path):
+    spec, ref_out, _ = reference
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "advrobust.sweep", str(spec), "--out", str(out), "--threads", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    try:
+        # kill as soon as one run is complete and the second is under way
+        while time.time() < deadline:
+            rec = out / "sweep.json"
+            if rec.is_file() and len(json.loads(rec.read_text())["completed"]) >= 1:
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed = json.loads((out / "sweep.json").read_text())
+    assert not killed["finished"], "the sweep finished before it could be killed: make the spec bigger"
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    final = json.loads((out / "sweep.json").read_text())
+    assert final["finished"] and sorted(final["completed"]) == sorted(final["runs"])
+    assert len(list(out.glob("runs/*/run.json"))) == 3  # nothing lost, nothing duplicated
+    got, want = _radii(out), _radii(ref_out)
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_dask_local_cluster_agrees_with_sequential(reference, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    spec, ref_out, _ = reference
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        rec = run_sweep(spec, out=tmp_path / "out", scheduler=cluster.scheduler_address, threads=1, progress=False)
+    assert rec["finished"] and len(rec["completed"]) == 3
+    got, want = _radii(tmp_path / "out"), _radii(ref_out)
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_unreachable_scheduler_is_a_user_error(tmp_path):
+    spec = write(tmp_path, TINY)
+    with pytest.raises(UserError, match="Dask scheduler"):
+        run_sweep(spec, out=tmp_path / "o", scheduler="tcp://127.0.0.1:1", progress=False)
