@@ -95,3 +95,19 @@ def select_device(name: str | None) -> "torch.device":  # noqa: F821
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return dev
+
+
+def argument_parser(**kwargs: Any) -> "argparse.ArgumentParser":  # noqa: F821
+    """An ``argparse.ArgumentParser`` whose usage errors raise :class:`UserError`.
+
+    Plain argparse prints the usage plus a message and exits 2; through ``run_main`` this one
+    gives the project's single ``error: ...`` line (still exit status 2). Keyword arguments go
+    to ``argparse.ArgumentParser``.
+    """
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # noqa: D401 - argparse hook
+            raise UserError(f"{message} (see {self.prog} --help)")
+
+    return _Parser(**kwargs)
