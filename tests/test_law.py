@@ -1,0 +1,96 @@
+"""Power-law fits and the law-of-robustness comparison."""
+import math
+
+import numpy as np
+import pytest
+
+from advrobust._cli import UserError
+from advrobust.law import fit_law, fit_power_law, interpolation_thresholds, theorem3_bound
+
+
+@pytest.mark.parametrize("a", [-0.5, 0.5, 1.3])
+def test_fit_recovers_exponent_within_ci(a):
+    rng = np.random.default_rng(0)
+    x = np.geomspace(10, 1e5, 12)
+    y = 3.0 * x ** a * np.exp(rng.normal(0, 0.1, x.size))
+    f = fit_power_law(x, y, bootstrap=500, seed=1)
+    assert f["ci_low"] <= a <= f["ci_high"]
+    assert abs(f["exponent"] - a) < 0.05 and f["r2"] > 0.95 and f["n"] == 12
+    assert math.exp(f["intercept"]) == pytest.approx(3.0, rel=0.3)
+    assert fit_power_law(x, y, bootstrap=500, seed=1) == f  # deterministic under the seed
+
+
+def test_fit_exact_and_errors():
+    f = fit_power_law([1, 2, 4], [5, 10, 20], bootstrap=100)
+    assert f["exponent"] == pytest.approx(1.0) and f["r2"] == pytest.approx(1.0)
+    assert f["ci_low"] == pytest.approx(1.0) and f["ci_high"] == pytest.approx(1.0)
+    assert fit_power_law([1, 2], [1, 4])["ci_low"] is None  # two points: no interval
+    with pytest.raises(ValueError):
+        fit_power_law([1, 2, 3], [1, 0, 2])
+    with pytest.raises(ValueError):
+        fit_power_law([2, 2, 2], [1, 2, 3])
+
+
+def _rows(noise=0.05, seed=0):
+    """Synthetic compare rows obeying the law: lip = 0.7 sqrt(n d / p), radius = 0.2 sqrt(p / (n d))."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    n, d = 1000, 64
+    for i, p in enumerate([100, 300, 1000, 3000, 1e4, 3e4, 1e5]):
+        mem = p >= 1000
+        jitter = math.exp(rng.normal(0, noise))
+        rows.append({"run": f"w{i}", "dataset": "gaussian", "labels": "random", "n": n, "d": d, "params": int(p),
+                     "train_accuracy": 1.0 if mem else 0.8, "input_scale": 1.0,
+                     "l2_lip_lower": 0.7 * math.sqrt(n * d / p) * jitter,
+                     "l2_train_radius_median": 0.2 * math.sqrt(p / (n * d)) / jitter if mem else 1e-3})
+    return rows
+
+
+def test_fit_law_beyond_threshold_recovers_law():
+    rows = _rows()
+    thr = interpolation_thresholds(rows)
+    assert thr[("gaussian", 1000, 64)] == 1000
+    lip = fit_law(rows, response="lip_lower", against="params", bootstrap=300)
+    assert lip["rows_used"] == ["w2", "w3", "w4", "w5", "w6"]
+    assert lip["predicted_exponent"] == -0.5 and lip["within_ci"] is True
+    assert lip["constant"]["constant"] == pytest.approx(0.7, rel=0.1)
+    rad = fit_law(rows, response="train_radius_median", against="params", bootstrap=300)
+    assert rad["predicted_exponent"] == 0.5 and rad["within_ci"] is True
+    assert "heuristic" in rad["note"]
+    below = fit_law(rows, response="lip_lower", against="params", regime="below", bootstrap=300)
+    assert below["rows_used"] == ["w0", "w1"]
+
+
+def test_fit_law_unit_scale_and_theorem_checks():
+    rows = _rows()
+    for r in rows:
+        r["input_scale"] = 2.0
+    lip = fit_law(rows, response="lip_lower", bootstrap=100)
+    assert lip["unit_scale"] and lip["constant"]["constant"] == pytest.approx(1.4, rel=0.1)
+    # gaussian, random labels: sigma^2 = 1, eps = 1, but n = 1000 < 8^4 log(800)
+    t = lip["theorem3"][0]
+    assert t["value"] is not None and any(h.startswith("sample size") for h in t["hypotheses_failing"])
+    clean = [dict(r, dataset="digits", labels="random", label_noise=0.0) for r in rows]
+    t = fit_law(clean, response="lip_lower", bootstrap=100)["theorem3"][0]
+    assert t["value"] is None and any("noise level" in h for h in t["hypotheses_failing"])
+    assert any("isoperimetry" in h for h in t["hypotheses_failing"])
+
+
+def test_theorem3_formula():
+    b = theorem3_bound(n=10 ** 6, d=100, p=1000, eps=0.5, c=1.0, wj=1.0, delta=0.01)
+    expect = 0.5 / 512 * math.sqrt(1e8 / (1000 * math.log(120) + math.log(400)))
+    assert b["value"] == pytest.approx(expect) and b["sample_condition"]
+    assert b["needed_n"] == math.ceil(8 ** 4 * math.log(800) / 0.25)
+    assert not theorem3_bound(n=1000, d=100, p=1000, eps=0.5)["sample_condition"]
+
+
+def test_fit_law_user_errors():
+    rows = _rows()
+    with pytest.raises(UserError):
+        fit_law(rows, response="nope")
+    with pytest.raises(UserError):
+        fit_law(rows, regime="sideways")
+    with pytest.raises(UserError):
+        fit_law(rows, against="width")
+    with pytest.raises(UserError):
+        fit_law(rows[:1], response="lip_lower", regime="all")
