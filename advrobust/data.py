@@ -4,8 +4,8 @@ Built in (no files needed):
 
 ``digits``
     scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes), pixel values / 16,
-    shape ``(N, 1, 8, 8)``. A fixed stratified split puts 1347 images in the training pool and 450
-    in the test pool; the split does not depend on ``seed``, so every run sees the same test set.
+    shape ``(N, 1, 8, 8)``. A fixed stratified split puts 1348 images in the training pool and 449
+    in the test pool (a quarter); the split does not depend on ``seed``, so every run sees the same test set.
     The default data set everywhere.
 ``sphere``, ``gaussian``
     The law-of-robustness setting (Bubeck & Sellke, "A universal law of robustness via
@@ -263,6 +263,10 @@ def load_dataset(name: str = "digits", *, n: int | None = None, n_test: int | No
     n_test = _check_int(n_test, "n_test", minimum=1)
     label_noise = _check_fraction(label_noise, "label_noise")
     flip = _check_fraction(flip, "flip")
+    if data_dir is not None:
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise UserError(f"data_dir must be a folder path, got {data_dir!r}")
+        data_dir = os.fspath(data_dir)
     spec = {"name": name, "n": n, "n_test": n_test, "resize": resize, "label_noise": label_noise,
             "seed": seed, "data_dir": data_dir, "dim": dim, "classes": classes, "labels": labels,
             "flip": flip}
@@ -572,6 +576,7 @@ def _latin1_encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+@functools.lru_cache(maxsize=1)
 def _allowed_globals() -> dict:
     try:
         from numpy._core.multiarray import _reconstruct

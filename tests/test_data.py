@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from advrobust._cli import UserError, to_json
-from advrobust.data import DATASETS, Dataset, load_dataset, split
+from advrobust.data import DATASETS, Dataset, _stratified_indices, load_dataset, split
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -122,6 +124,19 @@ def test_subset_is_stratified_and_deterministic_by_seed():
     # a subset is drawn from the pool: each chosen image is one of the full training set's images
     full = {r.numpy().tobytes() for r in load_dataset("digits").x_train.flatten(1)}
     assert all(r.numpy().tobytes() in full for r in c.x_train.flatten(1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=80), st.data())
+def test_stratified_indices_property(labels, data):
+    y = np.array(labels)
+    k = data.draw(st.integers(1, len(y)))
+    idx = _stratified_indices(y, k, np.random.default_rng(data.draw(st.integers(0, 10))))
+    assert len(idx) == k == len(np.unique(idx)) and np.all(np.diff(idx) > 0)
+    classes, counts = np.unique(y, return_counts=True)
+    got = np.array([(y[idx] == c).sum() for c in classes])
+    share = k * counts / len(y)
+    assert np.all(got >= np.floor(share)) and np.all(got <= np.ceil(share))
 
 
 def test_label_noise_exact_and_clean_labels_kept():
