@@ -1,0 +1,498 @@
+"""``python -m advrobust.compare RUN_DIRS...``: one row per model, and the law fit beneath.
+
+Reads only files already in the run directories (``run.json``, ``attack-<norm>-<split>.npz``,
+``lipschitz.json``); computes nothing expensive. A value that has not been measured is missing
+(``None`` in Python and JSON, empty in CSV, ``-`` in tables), never 0, and the row's ``missing``
+dict names the command that fills it.
+
+Columns (per norm ``<nm>`` in l1, l2, linf and split ``<split>`` in train, test):
+``run, dataset, n, d, params, p/n, p/(n*d), train_accuracy, test_accuracy``,
+``<nm>_<split>_radius_median``, ``<nm>_<split>_attacked``, ``<nm>_<split>_robust_acc@<eps>``,
+``<nm>_<split>_certified@<eps>`` (share with a certified lower bound >= eps, where bounds exist),
+``<nm>_lip_lower``, ``<nm>_lip_upper`` (margin function, from lipschitz.json),
+``logit_lip_lower``, ``logit_lip_upper`` (l2 -> l2), ``input_scale``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import operator
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ._cli import UserError, norm_name, parse_norm, print_json, run_main, to_json
+
+SPLITS = ("train", "test")
+DEFAULT_EPS = {"l1": (1.0,), "l2": (0.5,), "linf": (0.05,)}
+BASE_COLUMNS = ("run", "dataset", "family", "width", "n", "d", "params", "p/n", "p/(n*d)",
+                "train_accuracy", "test_accuracy")
+ATTACK_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split}"
+CERTIFY_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split} --certify crown"
+LIPSCHITZ_CMD = "python -m advrobust.lipschitz {path} --norm {norm}"
+TRAIN_CMD = "python -m advrobust.train --out {path} ..."
+
+
+def _norm_key(norm: Any) -> str:
+    return norm_name(parse_norm(norm))
+
+
+def _finite_or_none(v: Any) -> Any:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return None if math.isnan(f) else f
+
+
+def _num(meta: Mapping, *keys: str) -> Any:
+    for k in keys:
+        if meta.get(k) is not None:
+            return meta[k]
+    return None
+
+
+def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None = None,
+                 eps: Mapping[str, Sequence[float]] | Sequence[float] | None = None) -> list[dict]:
+    """One row per run directory (or per run found below a folder).
+
+    Parameters
+    ----------
+    run_dirs : run directories, or folders holding them
+    norms : norms to report (``'l2'``, ``2.0``, ...); default: every norm with an attack results
+        file in any of the runs, or l2 if there is none
+    eps : robust-accuracy radii: a sequence (the same for every norm) or ``{norm: [...]}``;
+        default ``DEFAULT_EPS`` (l1 1.0, l2 0.5, linf 0.05, in input units of [0, 1] data)
+
+    Returns
+    -------
+    list of dict, keys as in the module docstring, plus ``path`` and ``missing``:
+    ``{column: command that fills it}`` for every column that is None because a file is absent.
+    Radii medians include 0 (misclassified) and inf (no attack succeeded) samples.
+    """
+    import numpy as np
+
+    from . import runs
+
+    paths = runs.find_runs(list(run_dirs))
+    if norms is None:
+        found = set()
+        for p in paths:
+            for f in p.glob("attack-*-*.npz"):
+                m = re.fullmatch(r"attack-(l1|l2|linf)-(train|test)\.npz", f.name)
+                if m:
+                    found.add(m.group(1))
+        norm_list = [n for n in ("l2", "linf", "l1") if n in found] or ["l2"]
+    else:
+        norm_list = [_norm_key(n) for n in norms]
+    if eps is None:
+        eps_map = {n: tuple(DEFAULT_EPS[n]) for n in norm_list}
+    elif isinstance(eps, Mapping):
+        eps_map = {n: tuple(float(e) for e in eps.get(n, DEFAULT_EPS[n])) for n in norm_list}
+    else:
+        eps_map = {n: tuple(float(e) for e in eps) for n in norm_list}
+    rows = []
+    names = [p.name for p in paths]
+    for path in paths:
+        meta = runs.read_json(path / runs.RUN_FILE, what="run record")
+        spec = meta.get("spec") or {}
+        dspec = spec.get("data") or {}
+        mspec = spec.get("model") or {}
+        name = path.name if names.count(path.name) == 1 else str(path)
+        n, d, p = _num(meta, "n"), _num(meta, "d"), _num(meta, "params", "p")
+        dmeta = meta.get("data_meta") or {}
+        row: dict[str, Any] = {
+            "run": name, "path": str(path),
+            "dataset": dspec.get("name") or dmeta.get("name") or meta.get("dataset"),
+            "family": mspec.get("family"), "width": mspec.get("width"),
+            "n": n, "d": d, "params": p,
+            "p/n": p / n if p and n else None,
+            "p/(n*d)": p / (n * d) if p and n and d else None,
+            "train_accuracy": _finite_or_none(meta.get("train_accuracy")),
+            "test_accuracy": _finite_or_none(meta.get("test_accuracy")),
+            "labels": dspec.get("labels"), "label_noise": dspec.get("label_noise"), "flip": dspec.get("flip"),
+            "input_scale": None,
+        }
+        missing: dict[str, str] = {}
+        for key in ("n", "d", "params", "train_accuracy", "test_accuracy"):
+            if row[key] is None:
+                missing[key] = TRAIN_CMD.format(path=path)
+        lip = None
+        lf = path / "lipschitz.json"
+        if lf.is_file():
+            lip = runs.read_json(lf, what="Lipschitz file")
+            if not isinstance(lip, dict):
+                raise UserError(f"{lf} is not a Lipschitz record; delete it and rerun python -m advrobust.lipschitz {path}")
+        from .lipschitz import input_scale
+
+        scale, _ = input_scale(None, dmeta if isinstance(dmeta, dict) else None)
+        if scale is None:
+            scale = (lip or {}).get("input_scale")
+        row["input_scale"] = _finite_or_none(scale)
+        for nm in norm_list:
+            for split in SPLITS:
+                stem = runs.results_stem(nm, split)
+                f = path / f"{stem}.npz"
+                cmd = ATTACK_CMD.format(path=path, norm=nm, split=split)
+                med, cnt = f"{nm}_{split}_radius_median", f"{nm}_{split}_attacked"
+                acc_cols = [f"{nm}_{split}_robust_acc@{e:g}" for e in eps_map[nm]]
+                cert_cols = [f"{nm}_{split}_certified@{e:g}" for e in eps_map[nm]]
+                if not f.is_file():
+                    for c in (med, cnt, *acc_cols):
+                        row[c] = None
+                        missing[c] = cmd
+                    for c in cert_cols:
+                        row[c] = None
+                        missing[c] = CERTIFY_CMD.format(path=path, norm=nm, split=split)
+                    continue
+                res = runs.load_npz(f)
+                if "best_radius" not in res:
+                    raise UserError(f"{f} has no best_radius array; delete it and rerun {cmd}")
+                r = np.asarray(res["best_radius"], dtype=np.float64)
+                r = r[~np.isnan(r)]
+                row[cnt] = int(r.size)
+                row[med] = float(np.median(r)) if r.size else None
+                for c, e in zip(acc_cols, eps_map[nm]):
+                    row[c] = float(np.mean(r > e)) if r.size else None
+                lower_key = next((k for k in ("exact_lower", "lower__crown", "lower__ibp") if k in res), None)
+                for c, e in zip(cert_cols, eps_map[nm]):
+                    if lower_key is None:
+                        row[c] = None
+                        missing[c] = CERTIFY_CMD.format(path=path, norm=nm, split=split)
+                    else:
+                        lb = np.asarray(res[lower_key], dtype=np.float64)
+                        row[c] = float(np.mean(np.nan_to_num(lb, nan=-np.inf) >= e)) if lb.size else None
+            entry = None
+            if lip is not None:
+                entry = (lip.get("by_norm") or {}).get(nm)
+                if entry is None and lip.get("norm") == nm:
+                    entry = lip
+            lcmd = LIPSCHITZ_CMD.format(path=path, norm=nm)
+            for key, col in (("lower", f"{nm}_lip_lower"), ("upper", f"{nm}_lip_upper")):
+                v = ((entry or {}).get("margin") or {}).get(key)
+                row[col] = _finite_or_none(v)
+                if row[col] is None:
+                    missing[col] = lcmd if entry is None else \
+                        f"{lcmd} (the upper bound is unavailable for this architecture: " \
+                        f"{(entry.get('margin') or {}).get('upper_reason')})"
+        lg = (lip or {}).get("logit") or {}
+        for key in ("lower", "upper"):
+            col = f"logit_lip_{key}"
+            row[col] = _finite_or_none(lg.get(key))
+            if row[col] is None:
+                missing[col] = LIPSCHITZ_CMD.format(path=path, norm="l2")
+        if row["input_scale"] is None:
+            missing["input_scale"] = LIPSCHITZ_CMD.format(path=path, norm="l2")
+        row["missing"] = missing
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- formatting
+def default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Columns shown by default: the base columns, then every measured column in first-seen order."""
+    hidden = {"path", "missing", "labels", "label_noise", "flip"}
+    cols = list(BASE_COLUMNS)
+    for r in rows:
+        for k in r:
+            if k not in cols and k not in hidden:
+                cols.append(k)
+    if rows and all(r.get("family") is None for r in rows):
+        cols.remove("family")
+    if rows and all(r.get("width") is None for r in rows):
+        cols.remove("width")
+    return cols
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], fmt: str = "table", columns: Sequence[str] | None = None) -> str:
+    """Render rows as an aligned text table, a Markdown table, CSV or JSON.
+
+    Missing values are ``-`` in table/markdown (with a footnote listing the commands that fill
+    them), empty cells in CSV and ``null`` in JSON (where each row keeps its ``missing`` dict).
+
+    Raises
+    ------
+    UserError
+        An unknown format or column.
+    """
+    if fmt not in ("table", "markdown", "csv", "json"):
+        raise UserError(f"unknown format {fmt!r}; use table, markdown, csv or json")
+    cols = list(columns) if columns is not None else default_columns(rows)
+    known = set(BASE_COLUMNS) | {k for r in rows for k in r}
+    unknown = [c for c in cols if c not in known]
+    if unknown and rows:
+        raise UserError(f"unknown column(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'missing'}))}")
+    if fmt == "json":
+        return to_json([{**{c: r.get(c) for c in cols}, "missing": dict(r.get("missing") or {})} for r in rows])
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else (repr(float(r[c])) if isinstance(r[c], float) and math.isfinite(r[c])
+                                                   else _cell(r[c])) for c in cols])
+        return buf.getvalue()
+    body = [[_cell(r.get(c)) for c in cols] for r in rows]
+    foot = []
+    cmds: dict[str, list[str]] = {}
+    for r in rows:
+        for c, cmd in (r.get("missing") or {}).items():
+            if c in cols:
+                cmds.setdefault(cmd, []).append(c)
+    if cmds:
+        foot.append("missing values (-) are filled by:")
+        for cmd, cs in cmds.items():
+            foot.append(f"  {cmd}    # {', '.join(dict.fromkeys(cs))}")
+    if fmt == "markdown":
+        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+        lines = ["| " + " | ".join(esc(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        lines += ["| " + " | ".join(esc(v) for v in b) + " |" for b in body]
+        if cmds:
+            lines += ["", "Missing values (-) are filled by:", ""]
+            lines += [f"- `{cmd}` ({', '.join(dict.fromkeys(cs))})" for cmd, cs in cmds.items()]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines + ([""] + foot if foot else [])) + "\n"
+
+
+# --------------------------------------------------------------------------- sort / filter
+_FILTER = re.compile(r"^\s*([A-Za-z0-9_@./()*\-]+?)\s*(>=|<=|!=|==|=|>|<)\s*(.+?)\s*$")
+_OPS = {">=": operator.ge, "<=": operator.le, "!=": operator.ne, "==": operator.eq, "=": operator.eq,
+        ">": operator.gt, "<": operator.lt}
+
+
+def _coerce(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def filter_rows(rows: Sequence[Mapping[str, Any]], expr: str) -> list:
+    """Keep rows matching ``COL OP VALUE`` (OP one of = == != > >= < <=), e.g. ``dataset=digits``,
+    ``params>1000``. Rows whose value is missing never match. UserError on bad syntax or column."""
+    m = _FILTER.match(expr)
+    if not m:
+        raise UserError(f"cannot parse filter {expr!r}; write COLUMN OP VALUE, e.g. dataset=digits or params>1000")
+    col, op, val = m.groups()
+    if col == "p":
+        col = "params"
+    known = set(BASE_COLUMNS) | {k for r in rows for k in r}
+    if col not in known:
+        raise UserError(f"unknown column {col!r} in filter {expr!r}; known: {', '.join(sorted(known - {'missing'}))}")
+    target = _coerce(val)
+    out = []
+    for r in rows:
+        v = r.get(col)
+        if v is None:
+            continue
+        if isinstance(target, float) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            keep = _OPS[op](float(v), target)
+        elif op in ("=", "==", "!="):
+            keep = _OPS[op](str(v), val)
+        else:
+            raise UserError(f"filter {expr!r} compares {col} (value {v!r}) with {op}; use a number")
+        if keep:
+            out.append(r)
+    return out
+
+
+def sort_rows(rows: Sequence[Mapping[str, Any]], col: str) -> list:
+    """Sort by ``col`` (prefix ``-`` for descending); missing values last. UserError on unknown column."""
+    desc = col.startswith("-")
+    key = col[1:] if desc else col
+    if key == "p":
+        key = "params"
+    known = set(BASE_COLUMNS) | {k for r in rows for k in r}
+    if key not in known:
+        raise UserError(f"unknown column {key!r} for --sort; known: {', '.join(sorted(known - {'missing'}))}")
+    have = [r for r in rows if r.get(key) is not None]
+    none = [r for r in rows if r.get(key) is None]
+    have.sort(key=lambda r: (0, r[key]) if isinstance(r[key], (int, float)) else (1, str(r[key])), reverse=desc)
+    return have + none
+
+
+# --------------------------------------------------------------------------- paired comparison
+def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str = "test") -> dict:
+    """Per-sample radius ratio ``radius_b / radius_a`` on the samples both runs attacked.
+
+    Only pairs with both radii finite and positive enter the ratios and the test; the counts
+    excluded (a radius 0: misclassified, inf: unbroken) are reported. The two-sided Wilcoxon
+    signed-rank test (``scipy.stats.wilcoxon``) is on the log-ratios (i.e. whether b's radii are
+    systematically larger or smaller than a's on the same points).
+
+    Returns
+    -------
+    dict: ``n_common``, ``n_used``, ``excluded`` (counts), ``median_ratio``, ``geomean_ratio``,
+    ``share_b_larger``, ``wilcoxon_statistic``, ``p_value`` (None with fewer than 2 pairs),
+    ``same_data`` (False if the runs' data specs differ: then indices are different points).
+    """
+    import numpy as np
+
+    from . import runs
+
+    nm = _norm_key(norm)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; use train or test")
+    res, metas = [], []
+    for run in (run_a, run_b):
+        path = Path(run)
+        f = path / f"{runs.results_stem(nm, split)}.npz"
+        if not f.is_file():
+            raise UserError(f"no {nm} {split} attack results in {path}; run "
+                            + ATTACK_CMD.format(path=path, norm=nm, split=split))
+        res.append(runs.load_npz(f))
+        metas.append(runs.read_json(path / runs.RUN_FILE, what="run record") if (path / runs.RUN_FILE).is_file() else {})
+    ia, ib = (np.asarray(r["index"], dtype=np.int64) for r in res)
+    ra, rb = (np.asarray(r["best_radius"], dtype=np.float64) for r in res)
+    common, pa, pb = np.intersect1d(ia, ib, return_indices=True)
+    xa, xb = ra[pa], rb[pb]
+    ok = np.isfinite(xa) & np.isfinite(xb) & (xa > 0) & (xb > 0)
+    excluded = {"zero_a": int((xa == 0).sum()), "zero_b": int((xb == 0).sum()),
+                "inf_a": int(np.isinf(xa).sum()), "inf_b": int(np.isinf(xb).sum()),
+                "nan": int((np.isnan(xa) | np.isnan(xb)).sum())}
+    ratio = xb[ok] / xa[ok]
+    out = {"run_a": str(run_a), "run_b": str(run_b), "norm": nm, "split": split,
+           "n_common": int(common.size), "n_used": int(ratio.size), "excluded": excluded,
+           "median_ratio": float(np.median(ratio)) if ratio.size else None,
+           "geomean_ratio": float(np.exp(np.mean(np.log(ratio)))) if ratio.size else None,
+           "share_b_larger": float(np.mean(ratio > 1)) if ratio.size else None,
+           "wilcoxon_statistic": None, "p_value": None,
+           "same_data": (metas[0].get("spec") or {}).get("data") == (metas[1].get("spec") or {}).get("data")}
+    logr = np.log(ratio)
+    if ratio.size >= 2 and np.any(logr != 0):
+        from scipy.stats import wilcoxon
+
+        w = wilcoxon(logr)
+        out["wilcoxon_statistic"], out["p_value"] = float(w.statistic), float(w.pvalue)
+    return out
+
+
+# --------------------------------------------------------------------------- law fit
+def law_fits(rows: Sequence[Mapping[str, Any]], *, norms: Sequence[str], bootstrap: int = 2000, seed: int = 0) -> list:
+    """Law fits for every variable (params, n, d) that varies across the rows, for the median train
+    radius and the margin Lipschitz lower bound of each norm. Fits that cannot be made are listed
+    with the reason."""
+    from . import law
+
+    out = []
+    for var in ("params", "n", "d"):
+        if len({r.get(var) for r in rows if r.get(var) is not None}) < 2:
+            continue
+        for nm in norms:
+            for resp in ("train_radius_median", "lip_lower"):
+                try:
+                    out.append(law.fit_law(rows, response=resp, against=var, norm=nm, bootstrap=bootstrap,
+                                           seed=seed, regime="beyond" if var == "params" else "all"))
+                except UserError as exc:
+                    out.append({"response": resp, "against": var, "norm": nm, "error": str(exc)})
+    return out
+
+
+def _format_fit(f: Mapping[str, Any]) -> str:
+    head = f"{f['norm']} {f['response']} vs {f['against']}"
+    if "error" in f:
+        return f"{head}: no fit ({f['error']})"
+    fit = f["fit"]
+    ci = "no CI (< 3 runs)" if fit["ci_low"] is None else f"95% CI [{fit['ci_low']:.3f}, {fit['ci_high']:.3f}]"
+    pred = "none" if f["predicted_exponent"] is None else f"{f['predicted_exponent']:+.1f}"
+    within = "" if f["within_ci"] is None else (" (inside CI)" if f["within_ci"] else " (outside CI)")
+    s = (f"{head} [{f['regime']}, {fit['n']} runs{', unit scale' if f['unit_scale'] else ''}]: "
+         f"exponent {fit['exponent']:+.3f}, {ci}, R^2 {fit['r2']:.3f}; law predicts {pred}{within}")
+    if f.get("constant"):
+        s += f"; {f['constant']['form']}: C = {f['constant']['constant']:.4g}"
+    vals = [t for t in f.get("theorem3", []) if t.get("value") is not None]
+    if vals:
+        s += f"; Theorem 3 literal bound {min(t['value'] for t in vals):.3g}..{max(t['value'] for t in vals):.3g}"
+    fails = sorted({h.split(":")[0] for t in f.get("theorem3", []) for h in t["hypotheses_failing"]})
+    if fails:
+        s += f"; Theorem 3 hypotheses not met/unknown: {', '.join(fails)}"
+    return s
+
+
+# --------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    from ._cli import argument_parser
+
+    ap = argument_parser(prog="python -m advrobust.compare",
+                                 description="Compare runs: one row per model, and the law-of-robustness fit.")
+    ap.add_argument("runs", nargs="+", help="run directories or folders holding them")
+    ap.add_argument("--sort", default=None, help="column to sort by (prefix - for descending)")
+    ap.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                    help="keep rows where COLUMN OP VALUE holds, e.g. dataset=digits, params>1000 (repeatable)")
+    ap.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json"))
+    ap.add_argument("--columns", default=None, help="comma-separated columns to show")
+    ap.add_argument("--eps", default=None, help="robust-accuracy radii, comma-separated (e.g. 0.1,0.5)")
+    ap.add_argument("--norm", action="append", default=None, help="norm(s) to report (default: all attacked)")
+    ap.add_argument("--fit", action=argparse.BooleanOptionalAction, default=True,
+                    help="fit the law when runs differ in p, n or d (default on)")
+    ap.add_argument("--bootstrap", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
+                    help="paired per-sample radius comparison of two runs (ratio B/A, Wilcoxon test)")
+    ap.add_argument("--split", default="test", choices=SPLITS, help="split for --pair (default test)")
+    ap.add_argument("--json", action="store_true", help="print rows, fits and pairing as JSON")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    eps = None
+    if args.eps:
+        try:
+            eps = [float(e) for e in args.eps.split(",") if e.strip()]
+        except ValueError:
+            raise UserError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
+        if any(not math.isfinite(e) or e < 0 for e in eps):
+            raise UserError("--eps values must be finite and >= 0")
+    rows = collect_rows(args.runs, norms=args.norm, eps=eps)
+    for expr in args.filter:
+        rows = filter_rows(rows, expr)
+    if args.sort:
+        rows = sort_rows(rows, args.sort)
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    norms = sorted({k.split("_")[0] for r in rows for k in r if re.match(r"(l1|l2|linf)_", k)}) or ["l2"]
+    fits = law_fits(rows, norms=norms, bootstrap=args.bootstrap, seed=args.seed) if args.fit and rows else []
+    pair = paired(args.pair[0], args.pair[1], norm=(args.norm or ["l2"])[0], split=args.split) if args.pair else None
+    if args.json:
+        print_json({"rows": rows, "fits": fits, "paired": pair})
+        return 0
+    print(format_table(rows, fmt=args.format, columns=columns), end="")
+    if args.format in ("table", "markdown"):
+        if fits:
+            print("\nlaw of robustness fits (log-log least squares, bootstrap CI):")
+            for f in fits:
+                print("  " + _format_fit(f))
+        if pair:
+            print(f"\npaired {pair['norm']} {pair['split']}: radius ratio B/A on {pair['n_used']} of "
+                  f"{pair['n_common']} common samples: median {_cell(pair['median_ratio'])}, geometric mean "
+                  f"{_cell(pair['geomean_ratio'])}, Wilcoxon p = {_cell(pair['p_value'])}"
+                  + ("" if pair["same_data"] else "  (WARNING: the runs' data differ)"))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(run_main(main))

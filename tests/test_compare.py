@@ -1,0 +1,154 @@
+"""compare: rows from hand-built run directories that follow docs/internals.md, formats, filters, pairing."""
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from advrobust import runs
+from advrobust._cli import UserError, run_main
+from advrobust.compare import collect_rows, filter_rows, format_table, main, paired, sort_rows
+from advrobust.models import build_model, make_spec, param_count
+
+DATA = {"name": "digits", "n": None, "n_test": None, "resize": None, "label_noise": 0.0, "seed": 0,
+        "data_dir": None, "dim": None, "classes": None, "labels": "random", "flip": 0.0}
+
+
+def make_run(root: Path, name: str, width: int, *, radii=None, test_radii=None, train_acc=1.0, lip=None,
+             lower=None) -> Path:
+    """A run directory by the contract: run.json + model.pt, optional attack results and lipschitz.json."""
+    spec = make_spec("mlp", width, input_shape=[1, 8, 8], classes=10)
+    path = root / name
+    runs.save_model(path / runs.MODEL_FILE, build_model(spec), spec)
+    p = param_count(spec)
+    runs.atomic_write_json(path / runs.RUN_FILE, {
+        "spec": {"data": DATA, "model": spec}, "params": p, "n": 1353, "d": 64, "classes": 10,
+        "train_accuracy": train_acc, "test_accuracy": 0.95,
+        "data_meta": {"name": "digits", "scale": 3.86, "mean_l2_centered": 3.39}})
+    for split, r in (("train", radii), ("test", test_radii)):
+        if r is None:
+            continue
+        r = np.asarray(r, dtype=np.float64)
+        arrays = {"index": np.arange(r.size, dtype=np.int64), "label": np.zeros(r.size, np.int64),
+                  "pred": np.zeros(r.size, np.int64), "margin": np.ones(r.size), "best_radius": r,
+                  "best_attack": np.zeros(r.size, np.int64), "radius__fmn": r}
+        if lower is not None:
+            arrays["lower__crown"] = np.asarray(lower, dtype=np.float64)
+        runs.atomic_save_npz(path / f"attack-l2-{split}.npz", **arrays)
+    if lip is not None:
+        entry = {"norm": "l2", "margin": {"lower": lip[0], "upper": lip[1]}, "logit": {"lower": 1.0, "upper": 2.0},
+                 "input_scale": 3.39}
+        runs.atomic_write_json(path / "lipschitz.json", {**entry, "by_norm": {"l2": entry}})
+    return path
+
+
+@pytest.fixture
+def study(tmp_path):
+    rng = np.random.default_rng(0)
+    a = make_run(tmp_path, "w8", 8, radii=[0.0, 0.2, 0.4, 0.6, np.inf], test_radii=[0.1, 0.3, 0.5, 0.7, 0.9],
+                 lip=(3.0, 50.0), lower=[0.0, 0.1, 0.2, 0.5, 0.6])
+    b = make_run(tmp_path, "w64", 64, radii=[0.5, 0.6, 0.7, 0.8, 0.9], lip=(2.0, 80.0))
+    c = make_run(tmp_path, "w4", 4, train_acc=0.9)
+    d = make_run(tmp_path, "w256", 256, radii=list(1.0 + rng.random(5)), lip=(1.5, 300.0))
+    return tmp_path, (a, b, c, d)
+
+
+def test_rows_values_and_missing(study):
+    root, (a, b, c, d) = study
+    rows = {r["run"]: r for r in collect_rows([root], eps=[0.35])}
+    ra = rows["w8"]
+    assert ra["params"] == 610 and ra["p/n"] == pytest.approx(610 / 1353)
+    assert ra["p/(n*d)"] == pytest.approx(610 / (1353 * 64))
+    assert ra["l2_train_radius_median"] == pytest.approx(0.4)
+    assert ra["l2_test_radius_median"] == pytest.approx(0.5)
+    assert ra["l2_train_robust_acc@0.35"] == pytest.approx(3 / 5)  # 0.4, 0.6, inf
+    assert ra["l2_train_certified@0.35"] == pytest.approx(2 / 5)
+    assert ra["l2_lip_lower"] == 3.0 and ra["l2_lip_upper"] == 50.0 and ra["input_scale"] == 3.39
+    rc = rows["w4"]
+    assert rc["l2_train_radius_median"] is None and rc["l2_lip_lower"] is None
+    assert rc["missing"]["l2_train_radius_median"] == f"python -m advrobust.attack {c} --norm l2 --split train"
+    assert rc["missing"]["l2_lip_lower"].startswith(f"python -m advrobust.lipschitz {c}")
+    assert rows["w64"]["l2_test_radius_median"] is None
+    assert "--split test" in rows["w64"]["missing"]["l2_test_radius_median"]
+    assert "certify" in rows["w64"]["missing"]["l2_train_certified@0.35"]
+
+
+def test_formats_parse_and_show_missing(study):
+    root, (a, b, c, d) = study
+    rows = sort_rows(collect_rows([root]), "params")
+    assert [r["run"] for r in rows] == ["w4", "w8", "w64", "w256"]
+    text = format_table(rows, fmt="csv")
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert [r["run"] for r in parsed] == ["w4", "w8", "w64", "w256"]
+    assert parsed[0]["l2_train_radius_median"] == "" and float(parsed[1]["l2_train_radius_median"]) == 0.4
+    js = json.loads(format_table(rows, fmt="json"))
+    assert js[0]["l2_lip_lower"] is None and "l2_lip_lower" in js[0]["missing"]
+    assert js[1]["l2_train_robust_acc@0.5"] == pytest.approx(0.4)
+    table = format_table(rows, fmt="table")
+    line = next(ln for ln in table.splitlines() if ln.startswith("w4 "))
+    assert " - " in line and " 0 " not in line
+    assert f"python -m advrobust.attack {c} --norm l2 --split train" in table
+    md = format_table(rows, fmt="markdown", columns=["run", "params", "l2_train_radius_median"])
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(lines) == 6 and lines[2].split("|")[3].strip() == "-"
+    with pytest.raises(UserError):
+        format_table(rows, fmt="xml")
+    with pytest.raises(UserError):
+        format_table(rows, columns=["run", "nonsense"])
+
+
+def test_filter_and_sort(study):
+    root, _ = study
+    rows = collect_rows([root])
+    assert {r["run"] for r in filter_rows(rows, "params>1000")} == {"w64", "w256"}
+    assert {r["run"] for r in filter_rows(rows, "p<=610")} == {"w4", "w8"}
+    assert len(filter_rows(rows, "dataset=digits")) == 4
+    assert filter_rows(rows, "dataset!=digits") == []
+    assert [r["run"] for r in sort_rows(rows, "-l2_lip_lower")][:3] == ["w8", "w64", "w256"]
+    for bad in ("params >>", "colour=red", "dataset>3x"):
+        with pytest.raises(UserError):
+            filter_rows(rows, bad)
+    with pytest.raises(UserError):
+        sort_rows(rows, "nope")
+
+
+def test_paired_ratio_and_wilcoxon(tmp_path):
+    base = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.0, np.inf])
+    a = make_run(tmp_path, "a", 8, test_radii=base)
+    b = make_run(tmp_path, "b", 64, test_radii=np.where(np.isfinite(base), 2 * base, base))
+    out = paired(a, b, norm="l2", split="test")
+    assert out["n_common"] == 12 and out["n_used"] == 10
+    assert out["median_ratio"] == pytest.approx(2.0) and out["geomean_ratio"] == pytest.approx(2.0)
+    assert out["p_value"] < 0.01 and out["excluded"]["zero_a"] == 1 and out["excluded"]["inf_b"] == 1
+    assert out["same_data"]
+    # reversed order and common indices only
+    c = tmp_path / "c"
+    make_run(tmp_path, "c", 16)
+    r = np.asarray(base[:6]) * 0.5
+    runs.atomic_save_npz(c / "attack-l2-test.npz", index=np.arange(3, 9, dtype=np.int64), best_radius=r[::-1].copy(),
+                         margin=np.ones(6), label=np.zeros(6, np.int64), pred=np.zeros(6, np.int64))
+    out = paired(a, c, norm="l2", split="test")
+    assert out["n_common"] == 6
+    with pytest.raises(UserError):
+        paired(a, tmp_path / "nowhere", norm="l2", split="test")
+
+
+def test_cli(study, capsys):
+    root, (a, b, c, d) = study
+    assert main([str(root), "--sort", "params", "--eps", "0.35"]) == 0
+    out = capsys.readouterr().out
+    assert "l2_train_robust_acc@0.35" in out and "law of robustness fits" in out
+    assert "exponent" in out  # w8, w64, w256 memorise with radii: a fit over p
+    assert main([str(root), "--format", "csv", "--no-fit", "--filter", "params>1000"]) == 0
+    parsed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["run"] for r in parsed} == {"w64", "w256"}
+    assert main([str(a), str(b), "--json", "--pair", str(a), str(b), "--split", "train"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert len(js["rows"]) == 2 and js["paired"]["n_common"] == 5
+    assert run_main(main, [str(root), "--sort", "bogus"]) == 2
+    assert run_main(main, [str(root), "--filter", "p>>1"]) == 2
+    assert run_main(main, [str(root / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
