@@ -1,0 +1,428 @@
+"""Figures for the report: one style, one palette, paper-sized, each returning its own metadata.
+
+Every ``plot_*`` function takes plain numpy arrays and dicts (no run directories, no files) and
+returns ``(figure, meta)``, where ``meta`` records what the figure holds (``curves``: how many
+per-model curves or groups it draws, ``runs``: their names, plus figure-specific counts). The report
+saves the figure and keeps ``meta`` so tests and ``--json`` can check that each figure shows the
+runs it should.
+
+matplotlib is imported inside the functions (``import advrobust.plots`` needs only numpy), and
+always with the non-interactive Agg backend.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Sequence
+
+import numpy as np
+
+#: Okabe & Ito (2008) colour-blind-safe palette (black moved last: it is kept for reference lines).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+#: Line styles cycled after the palette runs out, so more than eight runs stay distinguishable.
+LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (4, 1, 1, 1)))
+#: Figure widths in inches: one column and two columns of a two-column paper.
+SINGLE = 3.5
+DOUBLE = 7.0
+
+#: The one style every figure uses (``matplotlib.rc_context(STYLE)``).
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "lines.linewidth": 1.3,
+    "lines.markersize": 4,
+    "figure.dpi": 100,
+    "savefig.dpi": 180,
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.03,
+    "image.cmap": "viridis",
+    "svg.hashsalt": "advrobust",
+}
+
+NORM_LABEL = {"l1": "L1", "l2": "L2", "linf": "L∞"}
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return matplotlib, plt
+
+
+def _style() -> dict:
+    from cycler import cycler
+
+    out = dict(STYLE)
+    out["axes.prop_cycle"] = cycler(color=list(PALETTE))
+    return out
+
+
+def run_style(index: int) -> dict:
+    """Colour and line style of the ``index``-th run (the same in every figure)."""
+    return {"color": PALETTE[index % len(PALETTE)], "linestyle": LINESTYLES[(index // len(PALETTE)) % len(LINESTYLES)]}
+
+
+def radius_label(norm: str, *, image: bool) -> str:
+    """Axis label with units, e.g. ``'L2 radius (pixel units, [0,1] scale)'``."""
+    unit = "pixel units, [0,1] scale" if image else "input units"
+    return f"{NORM_LABEL.get(norm, norm)} radius ({unit})"
+
+
+def _legend_outside(ax, n_items: int) -> None:
+    """Legend right of the axes when there are many entries, else at matplotlib's 'best' spot."""
+    if n_items == 0:
+        return
+    if n_items > 3:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(loc="best")
+
+
+def figure_bytes(fig, fmt: str) -> bytes:
+    """Render ``fig`` as ``'png'`` or ``'pdf'`` bytes, without timestamps (deterministic output)."""
+    _, plt = _mpl()
+    buf = io.BytesIO()
+    meta = {"pdf": {"CreationDate": None, "ModDate": None, "Producer": None},
+            "png": {"Software": None}}[fmt]
+    with plt.rc_context(_style()):
+        fig.savefig(buf, format=fmt, metadata=meta, dpi=STYLE["savefig.dpi"], bbox_inches="tight",
+                    pad_inches=STYLE["savefig.pad_inches"])
+    return buf.getvalue()
+
+
+def _plain_log_ticks(ax, axis: str = "y") -> None:
+    """Log axis ticks as plain numbers (0.2, 0.5, 1) rather than 2x10^-1 when under ~2 decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    lo, hi = (ax.get_ylim() if axis == "y" else ax.get_xlim())
+    if lo > 0 and hi / lo < 150:
+        fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1000 else f"{v:.3g}")
+        subs = (1.0, 2.0, 5.0) if hi / lo > 4 else tuple(float(k) for k in range(1, 10))
+        which.set_major_locator(LogLocator(base=10, subs=subs))
+        which.set_major_formatter(fmt)
+        which.set_minor_formatter(NullFormatter())
+
+
+def close(fig) -> None:
+    _, plt = _mpl()
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- robust accuracy
+def robust_accuracy(radii: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """Fraction of samples whose radius exceeds each epsilon (radius 0: misclassified)."""
+    r = np.nan_to_num(np.asarray(radii, dtype=float), nan=0.0)
+    eps = np.asarray(eps, dtype=float)
+    if r.size == 0:
+        return np.full(eps.shape, np.nan)
+    return (r[:, None] > eps[None, :]).mean(axis=0)
+
+
+def plot_robust_accuracy(curves: Sequence[dict], *, norm: str, split: str, image: bool):
+    """Robust accuracy against epsilon, one solid curve per model from its attack radii and a dashed
+    one from its certified lower bounds where they exist.
+
+    ``curves``: dicts with ``run``, ``index`` (style index), ``radius`` (per sample) and optionally
+    ``lower`` (certified radius per sample, 0 where none).
+    """
+    _, plt = _mpl()
+    finite = [c["radius"][np.isfinite(c["radius"])] for c in curves]
+    top = max([float(f.max()) for f in finite if f.size] + [0.0])
+    top = top * 1.08 if top > 0 else 1.0
+    eps = np.linspace(0.0, top, 512)
+    with plt.rc_context(_style()):
+        fig, ax = plt.subplots(figsize=(SINGLE + (1.2 if len(curves) > 3 else 0.0), 2.4))
+        n_cert = 0
+        for c in curves:
+            st = run_style(c["index"])
+            ax.plot(eps, robust_accuracy(c["radius"], eps), color=st["color"], linestyle="-",
+                    label=f"{c['run']} (attack)", drawstyle="steps-post")
+            if c.get("lower") is not None:
+                ax.plot(eps, robust_accuracy(c["lower"], eps), color=st["color"], linestyle="--",
+                        label=f"{c['run']} (certified)", drawstyle="steps-post", alpha=0.9)
+                n_cert += 1
+        ax.set_xlim(0.0, top)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"ε: {radius_label(norm, image=image)}")
+        ax.set_ylabel(f"robust accuracy ({split} points)")
+        ax.set_title(f"{NORM_LABEL.get(norm, norm)} robust accuracy on {split} points")
+        _legend_outside(ax, len(curves) + n_cert)
+    return fig, {"curves": len(curves), "certified_curves": n_cert, "runs": [c["run"] for c in curves],
+                 "norm": norm, "split": split}
+
+
+# --------------------------------------------------------------------------- distributions
+def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
+    """Box plots of the finite, positive radii per model, training and test points side by side.
+
+    ``groups``: dicts with ``run``, ``index`` and ``radius`` per split (``{"train": arr, "test": arr}``).
+    Zero (misclassified) and infinite (unbroken) radii cannot sit on a log axis; their counts are
+    written under each box. The axis is logarithmic when the radii span more than a decade.
+    """
+    _, plt = _mpl()
+    splits = [s for s in ("train", "test") if any(s in g["radius"] for g in groups)]
+    width = min(DOUBLE, max(SINGLE, 0.9 * len(groups) * max(1, len(splits)) + 1.0))
+    positive = []
+    with plt.rc_context(_style()):
+        fig, ax = plt.subplots(figsize=(width, 2.6))
+        n_boxes = 0
+        offsets = {s: (i - (len(splits) - 1) / 2) * 0.36 for i, s in enumerate(splits)}
+        hatch = {"train": "", "test": "////"}
+        for gi, g in enumerate(groups):
+            st = run_style(g["index"])
+            for s in splits:
+                if s not in g["radius"]:
+                    continue
+                r = np.asarray(g["radius"][s], dtype=float)
+                ok = r[np.isfinite(r) & (r > 0)]
+                pos = gi + offsets[s]
+                if ok.size:
+                    positive.append(ok)
+                    bp = ax.boxplot([ok], positions=[pos], widths=0.3, patch_artist=True, showfliers=True,
+                                    flierprops={"markersize": 2, "markeredgecolor": st["color"]},
+                                    medianprops={"color": "black", "linewidth": 1.0})
+                    for patch in bp["boxes"]:
+                        patch.set_facecolor(st["color"])
+                        patch.set_alpha(0.55 if s == "train" else 0.85)
+                        patch.set_hatch(hatch[s])
+                    n_boxes += 1
+                zero = int(np.sum(r == 0))
+                unbroken = int(np.sum(np.isinf(r)))
+                ax.annotate(f"{s}\n0:{zero} ∞:{unbroken}", xy=(pos, 0), xycoords=("data", "axes fraction"),
+                            xytext=(0, -4), textcoords="offset points", ha="center", va="top", fontsize=6)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([g["run"] for g in groups], rotation=0)
+        ax.tick_params(axis="x", pad=22)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        if positive:
+            allpos = np.concatenate(positive)
+            if allpos.max() / max(allpos.min(), 1e-300) > 10:
+                ax.set_yscale("log")
+                _plain_log_ticks(ax, "y")
+        ax.set_ylabel(radius_label(norm, image=image))
+        ax.set_title(f"{NORM_LABEL.get(norm, norm)} radii per model (counts under boxes: 0 = misclassified, "
+                     "∞ = unbroken)")
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor="0.6", alpha=0.55 if s == "train" else 0.85, hatch=hatch[s], edgecolor="0.2",
+                         label=f"{s} points") for s in splits]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig, {"curves": len(groups), "boxes": n_boxes, "runs": [g["run"] for g in groups], "norm": norm,
+                 "splits": splits}
+
+
+# --------------------------------------------------------------------------- scaling
+def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str, vlines: Sequence[dict] = ()):
+    """Log-log scatter of per-run quantities against a size (p, n or d), with fitted power laws.
+
+    ``series``: dicts with ``label``, ``x``, ``y``, ``runs`` (names per point), ``marker``,
+    ``filled`` (bool), ``color`` and optionally ``fit`` (``{"exponent", "intercept", "ci_low",
+    "ci_high"}``) and ``predicted`` (the law's exponent). ``vlines``: ``{"x", "label"}`` markers.
+    """
+    _, plt = _mpl()
+    with plt.rc_context(_style()):
+        fig, ax = plt.subplots(figsize=(SINGLE + 1.4, 2.6))
+        allx, ally, n_items = [], [], 0
+        for s in series:
+            x = np.asarray(s["x"], dtype=float)
+            y = np.asarray(s["y"], dtype=float)
+            ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+            if not ok.any():
+                continue
+            x, y = x[ok], y[ok]
+            allx.append(x)
+            ally.append(y)
+            ax.plot(x, y, linestyle="none", marker=s.get("marker", "o"), color=s["color"],
+                    markerfacecolor=s["color"] if s.get("filled", True) else "white", label=s["label"])
+            n_items += 1
+            grid = np.geomspace(x.min(), x.max(), 50) if x.max() > x.min() else None
+            fit = s.get("fit")
+            if fit and grid is not None and np.isfinite(fit.get("exponent", np.nan)):
+                yy = np.exp(fit["intercept"]) * grid ** fit["exponent"]
+                ci = (f" [{fit['ci_low']:.2f}, {fit['ci_high']:.2f}]"
+                      if fit.get("ci_low") is not None and fit.get("ci_high") is not None else " (no interval: < 3 runs)")
+                ax.plot(grid, yy, color=s["color"], linewidth=1.0, label=f"fit: slope {fit['exponent']:.2f}{ci}")
+                n_items += 1
+            pred = s.get("predicted")
+            if pred is not None and grid is not None:
+                # the law fixes the slope, not the constant: anchor the line at the data's geometric mean
+                c = np.exp(np.mean(np.log(y)) - pred * np.mean(np.log(x)))
+                ax.plot(grid, c * grid ** pred, color=s["color"], linestyle=":", linewidth=1.0,
+                        label=f"law: slope {_frac(pred)}")
+                n_items += 1
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for i, v in enumerate(vlines):
+            ax.axvline(v["x"], color="0.35", linestyle=("--", "-.", ":")[i % 3], linewidth=0.9, label=v["label"])
+            n_items += 1
+        if allx:
+            xs = np.concatenate(allx + [np.array([v["x"] for v in vlines], dtype=float)])
+            ax.set_xlim(xs.min() / 1.6, xs.max() * 1.6)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        _plain_log_ticks(ax, "x")
+        _plain_log_ticks(ax, "y")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    runs = sorted({r for s in series for r in s.get("runs", [])})
+    return fig, {"curves": len([s for s in series if len(s["x"])]), "runs": runs,
+                 "points": int(sum(len(x) for x in allx)), "vlines": [v["label"] for v in vlines]}
+
+
+def _frac(v: float) -> str:
+    for num, den in ((1, 2), (-1, 2), (1, 1), (-1, 1), (1, 4), (-1, 4)):
+        if abs(v - num / den) < 1e-9:
+            return f"{num}/{den}" if den != 1 else f"{num}"
+    return f"{v:.2f}"
+
+
+# --------------------------------------------------------------------------- attacks
+def plot_attack_comparison(models: Sequence[dict], *, attacks: Sequence[str], norm: str, split: str):
+    """Per attack: how often it found the best radius, and its median ratio to the best (and to exact).
+
+    ``models``: dicts with ``run``, ``index``, ``best_share`` ({attack: fraction}), ``ratio_best``
+    ({attack: median radius/best}) and optionally ``ratio_exact`` ({attack: median radius/exact}).
+    """
+    _, plt = _mpl()
+    has_exact = any(m.get("ratio_exact") for m in models)
+    ncols = 3 if has_exact else 2
+    with plt.rc_context(_style()):
+        fig, axes = plt.subplots(1, ncols, figsize=(DOUBLE, 2.4), squeeze=False)
+        axes = axes[0]
+        k = max(len(models), 1)
+        w = 0.8 / k
+        xs = np.arange(len(attacks))
+        panels = [("best_share", "share of samples where it was best"),
+                  ("ratio_best", "radius / best radius (median, IQR)")]
+        if has_exact:
+            panels.append(("ratio_exact", "radius / exact radius (median, IQR)"))
+        for ax, (key, ylabel) in zip(axes, panels):
+            for j, m in enumerate(models):
+                color = run_style(m["index"])["color"]
+                pos = xs + (j - (k - 1) / 2) * w
+                label = m["run"] if ax is axes[0] else None
+                if key == "best_share":
+                    vals = [m.get(key, {}).get(a, np.nan) for a in attacks]
+                    ax.bar(pos, vals, width=w, color=color, label=label)
+                    continue
+                # (median, q25, q75) per attack; failed attacks (inf) and attacks not run are left out
+                q = np.array([m.get(key, {}).get(a, (np.nan,) * 3) for a in attacks], dtype=float).reshape(-1, 3)
+                q[~np.isfinite(q)] = np.nan
+                err = np.vstack([q[:, 0] - q[:, 1], q[:, 2] - q[:, 0]])
+                ax.errorbar(pos, q[:, 0], yerr=err, fmt="o", color=color, capsize=2, markersize=3.5,
+                            elinewidth=1.0)
+            if key != "best_share":
+                ax.axhline(1.0, color="0.3", linewidth=0.8, linestyle="--")
+                lo, hi = ax.get_ylim()
+                ax.set_ylim(min(lo, 0.98), max(hi, 1.05))
+            ax.set_xticks(xs)
+            ax.set_xticklabels(list(attacks), rotation=30, ha="right")
+            ax.set_xlim(-0.6, len(attacks) - 0.4)
+            ax.set_ylabel(ylabel)
+        axes[0].set_ylim(0, 1.02)
+        axes[0].set_title(f"{NORM_LABEL.get(norm, norm)}, {split} points: which attack was best")
+        axes[1].set_title("gap to the best over attacks (1 = best)")
+        if has_exact:
+            axes[2].set_title("gap to the exact (MILP) radius (1 = optimal)")
+        fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(models), 6))
+        fig.tight_layout()
+    return fig, {"curves": len(models), "runs": [m["run"] for m in models], "attacks": list(attacks),
+                 "norm": norm, "split": split, "exact": has_exact}
+
+
+# --------------------------------------------------------------------------- gallery
+def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
+    """Original, perturbation (diverging colormap, scaled to be visible) and adversarial input.
+
+    ``rows``: one per model, dicts with ``run`` and ``samples``: dicts with ``x`` and ``adv``
+    (arrays in the input shape: (C, H, W) for images, (d,) otherwise), ``label``, ``pred``,
+    ``adv_pred`` (int or None) and ``radius``. For non-image data each sample is one bar chart of
+    the perturbation per coordinate.
+    """
+    _, plt = _mpl()
+    per = max((len(r["samples"]) for r in rows), default=0)
+    n_rows = len(rows)
+    cols = 3 * per if image else per
+    with plt.rc_context(_style()):
+        cell = DOUBLE / max(cols, 1)
+        fig, axes = plt.subplots(n_rows, max(cols, 1), squeeze=False,
+                                 figsize=(DOUBLE, 0.5 + n_rows * (cell * 1.6 if image else 1.6)))
+        for ri, row in enumerate(rows):
+            for si in range(per):
+                if si >= len(row["samples"]):
+                    for a in (axes[ri, 3 * si:3 * si + 3] if image else [axes[ri, si]]):
+                        a.axis("off")
+                    continue
+                s = row["samples"][si]
+                delta = np.asarray(s["adv"], dtype=float) - np.asarray(s["x"], dtype=float)
+                scale = float(np.abs(delta).max()) or 1.0
+                arrow = f"{s['pred']}→{'?' if s.get('adv_pred') is None else s['adv_pred']}"
+                if s.get("adv_pred") is not None and s["adv_pred"] == s["label"]:
+                    arrow += " (NOT adversarial)"
+                if image:
+                    ax0, ax1, ax2 = axes[ri, 3 * si:3 * si + 3]
+                    _show(ax0, s["x"])
+                    ax0.set_title(f"clean: {s['pred']}\n(label {s['label']})", fontsize=6)
+                    if si == 0:
+                        ax0.set_ylabel(row["run"], fontsize=7)
+                    d2 = delta.mean(axis=0) if delta.ndim == 3 else delta
+                    ax1.imshow(d2, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+                    ax1.set_title(f"δ ×{1 / scale:.3g}\nr={s['radius']:.3g}", fontsize=6)
+                    _bare(ax1)
+                    _show(ax2, s["adv"])
+                    ax2.set_title(f"adv: {arrow}", fontsize=6)
+                else:
+                    ax = axes[ri, si]
+                    flatd = delta.reshape(-1)
+                    colors = np.where(flatd >= 0, "#D55E00", "#0072B2")
+                    ax.bar(np.arange(flatd.size), flatd, color=colors, width=1.0)
+                    ax.set_title(f"{row['run']}: {arrow}, r={s['radius']:.3g}", fontsize=6)
+                    ax.set_xlabel("coordinate", fontsize=6)
+                    ax.set_ylabel("δ (input units)", fontsize=6)
+        fig.suptitle(f"{NORM_LABEL.get(norm, norm)} adversarial examples: clean prediction → adversarial prediction, "
+                     "r = radius\nδ = adv − x in a diverging colormap (red +, blue −), scaled ×k to its largest entry",
+                     fontsize=7)
+        fig.tight_layout()
+    return fig, {"curves": len(rows), "runs": [r["run"] for r in rows],
+                 "samples": int(sum(len(r["samples"]) for r in rows)), "norm": norm, "image": bool(image)}
+
+
+def _show(ax, x) -> None:
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim == 3:
+        ax.imshow(np.clip(np.transpose(x, (1, 2, 0)), 0, 1), interpolation="nearest")
+    else:
+        ax.imshow(np.clip(x, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    _bare(ax)
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+
+
+def finite_or_none(v) -> float | None:
+    """A float, or None when NaN/inf/None (for tables)."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

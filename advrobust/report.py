@@ -1,0 +1,964 @@
+"""``python -m advrobust.report RUN_DIRS... --out DIR``: one self-contained report over runs.
+
+Writes ``report.html`` (figures embedded as base64 PNG data URIs, inline CSS, no scripts, styles or
+fonts fetched from anywhere: it reads offline), ``report.md`` with the same content and the PNG
+figures beside it, and every figure also as PDF. Sections (see ``docs/report.md``):
+
+comparison table, robust accuracy against epsilon, radius distributions, scaling with p (and n, d),
+attack comparison, adversarial gallery, sanity flags, provenance, missing pieces.
+
+Missing inputs (no attack results, no certified bounds, no Lipschitz estimates) never stop the
+report: each missing piece is named with the command that would fill it.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import plots
+from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main
+from .runs import (MODEL_FILE, RUN_FILE, atomic_write_bytes, atomic_write_text, find_runs, load_npz,
+                   read_json, results_stem, versions)
+
+NORMS = ("l1", "l2", "linf")
+SPLITS = ("test", "train")
+LIPSCHITZ_FILE = "lipschitz.json"
+#: relative tolerance when checking attack radii against certified lower bounds and exact radii
+BRACKET_RTOL = 1e-4
+
+#: Flags the report itself computes, with their explanations (also in docs/report.md).
+REPORT_FLAGS = {
+    "radius-below-certified": (
+        "An attack's verified radius is smaller than a certified lower bound (IBP or CROWN) for the same "
+        "sample. Both cannot be right: the bound is unsound (a bug in certify, or the model changed after "
+        "certification) or the radius was measured on a different input. Trust neither number for these "
+        "samples until the cause is found."),
+    "radius-below-exact": (
+        "An attack's verified radius is smaller than the exact (MILP, solved to optimality) minimal radius. "
+        "The exact solver's model of the network or its tolerance is wrong, or the attack's point was "
+        "verified with a different model: the 'exact' value is not a minimum for these samples."),
+}
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass
+class RunData:
+    """One run directory as the report sees it: its record and whatever results it holds."""
+
+    path: Path
+    name: str
+    index: int
+    meta: dict
+    results: dict = field(default_factory=dict)  # (norm, split) -> (arrays, info json)
+    lipschitz: dict | None = None
+
+    @property
+    def params(self) -> float:
+        return _num(_get(self.meta, "params", "p", "param_count"))
+
+    @property
+    def n(self) -> float:
+        return _num(_get(self.meta, "n", "n_train"))
+
+    @property
+    def d(self) -> float:
+        return _num(_get(self.meta, "d", "dim"))
+
+    @property
+    def input_shape(self) -> list:
+        spec = self.meta.get("spec", {}) if isinstance(self.meta.get("spec"), dict) else {}
+        model = spec.get("model", {}) if isinstance(spec.get("model"), dict) else {}
+        return list(model.get("input_shape") or self.meta.get("input_shape") or [])
+
+    @property
+    def image(self) -> bool:
+        return len(self.input_shape) == 3
+
+
+def _get(d: dict, *keys: str) -> Any:
+    for k in keys:
+        if isinstance(d, dict) and d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _run_names(paths: Sequence[Path]) -> list[str]:
+    """Directory names, or paths relative to the common parent where names repeat."""
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    resolved = [p.resolve() for p in paths]
+    common = Path(*[parts[0] for parts in zip(*[r.parts for r in resolved]) if len(set(parts)) == 1])
+    return [str(r.relative_to(common)) if r != common else r.name for r in resolved]
+
+
+def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = None) -> list[RunData]:
+    """Read each run's ``run.json``, attack results (``attack-<norm>-<split>.npz/.json``) and
+    ``lipschitz.json``; nothing is recomputed. Corrupt files are a :class:`UserError`."""
+    paths = find_runs(list(run_dirs))
+    seen, unique = set(), []
+    for p in paths:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    out = []
+    for i, (p, name) in enumerate(zip(unique, _run_names(unique))):
+        meta = read_json(p / RUN_FILE, what="run record")
+        if not isinstance(meta, dict):
+            raise UserError(f"{p / RUN_FILE} is not an advrobust run record (expected a JSON object)")
+        run = RunData(path=p, name=name, index=i, meta=meta)
+        for norm in norms or NORMS:
+            for split in SPLITS:
+                stem = results_stem(norm, split)
+                if not (p / f"{stem}.npz").is_file():
+                    continue
+                arrays = load_npz(p / f"{stem}.npz", what="attack results")
+                if "best_radius" not in arrays:
+                    raise UserError(f"{p / (stem + '.npz')} has no best_radius column; rerun python -m "
+                                    f"advrobust.attack {p} --norm {norm} --split {split}")
+                info = read_json(p / f"{stem}.json", what="attack summary") if (p / f"{stem}.json").is_file() else {}
+                run.results[(norm, split)] = (arrays, info if isinstance(info, dict) else {})
+        if (p / LIPSCHITZ_FILE).is_file():
+            lip = read_json(p / LIPSCHITZ_FILE, what="Lipschitz estimates")
+            run.lipschitz = lip if isinstance(lip, dict) else None
+        out.append(run)
+    return out
+
+
+# --------------------------------------------------------------------------- per-sample helpers
+def _radius(arrays: dict) -> np.ndarray:
+    return np.asarray(arrays["best_radius"], dtype=float)
+
+
+def certified_lower(arrays: dict) -> np.ndarray | None:
+    """Largest certified lower bound per sample (IBP, CROWN, MILP lower bound, exact radius when
+    optimal); None when the file holds none. Samples without a bound get 0."""
+    parts = []
+    for key in ("lower__ibp", "lower__crown", "exact_lower"):
+        if key in arrays:
+            parts.append(np.asarray(arrays[key], dtype=float))
+    if "exact_radius" in arrays:
+        exact = np.asarray(arrays["exact_radius"], dtype=float)
+        status = np.asarray(arrays.get("exact_status", np.zeros(exact.shape)), dtype=int)
+        parts.append(np.where(status == 0, exact, np.nan))
+    if not parts:
+        return None
+    low = np.nanmax(np.vstack([np.nan_to_num(q, nan=-np.inf) for q in parts]), axis=0)
+    low = np.where(np.isfinite(low) | (low == np.inf), low, 0.0)
+    low = np.maximum(low, 0.0)
+    if "pred" in arrays and "label" in arrays:
+        low = np.where(np.asarray(arrays["pred"]) == np.asarray(arrays["label"]), low, 0.0)
+    return low
+
+
+def _quantile(r: np.ndarray, q: float) -> float:
+    """Quantile without interpolation (inf stays inf instead of becoming nan)."""
+    r = np.sort(r[~np.isnan(r)])
+    if r.size == 0:
+        return math.nan
+    return float(r[min(r.size - 1, max(0, int(math.ceil(q * r.size)) - 1))])
+
+
+def _quartiles(r: np.ndarray) -> tuple[float, float, float]:
+    """(median, 25%, 75%) without interpolation; NaNs when empty."""
+    return (_quantile(r, 0.5), _quantile(r, 0.25), _quantile(r, 0.75)) if r.size else (math.nan,) * 3
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(f):
+        return "–"
+    if math.isinf(f):
+        return "∞" if f > 0 else "-∞"
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    if f != 0 and (abs(f) >= 1e5 or abs(f) < 1e-3):
+        return f"{f:.{digits - 1}e}"
+    return f"{f:.{digits}g}"
+
+
+def _attack_names(arrays: dict, info: dict) -> list[str]:
+    names = [str(a) for a in info.get("attacks", [])] if isinstance(info.get("attacks"), list) else []
+    cols = [k[len("radius__"):] for k in arrays if k.startswith("radius__")]
+    return names + [c for c in cols if c not in names]
+
+
+def _device(dev: Any) -> Any:
+    """``{"device": "cuda:0", "gpu": "H100"}`` -> ``'cuda:0 (H100)'``; strings pass through."""
+    if not isinstance(dev, dict):
+        return dev
+    extra = dev.get("gpu") or dev.get("cpu")
+    return f"{dev.get('device', '?')} ({extra})" if extra else dev.get("device")
+
+
+def _lipschitz_entry(lip: dict | None, norm: str) -> dict | None:
+    """The Lipschitz estimates for one input norm from ``lipschitz.json`` (``by_norm`` or top level)."""
+    if not isinstance(lip, dict):
+        return None
+    by = lip.get("by_norm")
+    if isinstance(by, dict) and isinstance(by.get(norm), dict):
+        return by[norm]
+    return lip if lip.get("norm") == norm and isinstance(lip.get("margin"), dict) else None
+
+
+def flag_commands(path: Path) -> dict:
+    """Command templates (``{norm}``, ``{split}``) that fill each kind of missing piece for a run
+    directory; the same commands ``advrobust.compare`` names."""
+    try:
+        from .compare import ATTACK_CMD, CERTIFY_CMD, LIPSCHITZ_CMD
+    except ImportError:  # compare absent: the same commands, spelled here
+        ATTACK_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split}"
+        CERTIFY_CMD = ATTACK_CMD + " --certify crown"
+        LIPSCHITZ_CMD = "python -m advrobust.lipschitz {path} --norm {norm}"
+    keep = {"norm": "{norm}", "split": "{split}"}
+    return {"attack": ATTACK_CMD.format(path=path, **keep), "certify": CERTIFY_CMD.format(path=path, **keep),
+            "lipschitz": LIPSCHITZ_CMD.format(path=path, **keep)}
+
+
+def _command(cmd: Any) -> Any:
+    """A recorded command as one line (attack records store it as a list of arguments)."""
+    if isinstance(cmd, (list, tuple)):
+        import shlex
+
+        return " ".join(shlex.quote(str(c)) for c in cmd)
+    return cmd
+
+
+# --------------------------------------------------------------------------- the document
+class Doc:
+    """A list of blocks rendered twice, to HTML and Markdown, so both hold the same content."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple] = []
+
+    def h(self, level: int, text: str, anchor: str | None = None) -> None:
+        self.blocks.append(("h", level, text, anchor))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def items(self, items: Sequence[str]) -> None:
+        if items:
+            self.blocks.append(("list", list(items)))
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.blocks.append(("table", [str(h) for h in headers], [[_fmt(c) for c in r] for r in rows]))
+
+    def fig(self, name: str, caption: str) -> None:
+        self.blocks.append(("fig", name, caption))
+
+    def pre(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+
+_INLINE_CODE = re.compile(r"`([^`]+)`")
+
+
+def _html_inline(text: str) -> str:
+    parts = _INLINE_CODE.split(text)
+    return "".join(f"<code>{html.escape(t)}</code>" if i % 2 else html.escape(t) for i, t in enumerate(parts))
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45;font-size:15px}
+h1{font-size:1.6em;border-bottom:2px solid #0072B2;padding-bottom:.2em}h2{font-size:1.3em;margin-top:1.8em;
+border-bottom:1px solid #ccc}h3{font-size:1.08em}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:13px;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;white-space:nowrap}
+th{background:#eef3f8}td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
+figure{margin:1em 0 1.6em}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:13px;color:#444;margin-top:.3em}code{background:#f2f2f2;padding:0 .25em;border-radius:3px;
+font-size:92%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
+.missing li{color:#8a4b00}
+"""
+
+
+def render_html(doc: Doc, *, title: str, images: dict[str, bytes]) -> str:
+    """Self-contained HTML: inline CSS, figures as ``data:image/png;base64`` URIs, no scripts."""
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{html.escape(title)}</h1>"]
+    for b in doc.blocks:
+        kind = b[0]
+        if kind == "h":
+            _, level, text, anchor = b
+            aid = f' id="{html.escape(anchor)}"' if anchor else ""
+            out.append(f"<h{level + 1}{aid}>{html.escape(text)}</h{level + 1}>")
+        elif kind == "p":
+            out.append(f"<p>{_html_inline(b[1])}</p>")
+        elif kind == "list":
+            out.append('<ul class="missing">' if b[1] and b[1][0].startswith("missing") else "<ul>")
+            out.extend(f"<li>{_html_inline(t)}</li>" for t in b[1])
+            out.append("</ul>")
+        elif kind == "table":
+            _, headers, rows = b
+            out.append("<table><thead><tr>" + "".join(f"<th>{_html_inline(h)}</th>" for h in headers)
+                       + "</tr></thead><tbody>")
+            for r in rows:
+                out.append("<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in r) + "</tr>")
+            out.append("</tbody></table>")
+        elif kind == "fig":
+            _, name, caption = b
+            data = base64.b64encode(images[name]).decode("ascii")
+            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption, quote=True)}">'
+                       f"<figcaption>{_html_inline(caption)} (also <code>{html.escape(name)}.pdf</code>)"
+                       "</figcaption></figure>")
+        elif kind == "pre":
+            out.append(f"<pre>{html.escape(b[1])}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(doc: Doc, *, title: str) -> str:
+    """Markdown with the same blocks; figures link ``<name>.png`` beside the file."""
+    out = [f"# {title}", ""]
+    for b in doc.blocks:
+        kind = b[0]
+        if kind == "h":
+            out += ["#" * (b[1] + 1) + " " + b[2], ""]
+        elif kind == "p":
+            out += [b[1], ""]
+        elif kind == "list":
+            out += [f"- {t}" for t in b[1]] + [""]
+        elif kind == "table":
+            _, headers, rows = b
+            out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
+            out.append("|" + "|".join("---" for _ in headers) + "|")
+            out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+            out.append("")
+        elif kind == "fig":
+            _, name, caption = b
+            out += [f"![{_md_cell(caption)}]({name}.png)", "", f"*{caption}* (PDF: [{name}.pdf]({name}.pdf))", ""]
+        elif kind == "pre":
+            out += ["```", b[1], "```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _parse_markdown_table(text: str) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of the first pipe table in ``text`` (None if there is none)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("|")]
+    if len(lines) < 2:
+        return None
+
+    def cells(ln: str) -> list[str]:
+        parts = re.split(r"(?<!\\)\|", ln.strip().strip("|"))
+        return [c.strip().replace("\\|", "|") for c in parts]
+
+    header = cells(lines[0])
+    body = [cells(ln) for ln in lines[1:] if not re.fullmatch(r"\|?[\s:\-|]+\|?", ln)]
+    return header, body
+
+
+# --------------------------------------------------------------------------- the report
+class _Builder:
+    def __init__(self, runs: list[RunData], out: Path, norms: list[str], *, samples: int, bootstrap: int,
+                 seed: int) -> None:
+        self.runs, self.out, self.norms = runs, out, norms
+        self.samples, self.bootstrap, self.seed = samples, bootstrap, seed
+        self.doc = Doc()
+        self.images: dict[str, bytes] = {}
+        self.figures: dict[str, dict] = {}
+        self.missing: list[dict] = []
+        self.flags: list[dict] = []
+        self.notes: list[str] = []
+
+    # ---- helpers
+    def need(self, what: str, command: str | None) -> None:
+        """Record a missing piece; one entry per command (the first description wins)."""
+        for m in self.missing:
+            if (command is not None and m["command"] == command) or (command is None and m["what"] == what):
+                return
+        self.missing.append({"what": what, "command": command})
+
+    def save(self, fig, name: str, meta: dict, caption: str) -> None:
+        try:
+            png = plots.figure_bytes(fig, "png")
+            pdf = plots.figure_bytes(fig, "pdf")
+        finally:
+            plots.close(fig)
+        atomic_write_bytes(self.out / f"{name}.png", png)
+        atomic_write_bytes(self.out / f"{name}.pdf", pdf)
+        self.images[name] = png
+        self.figures[name] = dict(meta, png=f"{name}.png", pdf=f"{name}.pdf")
+        self.doc.fig(name, caption)
+
+    def with_results(self, norm: str, split: str) -> list[RunData]:
+        return [r for r in self.runs if (norm, split) in r.results]
+
+    # ---- sections
+    def overview(self) -> None:
+        d = self.doc
+        d.p(f"{len(self.runs)} run(s); norms: {', '.join(self.norms)}. Radii are minimal adversarial "
+            "perturbations found by attacks (upper bounds on the true minimal radius); certified radii are "
+            "lower bounds. Radius 0 means the point is misclassified already; ∞ means no attack broke it.")
+        rows = []
+        for r in self.runs:
+            have = [f"{n}-{s}" for (n, s) in sorted(r.results)]
+            rows.append([r.name, str(r.path), _get(r.meta, "dataset") or _get(r.meta.get("spec", {}).get("data", {}), "name"),
+                         r.params, r.n, r.d, ", ".join(have) or "none",
+                         ", ".join(n for n in NORMS if _lipschitz_entry(r.lipschitz, n)) or "none"])
+        d.table(["run", "path", "dataset", "p", "n", "d", "attack results", "Lipschitz"], rows)
+        for r in self.runs:
+            cmds = flag_commands(r.path)
+            for norm in self.norms:
+                for split in SPLITS:
+                    if (norm, split) not in r.results:
+                        self.need(f"attack results {norm}/{split} for {r.name}",
+                                  cmds["attack"].format(norm=norm, split=split))
+
+    def comparison(self) -> None:
+        d = self.doc
+        d.h(1, "Comparison", "comparison")
+        try:
+            from . import compare
+        except ImportError as exc:
+            d.p(f"The comparison table needs `advrobust.compare`, which could not be imported ({exc}).")
+            self.need("comparison table (advrobust.compare)", None)
+            return
+        rows = compare.collect_rows([str(r.path) for r in self.runs], norms=self.norms)
+        for row in rows:
+            by_cmd: dict = {}
+            for col, cmd in (row.get("missing") or {}).items():
+                by_cmd.setdefault(cmd, []).append(col)
+            for cmd, cols in by_cmd.items():
+                self.need(f"{', '.join(cols[:4])}{' ...' if len(cols) > 4 else ''} for {row.get('run', '?')}", cmd)
+        text = compare.format_table(rows, fmt="markdown")
+        parsed = _parse_markdown_table(text)
+        d.p("One row per run, from `advrobust.compare` (the same table `python -m advrobust.compare` prints).")
+        if parsed is None:
+            d.pre(text)
+        else:
+            headers, body = parsed
+            d.blocks.append(("table", headers, body))
+
+    def robust_accuracy(self) -> None:
+        d = self.doc
+        d.h(1, "Robust accuracy against epsilon", "robust-accuracy")
+        d.p("Share of points whose radius exceeds ε, from the per-sample radii: solid, the best over attacks "
+            "(an upper bound on true robust accuracy); dashed, the certified lower bounds where they exist "
+            "(a lower bound). The truth lies between the two curves of a model.")
+        for norm in self.norms:
+            for split in SPLITS:
+                runs = self.with_results(norm, split)
+                if not runs:
+                    continue
+                curves = []
+                for r in runs:
+                    arrays, _ = r.results[(norm, split)]
+                    lower = certified_lower(arrays)
+                    if lower is None:
+                        self.need(f"certified lower bounds {norm}/{split} for {r.name} (optional)",
+                                  flag_commands(r.path)["certify"].format(norm=norm, split=split))
+                    curves.append({"run": r.name, "index": r.index, "radius": _radius(arrays), "lower": lower})
+                fig, meta = plots.plot_robust_accuracy(curves, norm=norm, split=split, image=runs[0].image)
+                self.save(fig, f"robust-accuracy-{norm}-{split}", meta,
+                          f"{norm} robust accuracy on {split} points, one curve per model "
+                          f"({meta['certified_curves']} with certified curves).")
+        if not any(r.results for r in self.runs):
+            d.p("No attack results yet: run `python -m advrobust.attack RUN --norm l2 --split test` on each run.")
+
+    def distributions(self) -> None:
+        d = self.doc
+        d.h(1, "Distribution of radii", "radii")
+        d.p("Finite positive radii per model on training and test points; counts of misclassified (0) and "
+            "unbroken (∞) points are written under each box and in the table.")
+        for norm in self.norms:
+            groups = []
+            rows = []
+            for r in self.runs:
+                radii = {}
+                for split in ("train", "test"):
+                    if (norm, split) in r.results:
+                        rad = _radius(r.results[(norm, split)][0])
+                        radii[split] = rad
+                        rows.append([r.name, split, rad.size, int(np.sum(rad == 0)), int(np.sum(np.isinf(rad))),
+                                     _quantile(rad, 0.1), _quantile(rad, 0.5), _quantile(rad, 0.9)])
+                if radii:
+                    groups.append({"run": r.name, "index": r.index, "radius": radii})
+            if not groups:
+                continue
+            d.h(2, f"{norm}")
+            fig, meta = plots.plot_radius_distribution(groups, norm=norm, image=self.runs[0].image)
+            self.save(fig, f"radii-{norm}", meta, f"{norm} radii on training and test points per model.")
+            d.table(["run", "split", "samples", "misclassified (0)", "unbroken (∞)", "q10", "median", "q90"], rows)
+
+    def scaling(self) -> None:
+        d = self.doc
+        d.h(1, "Scaling with parameters, samples and dimension", "scaling")
+        d.p("Per run: median radius and Lipschitz estimates of the margin against the parameter count p on "
+            "log-log axes, with the fitted power law (slope and its 95% bootstrap interval, fitted over the runs "
+            "at or beyond the interpolation threshold when at least two distinct sizes are there, else over all) "
+            "and the slope the law of robustness predicts (Bubeck & Sellke 2021: Lip ≳ sqrt(n·d/p), so "
+            "Lipschitz constants of interpolating models fall at best like p^-1/2; radii ≈ margin/Lip then rise "
+            "at most like p^1/2, a heuristic reading of the bound as tight). The law's line only fixes the "
+            "slope; it is drawn through the points' geometric mean. Vertical lines: the interpolation threshold "
+            "(the smallest run that fits its training set exactly) and p = n·d.")
+        try:
+            from . import law
+        except ImportError as exc:
+            law = None
+            d.p(f"No fits: `advrobust.law` could not be imported ({exc}).")
+            self.need("power-law fits (advrobust.law)", None)
+        self._thresholds = self._interpolation_thresholds(law)
+        axes = [("params", "p", "parameter count p")]
+        for attr, sym, label in (("n", "n", "training samples n"), ("d", "d", "input dimension d")):
+            vals = {getattr(r, attr) for r in self.runs if math.isfinite(getattr(r, attr))}
+            if len(vals) > 1:
+                axes.append((attr, sym, label))
+        fit_rows = []
+        for attr, sym, label in axes:
+            vlines = self._vlines() if sym == "p" else []
+            for norm in self.norms:
+                series = []
+                for si, split in enumerate(("test", "train")):
+                    pts = [(r, getattr(r, attr), _quantile(_radius(r.results[(norm, split)][0]), 0.5))
+                           for r in self.with_results(norm, split)]
+                    s = self._series(pts, label=f"median {split} radius", marker="o" if split == "test" else "s",
+                                     filled=split == "test", color=plots.PALETTE[si])
+                    if s is None:
+                        continue
+                    s["fit"] = self._fit(law, s, fit_rows, f"median {norm} {split} radius", attr, "radius")
+                    series.append(s)
+                if series:
+                    fig, meta = plots.plot_scaling(series, xlabel=label,
+                                                   ylabel=plots.radius_label(norm, image=self.runs[0].image),
+                                                   title=f"median {norm} radius vs {sym}", vlines=vlines)
+                    self.save(fig, f"scaling-radius-{norm}-vs-{sym}", meta,
+                              f"Median {norm} radius against {label}, log-log, one point per run.")
+                lip_series = []
+                for si, key in enumerate(("lower", "upper")):
+                    pts = []
+                    for r in self.runs:
+                        entry = _lipschitz_entry(r.lipschitz, norm)
+                        if entry is not None:
+                            pts.append((r, getattr(r, attr), _num((entry.get("margin") or {}).get(key))))
+                    s = self._series(pts, label=f"Lipschitz {key} estimate", marker="^" if key == "lower" else "v",
+                                     filled=key == "lower", color=plots.PALETTE[2 + si])
+                    if s is None:
+                        continue
+                    s["fit"] = self._fit(law, s, fit_rows, f"{norm} Lipschitz {key}", attr, "lipschitz")
+                    lip_series.append(s)
+                if lip_series:
+                    fig, meta = plots.plot_scaling(
+                        lip_series, xlabel=label, title=f"{norm} Lipschitz estimates vs {sym}", vlines=vlines,
+                        ylabel=f"margin Lipschitz const. ({plots.NORM_LABEL.get(norm, norm)} input)")
+                    self.save(fig, f"scaling-lipschitz-{norm}-vs-{sym}", meta,
+                              f"Lipschitz constant of the margin (logit units per {norm} input unit): lower "
+                              f"(filled) and upper (open) estimates against {label}, log-log.")
+        for r in self.runs:
+            for norm in self.norms:
+                if _lipschitz_entry(r.lipschitz, norm) is None:
+                    self.need(f"{norm} Lipschitz estimates for {r.name}",
+                              flag_commands(r.path)["lipschitz"].format(norm=norm))
+        if fit_rows:
+            d.table(["quantity", "against", "runs fitted", "regime", "fitted slope", "95% low", "95% high", "r²",
+                     "law's slope"], fit_rows)
+        for note in self.notes:
+            d.p(note)
+        self.notes.clear()
+
+    @staticmethod
+    def _series(pts: list, *, label: str, marker: str, filled: bool, color: str) -> dict | None:
+        pts = [t for t in pts if math.isfinite(t[1]) and t[1] > 0 and math.isfinite(t[2]) and t[2] > 0]
+        if not pts:
+            return None
+        return {"label": label, "x": [t[1] for t in pts], "y": [t[2] for t in pts], "runs": [t[0].name for t in pts],
+                "run_data": [t[0] for t in pts], "marker": marker, "filled": filled, "color": color}
+
+    def _interpolation_thresholds(self, law) -> dict:
+        """Smallest p that fits its training set per (dataset, n, d) group (law.interpolation_thresholds)."""
+        rows = [{"run": r.name, "dataset": self._dataset(r), "n": r.n, "d": r.d, "params": r.params,
+                 "train_accuracy": 1.0 if self._interpolated(r) else 0.0} for r in self.runs]
+        if law is not None and hasattr(law, "interpolation_thresholds"):
+            return dict(law.interpolation_thresholds(rows))
+        out: dict = {}
+        for row in rows:
+            key = (row["dataset"], row["n"], row["d"])
+            p = row["params"] if row["train_accuracy"] >= 1.0 else None
+            out[key] = p if out.get(key) is None else (min(out[key], p) if p is not None else out[key])
+        return out
+
+    def _beyond(self, r: RunData) -> bool:
+        thr = self._thresholds.get((self._dataset(r), r.n, r.d))
+        return thr is not None and math.isfinite(r.params) and r.params >= thr
+
+    @staticmethod
+    def _dataset(r: RunData) -> Any:
+        spec = r.meta.get("spec") if isinstance(r.meta.get("spec"), dict) else {}
+        return _get(r.meta, "dataset") or _get(spec.get("data") or {}, "name")
+
+    def _vlines(self) -> list[dict]:
+        out = []
+        thr = sorted({v for v in self._thresholds.values() if v is not None and math.isfinite(v)})
+        for v in thr:
+            out.append({"x": v, "label": f"interpolation threshold (p={v:.0f})"})
+        if not thr and self.runs:
+            self.notes.append("No run fits its training set exactly (train accuracy 1), so no interpolation "
+                              "threshold is marked and fits use all runs.")
+        for nd in sorted({r.n * r.d for r in self.runs if math.isfinite(r.n * r.d)}):
+            out.append({"x": nd, "label": f"p = n·d = {nd:.0f}"})
+        return out
+
+    @staticmethod
+    def _interpolated(r: RunData) -> bool:
+        v = _get(r.meta, "interpolated")
+        if v is not None:
+            return bool(v)
+        acc = _num(_get(r.meta, "train_accuracy", "train_acc"))
+        return acc >= 1.0
+
+    def _fit(self, law, s: dict, fit_rows: list, what: str, attr: str, kind: str) -> dict | None:
+        if law is None:
+            return None
+        sym = {"params": "p"}.get(attr, attr)
+        x, y, runs = np.asarray(s["x"], float), np.asarray(s["y"], float), s["run_data"]
+        beyond = np.array([self._beyond(r) for r in runs])
+        regime = "beyond threshold"
+        if len(set(x[beyond])) >= 2:
+            x, y = x[beyond], y[beyond]
+        else:
+            regime = "all runs"
+        if len(set(x)) < 2:
+            self.notes.append(f"No fit for {what} against {sym}: fewer than two distinct values of {sym}.")
+            return None
+        try:
+            fit = law.fit_power_law(x, y, bootstrap=self.bootstrap, seed=self.seed)
+        except (ValueError, UserError) as exc:
+            self.notes.append(f"No fit for {what} against {sym}: {exc}")
+            return None
+        pred = getattr(law, "PREDICTED", {}).get(kind, {}).get(attr)
+        fit = dict(fit, predicted=pred)
+        s["predicted"] = pred
+        fit_rows.append([what, sym, int(len(x)), regime, fit.get("exponent"), fit.get("ci_low"), fit.get("ci_high"),
+                         fit.get("r2"), plots._frac(pred) if pred is not None else None])
+        return fit
+
+    def attack_comparison(self) -> None:
+        d = self.doc
+        d.h(1, "Which attack found the best radius", "attacks")
+        d.p("Per attack: the share of broken points (0 < best radius < ∞) where it gave the best radius "
+            "(as recorded, ties go to the first attack listed) and where it was within 1% of the best, how "
+            "often it failed (no verified adversarial point), and, over the points it broke, its median ratio to "
+            "the best radius over attacks and to the exact (MILP) radius where exact radii were computed "
+            "(1 = as good as the best / optimal; the figure adds the interquartile range).")
+        any_done = False
+        for norm in self.norms:
+            for split in SPLITS:
+                runs = self.with_results(norm, split)
+                if not runs:
+                    continue
+                models, rows, attacks_all = [], [], []
+                for r in runs:
+                    arrays, info = r.results[(norm, split)]
+                    names = _attack_names(arrays, info)
+                    best = _radius(arrays)
+                    bi = np.asarray(arrays.get("best_attack", np.full(best.shape, -1)), dtype=int)
+                    broken = np.isfinite(best) & (best > 0)
+                    exact = None
+                    if "exact_radius" in arrays:
+                        st = np.asarray(arrays.get("exact_status", np.zeros(best.shape)), dtype=int)
+                        exact = np.where((st == 0) & broken, np.asarray(arrays["exact_radius"], float), np.nan)
+                        exact = np.where(exact > 0, exact, np.nan)
+                    m = {"run": r.name, "index": r.index, "best_share": {}, "ratio_best": {}, "ratio_exact": {}}
+                    for ai, a in enumerate(names):
+                        col = arrays.get(f"radius__{a}")
+                        if col is None:
+                            continue
+                        col = np.asarray(col, dtype=float)
+                        ran = broken & ~np.isnan(col)
+                        nb = max(int(broken.sum()), 1)
+                        share = float(np.sum(broken & (bi == ai)) / nb)
+                        near = float(np.sum(ran & (col <= best * 1.01)) / nb)
+                        failed = float(np.sum(ran & np.isinf(col)) / max(int(ran.sum()), 1))
+                        hit = ran & np.isfinite(col)
+                        q3 = _quartiles(col[hit] / best[hit])
+                        ratio = q3[0]
+                        rex = math.nan
+                        if exact is not None:
+                            ok = hit & np.isfinite(exact)
+                            m["ratio_exact"][a] = _quartiles(col[ok] / exact[ok])
+                            rex = m["ratio_exact"][a][0]
+                        t = arrays.get(f"time__{a}")
+                        fw = arrays.get(f"forward__{a}")
+                        m["best_share"][a] = share
+                        m["ratio_best"][a] = q3
+                        rows.append([r.name, a, share, near, failed, ratio, rex,
+                                     _quantile(np.asarray(fw, float), 0.5) if fw is not None else None,
+                                     _quantile(np.asarray(t, float), 0.5) if t is not None else None])
+                        if a not in attacks_all:
+                            attacks_all.append(a)
+                    if not m["ratio_exact"]:
+                        m.pop("ratio_exact")
+                    models.append(m)
+                if not attacks_all:
+                    continue
+                any_done = True
+                d.h(2, f"{norm}, {split} points")
+                fig, meta = plots.plot_attack_comparison(models, attacks=attacks_all, norm=norm, split=split)
+                self.save(fig, f"attacks-{norm}-{split}", meta,
+                          f"Attacks on {norm} {split} points: share best, median gap to the best"
+                          + (" and to the exact radius." if meta["exact"] else "."))
+                d.table(["run", "attack", "best (recorded)", "within 1% of best", "failed", "median radius/best",
+                         "median radius/exact", "median forward passes", "median s/sample"], rows)
+        if not any_done:
+            d.p("No per-attack radii yet (columns `radius__<attack>` of the attack results).")
+
+    def gallery(self) -> None:
+        d = self.doc
+        d.h(1, "Adversarial examples", "gallery")
+        d.p(f"Up to {self.samples} broken test points per model (the 10%, 50% and 90% quantiles of its radii): "
+            "original, perturbation δ = adv − x in a diverging colormap scaled to its largest entry, and the "
+            "adversarial input; titles give label, clean prediction → adversarial prediction, and radius.")
+        try:
+            from .data import load_dataset, split as data_split
+            from .runs import load_model
+        except ImportError as exc:
+            d.p(f"No gallery: the data or model modules could not be imported ({exc}).")
+            return
+        import torch
+
+        for norm in self.norms:
+            split = "test" if self.with_results(norm, "test") else "train"
+            rows = []
+            image = None
+            for r in self.with_results(norm, split):
+                arrays, _ = r.results[(norm, split)]
+                if "adv" not in arrays or "index" not in arrays:
+                    self.notes.append(f"{r.name} {norm}/{split}: no `adv` or `index` column, no gallery row.")
+                    continue
+                best = _radius(arrays)
+                ok = np.flatnonzero(np.isfinite(best) & (best > 0))
+                if ok.size == 0:
+                    continue
+                order = ok[np.argsort(best[ok], kind="stable")]
+                qs = (0.1, 0.5, 0.9) if self.samples >= 3 else (0.5,) * self.samples
+                qs = qs + tuple(np.linspace(0, 1, self.samples)[3:]) if self.samples > 3 else qs
+                picks = list(dict.fromkeys(int(order[int(round(q * (order.size - 1)))]) for q in qs))
+                spec = r.meta.get("spec", {})
+                try:
+                    ds = load_dataset(**spec["data"])
+                    x_all, _ = data_split(ds, split)
+                    model, _ = load_model(r.path / MODEL_FILE)
+                except (UserError, KeyError, TypeError) as exc:
+                    self.notes.append(f"{r.name}: no gallery row, the run's data or model could not be loaded ({exc}).")
+                    continue
+                x = x_all[torch.as_tensor(arrays["index"][picks])].detach().cpu().numpy()
+                adv = np.asarray(arrays["adv"][picks], dtype=np.float32)
+                if adv.shape != x.shape:
+                    self.notes.append(f"{r.name}: `adv` has shape {adv.shape[1:]} but the data {x.shape[1:]}; skipped.")
+                    continue
+                with torch.no_grad():
+                    adv_pred = model(torch.as_tensor(adv)).argmax(1).tolist()
+                image = r.image if image is None else image
+                rows.append({"run": r.name, "samples": [
+                    {"x": x[k], "adv": adv[k], "label": int(arrays["label"][i]) if "label" in arrays else "?",
+                     "pred": int(arrays["pred"][i]) if "pred" in arrays else "?", "adv_pred": int(adv_pred[k]),
+                     "radius": float(best[i])} for k, i in enumerate(picks)]})
+            if not rows:
+                continue
+            d.h(2, f"{norm}, {split} points")
+            if not image:
+                d.p("Inputs are not images: each panel shows the perturbation per coordinate as a bar chart.")
+            fig, meta = plots.plot_gallery(rows, norm=norm, image=bool(image))
+            self.save(fig, f"gallery-{norm}-{split}", meta,
+                      f"{norm} adversarial examples on {split} points, one row per model.")
+        for note in self.notes:
+            d.p(note)
+        self.notes.clear()
+
+    def sanity_flags(self) -> None:
+        d = self.doc
+        d.h(1, "Sanity flags", "flags")
+        for r in self.runs:
+            for (norm, split), (arrays, info) in sorted(r.results.items()):
+                for f in info.get("flags") or []:
+                    if not isinstance(f, dict) or not f.get("count", 1):
+                        continue
+                    self.flags.append({"run": r.name, "norm": norm, "split": split, "name": str(f.get("name", "?")),
+                                       "count": f.get("count"), "message": str(f.get("message", "")),
+                                       "doc": f"docs/attacks.md#{f.get('name', '')}"})
+                best = _radius(arrays)
+                tol = lambda v: BRACKET_RTOL * (1.0 + np.abs(v))  # noqa: E731
+                fired = {f.get("name") for f in info.get("flags") or [] if isinstance(f, dict)}
+                for key in ("lower__ibp", "lower__crown"):
+                    if key in arrays and "radius-below-certified" not in fired:
+                        low = np.asarray(arrays[key], float)
+                        bad = int(np.sum(np.isfinite(best) & (best > 0) & np.isfinite(low) & (best < low - tol(low))))
+                        if bad:
+                            self.flags.append({"run": r.name, "norm": norm, "split": split,
+                                               "name": "radius-below-certified", "count": bad,
+                                               "message": f"({key[7:]}) " + REPORT_FLAGS["radius-below-certified"],
+                                               "doc": "docs/report.md#radius-below-certified"})
+                if "exact_radius" in arrays and "radius-below-exact" not in fired:
+                    ex = np.asarray(arrays["exact_radius"], float)
+                    st = np.asarray(arrays.get("exact_status", np.zeros(ex.shape)), int)
+                    bad = int(np.sum((st == 0) & np.isfinite(best) & (best > 0) & np.isfinite(ex) & (best < ex - tol(ex))))
+                    if bad:
+                        self.flags.append({"run": r.name, "norm": norm, "split": split, "name": "radius-below-exact",
+                                           "count": bad, "message": REPORT_FLAGS["radius-below-exact"],
+                                           "doc": "docs/report.md#radius-below-exact"})
+        if not self.flags:
+            d.p("No sanity check fired" + (" (no attack results to check)." if not any(r.results for r in self.runs)
+                                           else " on any run, norm or split."))
+            return
+        d.p("Every check that fired, with its stable name; each is explained in `docs/attacks.md` (attack "
+            "flags) or `docs/report.md` (bracket checks done by the report).")
+        d.table(["run", "norm", "split", "flag", "count", "explanation", "documented in"],
+                [[f["run"], f["norm"], f["split"], f["name"], f["count"], f["message"], f["doc"]] for f in self.flags])
+
+    def provenance(self) -> None:
+        d = self.doc
+        d.h(1, "Provenance", "provenance")
+        rows = []
+        for r in self.runs:
+            m = r.meta
+            v = m.get("versions") or {}
+            dev = _device(m.get("device"))
+            rows.append([r.name, "train", _command(_get(m, "command")), _get(m, "seed"), dev,
+                         f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
+                         _get(m, "wall_time_s")])
+            for (norm, split), (_, info) in sorted(r.results.items()):
+                v = info.get("versions") or {}
+                dev = _device(info.get("device"))
+                rows.append([r.name, f"attack {norm}/{split}", _command(info.get("command")), info.get("seed"), dev,
+                             f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
+                             info.get("wall_time_s")])
+            for norm in NORMS:
+                lip = _lipschitz_entry(r.lipschitz, norm)
+                if lip is not None:
+                    v = lip.get("versions") or {}
+                    rows.append([r.name, f"lipschitz {norm}", _command(lip.get("command")), lip.get("seed"),
+                                 _device(lip.get("device")),
+                                 f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
+                                 lip.get("wall_time_s")])
+        d.p("Commands, seeds, devices, library versions and wall times recorded by each stage.")
+        d.table(["run", "stage", "command", "seed", "device", "versions", "wall time (s)"], rows)
+        attack_rows = []
+        for r in self.runs:
+            for (norm, split), (_, info) in sorted(r.results.items()):
+                attack_rows.append([r.name, norm, split, info.get("n"), ", ".join(map(str, info.get("attacks") or [])),
+                                    info.get("steps"), info.get("batch_size")])
+        if attack_rows:
+            d.table(["run", "norm", "split", "samples", "attacks", "steps", "batch size"], attack_rows)
+        v = versions()
+        d.p("Report made with " + ", ".join(f"{k} {v[k]}" for k in ("advrobust", "python", "numpy", "matplotlib")
+                                             if v.get(k)) + ".")
+
+    def missing_section(self) -> None:
+        d = self.doc
+        d.h(1, "Missing pieces", "missing")
+        if not self.missing:
+            d.p("Nothing missing: every run has attack results for every norm and split shown, and Lipschitz estimates.")
+            return
+        d.p("Parts of the report that are empty or partial, and the command that fills each:")
+        d.items([f"missing: {m['what']}" + (f": `{m['command']}`" if m["command"] else "") for m in self.missing])
+
+
+def build_report(run_dirs: Sequence[str | Path], out: str | Path, *, norms: Sequence[str] | None = None,
+                 title: str | None = None, samples: int = 3, bootstrap: int = 200, seed: int = 0) -> dict:
+    """Write ``report.html``, ``report.md`` and the figures (PNG and PDF) for ``run_dirs`` into ``out``.
+
+    Parameters
+    ----------
+    run_dirs : run directories, or folders searched for them (``runs.find_runs``).
+    out : output folder (created).
+    norms : ``'l1'|'l2'|'linf'`` names to show; default every norm with attack results (``l2`` if none).
+    title : the report's title.
+    samples : adversarial examples per model in the gallery.
+    bootstrap, seed : resamples and seed of the power-law fits' intervals.
+
+    Returns
+    -------
+    dict with ``html``, ``markdown`` (paths), ``figures`` (name -> metadata: ``curves``, ``runs``, ...),
+    ``missing`` (``{"what", "command"}``), ``flags`` and ``runs``.
+    """
+    if samples < 0:
+        raise UserError(f"--samples must be >= 0, got {samples}")
+    if bootstrap < 0:
+        raise UserError(f"--bootstrap must be >= 0, got {bootstrap}")
+    chosen = [norm_name(parse_norm(n)) for n in norms] if norms else None
+    runs = load_runs(run_dirs, norms=chosen)
+    if chosen is None:
+        found = {n for r in runs for (n, _) in r.results}
+        chosen = [n for n in NORMS if n in found] or ["l2"]
+    chosen = list(dict.fromkeys(chosen))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder; pick another path")
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or f"advrobust report: {len(runs)} run{'s' if len(runs) != 1 else ''}"
+    b = _Builder(runs, out, chosen, samples=samples, bootstrap=bootstrap, seed=seed)
+    b.overview()
+    b.comparison()
+    b.robust_accuracy()
+    b.distributions()
+    b.scaling()
+    b.attack_comparison()
+    if samples:
+        b.gallery()
+    b.sanity_flags()
+    b.provenance()
+    b.missing_section()
+    html_path = atomic_write_text(out / "report.html", render_html(b.doc, title=title, images=b.images))
+    md_path = atomic_write_text(out / "report.md", render_markdown(b.doc, title=title))
+    return {"out": str(out), "html": str(html_path), "markdown": str(md_path), "norms": chosen,
+            "runs": [r.name for r in runs], "figures": b.figures, "missing": b.missing, "flags": b.flags}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argument_parser(prog="python -m advrobust.report",
+                                 description="Build a self-contained HTML + Markdown report (with PNG/PDF figures) "
+                                             "over run directories.")
+    ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them")
+    ap.add_argument("--out", required=True, help="output folder for report.html, report.md and the figures")
+    ap.add_argument("--norm", nargs="+", default=None, help="norms to show (l1 l2 linf); default: all with results")
+    ap.add_argument("--title", default=None, help="report title")
+    ap.add_argument("--samples", type=int, default=3, help="gallery samples per model (0: no gallery)")
+    ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the fits' intervals")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    args = ap.parse_args(argv)
+    res = build_report(args.run_dirs, args.out, norms=args.norm, title=args.title, samples=args.samples,
+                       bootstrap=args.bootstrap, seed=args.seed)
+    if args.json:
+        print_json(res)
+    else:
+        print(f"wrote {res['html']} and {res['markdown']} ({len(res['figures'])} figures, "
+              f"{len(res['missing'])} missing pieces, {len(res['flags'])} flags)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(run_main(main))

@@ -1,0 +1,259 @@
+"""The report over small real runs: tiny digits MLPs trained and attacked with the package's own API."""
+from __future__ import annotations
+
+import base64
+import html.parser
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from advrobust import report
+from advrobust._cli import UserError, run_main
+from advrobust.runs import atomic_save_npz, load_npz
+
+WIDTHS = (8, 32)
+DATA = {"name": "digits", "n": 30, "n_test": 30, "seed": 0}
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory) -> Path:
+    """Two trained MLPs (widths 8, 32; 30 digits), attacked in l2 (fmn, ddn; train and test) and linf
+    (fmn; test). Only mlp32 gets certified bounds (l2 test) and Lipschitz estimates (l2)."""
+    import torch
+
+    from advrobust import attack, lipschitz
+    from advrobust.train import TrainConfig, train_run
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("runs")
+    for w in WIDTHS:
+        out = root / f"mlp{w}"
+        train_run(out, data_kwargs=dict(DATA), model_spec={"family": "mlp", "width": w, "depth": 1},
+                  config=TrainConfig(epochs=300, seed=0, device="cpu"), command="pytest", progress=False)
+        common = ["--n", "30", "--steps", "20", "--quiet", "--random-checks", "0", "--device", "cpu"]
+        for split in ("train", "test"):
+            extra = ["--certify", "crown"] if (w == 32 and split == "test") else []
+            assert attack.main([str(out), "--split", split, "--norm", "l2", "--attacks", "fmn,ddn"] + common + extra) == 0
+        assert attack.main([str(out), "--split", "test", "--norm", "linf", "--attacks", "fmn"] + common) == 0
+    assert lipschitz.main([str(root / "mlp32"), "--norm", "l2", "--ascent-steps", "3", "--ascent-points", "4",
+                           "--segments", "8"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(runs_root, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("report")
+    res = report.build_report([runs_root], out, title="test report", bootstrap=50)
+    res["out_path"] = out
+    return res
+
+
+class _Collector(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _png_ok(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    Image.open(io.BytesIO(data)).verify()
+    im = Image.open(io.BytesIO(data))
+    return im.size
+
+
+# --------------------------------------------------------------------------- the files
+def test_html_is_self_contained_and_images_decode(built):
+    text = Path(built["html"]).read_text(encoding="utf-8")
+    p = _Collector()
+    p.feed(text)
+    p.close()
+    tags = [t for t, _ in p.tags]
+    assert "script" not in tags and "link" not in tags and "iframe" not in tags
+    assert "@import" not in text and "url(" not in text  # no external styles or fonts
+    imgs = [a["src"] for t, a in p.tags if t == "img"]
+    assert len(imgs) == len(built["figures"]) >= 10
+    for src in imgs:
+        assert src.startswith("data:image/png;base64,")
+        w, h = _png_ok(base64.b64decode(src.split(",", 1)[1], validate=True))
+        assert w > 200 and h > 100
+    for t, a in p.tags:  # nothing fetched from anywhere
+        for key in ("src", "href"):
+            assert not str(a.get(key, "")).startswith(("http:", "https:", "//")), (t, a)
+
+
+def test_markdown_links_pngs_and_pdfs(built):
+    out = built["out_path"]
+    md = Path(built["markdown"]).read_text(encoding="utf-8")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(links) == sorted(f"{name}.png" for name in built["figures"])
+    for link in links:
+        _png_ok((out / link).read_bytes())
+    for name, meta in built["figures"].items():
+        assert (out / meta["pdf"]).read_bytes().startswith(b"%PDF"), name
+    # the HTML and the Markdown hold the same sections and tables
+    html_text = Path(built["html"]).read_text(encoding="utf-8")
+    for heading in re.findall(r"^#{2,3} (.+)$", md, flags=re.M):
+        assert html.escape(heading) in html_text
+    assert md.count("\n|---") == html_text.count("<table>")
+
+
+def test_figures_hold_the_runs_they_should(built):
+    figs = built["figures"]
+    both = sorted(f"mlp{w}" for w in WIDTHS)
+    for split in ("train", "test"):
+        f = figs[f"robust-accuracy-l2-{split}"]
+        assert f["curves"] == 2 and sorted(f["runs"]) == both
+    assert figs["robust-accuracy-l2-test"]["certified_curves"] == 1  # only mlp32 has CROWN bounds
+    assert figs["robust-accuracy-l2-train"]["certified_curves"] == 0
+    assert "robust-accuracy-linf-train" not in figs  # never attacked
+    assert figs["robust-accuracy-linf-test"]["curves"] == 2
+    assert figs["radii-l2"]["curves"] == 2 and figs["radii-l2"]["splits"] == ["train", "test"]
+    assert figs["radii-linf"]["splits"] == ["test"]
+    sc = figs["scaling-radius-l2-vs-p"]
+    assert sc["runs"] == both and sc["points"] == 4  # 2 runs x (train, test) medians
+    assert any(v.startswith("interpolation threshold") for v in sc["vlines"])
+    assert "p = n·d = 1920" in sc["vlines"]  # n=30 digits of d=64
+    assert figs["scaling-lipschitz-l2-vs-p"]["runs"] == ["mlp32"]
+    a = figs["attacks-l2-test"]
+    assert a["curves"] == 2 and a["attacks"] == ["fmn", "ddn"]
+    assert figs["attacks-linf-test"]["attacks"] == ["fmn"]
+    g = figs["gallery-l2-test"]
+    assert g["curves"] == 2 and g["image"] and 2 <= g["samples"] <= 6
+
+
+def test_missing_pieces_named_with_commands(built, runs_root):
+    cmds = {m["command"] for m in built["missing"]}
+    mlp8, mlp32 = runs_root / "mlp8", runs_root / "mlp32"
+    assert f"python -m advrobust.lipschitz {mlp8} --norm l2" in cmds
+    assert f"python -m advrobust.lipschitz {mlp32} --norm l2" not in cmds
+    assert f"python -m advrobust.attack {mlp8} --norm linf --split train" in cmds
+    assert f"python -m advrobust.attack {mlp8} --norm l2 --split test --certify crown" in cmds
+    assert f"python -m advrobust.attack {mlp32} --norm l2 --split test --certify crown" not in cmds
+    md = Path(built["markdown"]).read_text(encoding="utf-8")
+    for c in cmds - {None}:
+        assert f"`{c}`" in md
+
+
+def test_tables_match_the_result_files(built, runs_root):
+    """The radius table's medians are the npz medians (so the tables show what is on disk)."""
+    md = Path(built["markdown"]).read_text(encoding="utf-8")
+    r = load_npz(runs_root / "mlp8" / "attack-l2-test.npz")["best_radius"]
+    med = np.sort(r)[int(np.ceil(0.5 * r.size)) - 1]
+    row = [ln for ln in md.splitlines() if ln.startswith("| mlp8 | test | 30 |")][0]
+    assert report._fmt(float(med)) in [c.strip() for c in row.split("|")]
+
+
+# --------------------------------------------------------------------------- partial and broken inputs
+def _copy_run(src: Path, dst: Path, *, results: bool) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if results or f.name in ("run.json", "model.pt"):
+            shutil.copy(f, dst / f.name)
+    return dst
+
+
+def test_report_without_any_results(runs_root, tmp_path):
+    run = _copy_run(runs_root / "mlp8", tmp_path / "bare", results=False)
+    res = report.build_report([run], tmp_path / "out")
+    assert res["figures"] == {}
+    cmds = {m["command"] for m in res["missing"]}
+    assert f"python -m advrobust.attack {run} --norm l2 --split test" in cmds
+    assert f"python -m advrobust.lipschitz {run} --norm l2" in cmds
+    text = Path(res["html"]).read_text(encoding="utf-8")
+    p = _Collector()
+    p.feed(text)
+    assert "Missing pieces" in text and "python -m advrobust.attack" in text
+
+
+def test_bracket_violation_and_attack_flags_are_reported(runs_root, tmp_path):
+    run = _copy_run(runs_root / "mlp32", tmp_path / "bad", results=True)
+    f = run / "attack-l2-test.npz"
+    arrays = load_npz(f)
+    best = arrays["best_radius"]
+    broken = np.flatnonzero(np.isfinite(best) & (best > 0))[:3]
+    arrays["lower__crown"] = np.asarray(arrays["lower__crown"], dtype=np.float64).copy()
+    arrays["lower__crown"][broken] = best[broken] * 1.5  # an unsound "certificate"
+    atomic_save_npz(f, **arrays)
+    info = json.loads((run / "attack-l2-test.json").read_text())
+    info["flags"] = [{"name": "zero-gradients", "count": 4, "message": "4 samples had zero gradients"}]
+    (run / "attack-l2-test.json").write_text(json.dumps(info))
+    res = report.build_report([run], tmp_path / "out", norms=["l2"], samples=0)
+    by_name = {fl["name"]: fl for fl in res["flags"]}
+    assert by_name["radius-below-certified"]["count"] == len(broken)
+    assert by_name["zero-gradients"]["count"] == 4 and by_name["zero-gradients"]["doc"] == "docs/attacks.md#zero-gradients"
+    md = Path(res["markdown"]).read_text(encoding="utf-8")
+    assert "radius-below-certified" in md and "4 samples had zero gradients" in md
+
+
+def test_deterministic_output(runs_root, tmp_path):
+    a = report.build_report([runs_root], tmp_path / "a", norms=["linf"], samples=0, bootstrap=20)
+    b = report.build_report([runs_root], tmp_path / "b", norms=["linf"], samples=0, bootstrap=20)
+    assert Path(a["html"]).read_bytes() == Path(b["html"]).read_bytes()
+    for name in a["figures"]:
+        assert (tmp_path / "a" / f"{name}.pdf").read_bytes() == (tmp_path / "b" / f"{name}.pdf").read_bytes()
+
+
+def test_cli_user_errors(tmp_path, capsys, runs_root):
+    assert run_main(report.main, [str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    assert run_main(report.main, [str(runs_root / "mlp8"), "--out", str(tmp_path / "o"), "--norm", "l3"]) == 2
+    assert "unknown norm" in capsys.readouterr().err
+    assert run_main(report.main, [str(runs_root / "mlp8")]) == 2  # --out is required
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a folder"):
+        report.build_report([runs_root / "mlp8"], tmp_path / "file")
+    corrupt = _copy_run(runs_root / "mlp8", tmp_path / "corrupt", results=True)
+    (corrupt / "attack-l2-test.npz").write_bytes(b"not a zip")
+    assert run_main(report.main, [str(corrupt), "--out", str(tmp_path / "o2")]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- small pure pieces
+def test_robust_accuracy_and_certified_lower():
+    from advrobust.plots import robust_accuracy
+
+    r = np.array([0.0, 0.5, np.inf])
+    assert robust_accuracy(r, np.array([0.0, 0.49, 0.5, 10.0])).tolist() == [2 / 3, 2 / 3, 1 / 3, 1 / 3]
+    arrays = {"lower__ibp": np.array([0.1, 0.2, np.nan]), "lower__crown": np.array([0.3, 0.1, np.nan]),
+              "exact_radius": np.array([0.4, 0.9, 0.7]), "exact_status": np.array([0, 1, 0]),
+              "pred": np.array([1, 1, 2]), "label": np.array([1, 1, 1])}
+    assert report.certified_lower(arrays).tolist() == [0.4, 0.2, 0.0]  # misclassified -> 0
+    assert report.certified_lower({"best_radius": r}) is None
+
+
+# --------------------------------------------------------------------------- a real browser
+def _browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium/Chrome found")
+def test_headless_browser_shows_every_image(built, tmp_path):
+    text = Path(built["html"]).read_text(encoding="utf-8")
+    probe = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
+             "document.body.setAttribute('data-probe',im.length+':'+im.filter(i=>!i.complete||i.naturalWidth===0).length);"
+             "});</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(text.replace("</body>", probe + "</body>"), encoding="utf-8")
+    cmd = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'data-probe="(\d+):(\d+)"', proc.stdout)
+    assert m, proc.stderr[-2000:]
+    total, broken = int(m.group(1)), int(m.group(2))
+    assert total == len(built["figures"]) and broken == 0
