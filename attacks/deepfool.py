@@ -5,88 +5,32 @@ deep neural networks. CVPR 2016. Abdollahpour, Abroshan, Moosavi-Dezfooli. Super
 a new fast and accurate minimal adversarial attack. 2023 (arXiv:2303.12481): alternate landing
 on the boundary with projections of the clean point onto the boundary's tangent plane.
 
-This module also holds two pieces shared with FAB: the gradients of the label-versus-rival
-logit differences (:func:`pair_grads`) and the bisection onto the boundary (:func:`line_search`).
+Unlike the original, each step is box-aware: the step onto the nearest linearised boundary is
+the exact minimal-norm projection onto that hyperplane intersected with [0, 1]^d (shared with
+FAB), so pixels at 0 or 1 do not stall the attack.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, dual, flat, is_adversarial, lp_norm, view_as_batch
+from ._common import INF, check_inputs, check_norm, flat, is_adversarial, lp_norm, view_as_batch
+from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box
 
 _NORMS = (2.0, INF)
 
 
-def candidate_classes(logits: Tensor, labels: Tensor, candidates: int | None) -> Tensor:
-    """(B, K): the ``candidates`` most likely classes other than the label (None: all)."""
-    c = logits.shape[1]
-    k = c - 1 if candidates is None else max(1, min(int(candidates), c - 1))
-    masked = logits.detach().clone()
-    masked.scatter_(1, labels.unsqueeze(1), -INF)
-    return masked.topk(k, dim=1).indices
-
-
-def pair_grads(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | None, targeted: bool):
-    """Logit differences that are positive while the attack has not succeeded, and their gradients.
-
-    Untargeted: h_k = z_label - z_{cands[:, k]}, (B, K). Targeted (labels are targets, ``cands``
-    ignored): h = max_{j != t} z_j - z_t, (B, 1). Returns ``(logits (B, C), h (B, K),
-    grads (B, K, D))`` using K backward passes of ``torch.autograd.grad``.
-    """
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        z = model(x)
-        zl = z.gather(1, labels.unsqueeze(1))
-        if targeted:
-            other = z.detach().clone()
-            other.scatter_(1, labels.unsqueeze(1), -INF)
-            h = z.gather(1, other.argmax(1, keepdim=True)) - zl  # (B, 1)
-        else:
-            h = zl - z.gather(1, cands)  # (B, K)
-        k = h.shape[1]
-        grads = []
-        for j in range(k):
-            (g,) = torch.autograd.grad(h[:, j].sum(), x, retain_graph=j < k - 1)
-            grads.append(flat(g))
-    return z.detach(), h.detach(), torch.stack(grads, dim=1)
-
-
-@torch.no_grad()
-def line_search(model: nn.Module, x0: Tensor, adv: Tensor, labels: Tensor, targeted: bool, steps: int) -> Tensor:
-    """Bisect on the segment [x0, adv] for the adversarial point closest to x0.
-
-    ``adv`` must be adversarial (rows that are not are returned unchanged). After ``steps``
-    halvings the returned point is adversarial and within 2^-steps of the segment's crossing.
-    """
-    b = x0.shape[0]
-    lo = torch.zeros(b, device=x0.device, dtype=x0.dtype)
-    hi = torch.ones_like(lo)
-    delta = adv - x0
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        ok = is_adversarial(model(x0 + view_as_batch(mid, x0) * delta), labels, targeted)
-        hi = torch.where(ok, mid, hi)
-        lo = torch.where(ok, lo, mid)
-    return (x0 + view_as_batch(hi, x0) * delta).clamp(0, 1)
-
-
-def _step(h: Tensor, g: Tensor, p: float) -> Tensor:
-    """Linearised step onto {h + g.r = 0}: the minimal-Lp r, (B, D) from h (B,), g (B, D)."""
-    q = dual(p)
-    gn = lp_norm(g, q).clamp_min(1e-12)
-    if p == 2:
-        return -(h / gn**2).unsqueeze(1) * g
-    return -(h / gn).unsqueeze(1) * g.sign()
-
-
 def _deepfool_run(model, x0, start, labels, cands, targeted, p, steps, overshoot):
-    """DeepFool iterations from ``start``; returns (found (B,), first adversarial iterate (B, ...))."""
+    """Box-aware DeepFool iterations from ``start``.
+
+    Each step projects the iterate onto the nearest of the linearised boundaries intersected
+    with the box (exact minimal-Lp projection) and goes ``1 + overshoot`` times as far. Returns
+    ``(found (B,), first adversarial iterate (B, ...))``.
+    """
     b = x0.shape[0]
     found = torch.zeros(b, dtype=torch.bool, device=x0.device)
     out = start.clone()
     x = start.clone()
-    r_tot = flat(start - x0) / (1 + overshoot)
     for it in range(steps + 1):
         a = (~found).nonzero().squeeze(1)
         if a.numel() == 0:
@@ -105,12 +49,18 @@ def _deepfool_run(model, x0, start, labels, cands, targeted, p, steps, overshoot
         a, h, g = a[keep], h[keep], g[keep]
         if a.numel() == 0:
             break
-        dist = h.clamp_min(0) / lp_norm(g.reshape(-1, g.shape[2]), dual(p)).reshape(h.shape).clamp_min(1e-12)
-        j = dist.argmin(1)  # nearest linearised boundary
-        ar = torch.arange(a.numel(), device=x0.device)
-        r = _step(h[ar, j] + 1e-6 * h[ar, j].abs().clamp_min(1e-6), g[ar, j], p)
-        r_tot[a] = r_tot[a] + r
-        x[a] = (x0[a] + (1 + overshoot) * r_tot[a].view_as(x0[a])).clamp(0, 1)
+        n, kk = h.shape
+        fx = flat(x[a])
+        # nudge the target level slightly past each boundary so a step never lands short
+        target = -(h + 1e-6 * h.abs().clamp_min(1e-6))
+        steps_all, ok = project_hyperplane_box(
+            g.reshape(n * kk, -1), target.reshape(-1),
+            (-fx).repeat_interleave(kk, 0), (1 - fx).repeat_interleave(kk, 0), p)
+        dist = lp_norm(steps_all, p).reshape(n, kk)
+        dist = torch.where(ok.reshape(n, kk), dist, dist + 1e12)  # unreachable planes last
+        j = dist.argmin(1)  # nearest linearised boundary within the box
+        r = steps_all.reshape(n, kk, -1)[torch.arange(n, device=x0.device), j]
+        x[a] = (fx + (1 + overshoot) * r).clamp(0, 1).view_as(x[a])
     return found, out
 
 
@@ -130,8 +80,9 @@ def deepfool(
 
     Moosavi-Dezfooli et al., CVPR 2016: at each step linearise the logit differences of the
     label and the ``candidates`` most likely other classes, move to the nearest linearised
-    boundary (minimal L2 or Linf step), overshoot the accumulated perturbation by
-    ``1 + overshoot``; each sample stops when it is adversarial. Then:
+    boundary (minimal L2 or Linf step, made box-aware: the exact projection onto the
+    hyperplane intersected with [0, 1]^d), ``1 + overshoot`` times as far; each sample stops
+    when it is adversarial. Then:
 
     - both norms: bisection on the segment from the input to the adversarial point
       (``search_steps`` halvings), which removes the overshoot;

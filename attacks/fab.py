@@ -8,6 +8,10 @@ clean input onto the nearest linearised decision hyperplane intersected with the
 (exact minimal-Lp projections, :func:`project_hyperplane_box`), and moves to a convex
 combination of the two projections, biased towards the clean input; once adversarial the
 iterate is pulled back towards the clean input. The smallest verified adversarial point is kept.
+
+Also shared with DeepFool: the gradients of the label-versus-rival logit differences
+(:func:`pair_grads`), the box-constrained projection and the bisection onto the boundary
+(:func:`line_search`).
 """
 from __future__ import annotations
 
@@ -15,11 +19,63 @@ import torch
 from torch import Tensor, nn
 
 from ._common import INF, check_inputs, check_norm, flat, is_adversarial, lp_norm, make_generator, random_in_ball, view_as_batch
-from .deepfool import candidate_classes, line_search, pair_grads
 
 _NORMS = (1.0, 2.0, INF)
 _ALPHA_MAX = 0.1  # largest weight of the projection of the clean input (paper default)
 _BETA = 0.9  # pull-back factor towards the clean input after a success (paper default)
+
+
+def candidate_classes(logits: Tensor, labels: Tensor, candidates: int | None) -> Tensor:
+    """(B, K): the ``candidates`` most likely classes other than the label (None: all)."""
+    c = logits.shape[1]
+    k = c - 1 if candidates is None else max(1, min(int(candidates), c - 1))
+    masked = logits.detach().clone()
+    masked.scatter_(1, labels.unsqueeze(1), -INF)
+    return masked.topk(k, dim=1).indices
+
+
+def pair_grads(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | None, targeted: bool):
+    """Logit differences that are positive while the attack has not succeeded, and their gradients.
+
+    Untargeted: h_k = z_label - z_{cands[:, k]}, (B, K). Targeted (labels are targets, ``cands``
+    ignored): h = max_{j != t} z_j - z_t, (B, 1). Returns ``(logits (B, C), h (B, K),
+    grads (B, K, D))`` using K backward passes of ``torch.autograd.grad``.
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(x)
+        zl = z.gather(1, labels.unsqueeze(1))
+        if targeted:
+            other = z.detach().clone()
+            other.scatter_(1, labels.unsqueeze(1), -INF)
+            h = z.gather(1, other.argmax(1, keepdim=True)) - zl  # (B, 1)
+        else:
+            h = zl - z.gather(1, cands)  # (B, K)
+        k = h.shape[1]
+        grads = []
+        for j in range(k):
+            (g,) = torch.autograd.grad(h[:, j].sum(), x, retain_graph=j < k - 1)
+            grads.append(flat(g))
+    return z.detach(), h.detach(), torch.stack(grads, dim=1)
+
+
+@torch.no_grad()
+def line_search(model: nn.Module, x0: Tensor, adv: Tensor, labels: Tensor, targeted: bool, steps: int) -> Tensor:
+    """Bisect on the segment [x0, adv] for the adversarial point closest to x0.
+
+    ``adv`` must be adversarial (rows that are not are returned unchanged). After ``steps``
+    halvings the returned point is adversarial and within 2^-steps of the segment's crossing.
+    """
+    b = x0.shape[0]
+    lo = torch.zeros(b, device=x0.device, dtype=x0.dtype)
+    hi = torch.ones_like(lo)
+    delta = adv - x0
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        ok = is_adversarial(model(x0 + view_as_batch(mid, x0) * delta), labels, targeted)
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(ok, lo, mid)
+    return (x0 + view_as_batch(hi, x0) * delta).clamp(0, 1)
 
 
 def project_hyperplane_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
