@@ -1,0 +1,331 @@
+"""FAB, DeepFool, PGD, APGD and the epsilon-search wrappers against exact answers.
+
+For logits z = W x + b the smallest Lp perturbation reaching class j is
+(z_y - z_j) / ||w_y - w_j||_q (q dual to p) while the minimiser stays inside the box; the
+minimal radius is the smallest over j. Minimal attacks must break every sample close to it (and
+never below it); budget attacks must break every sample at 1.05 x the radius and none at 0.95 x.
+The projections at the heart of FAB and L1-PGD/APGD are checked against linear programs and an
+independent bisection.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from attacks._common import dual, lp_norm
+from attacks.apgd import apgd
+from attacks.deepfool import deepfool
+from attacks.eps_search import apgd_min, minimal_by_eps_search, pgd_min
+from attacks.fab import fab, project_hyperplane_box
+from attacks.pgd import pgd, project_l1_box
+
+INF = math.inf
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: thread start-up dominates on a shared 2-core machine
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def linear_problem(seed: int = 0, batch: int = 16, d: int = 64, k: int = 10):
+    """Random linear classifier centred on 0.5, inputs in [0.3, 0.7]."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(k, d, generator=gen)
+    x = 0.5 + 0.2 * (2 * torch.rand(batch, d, generator=gen) - 1)
+    model = nn.Linear(d, k)
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.copy_(-0.5 * w.sum(1) + 0.1 * torch.randn(k, generator=gen))
+    model.eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def exact_radius(model: nn.Linear, x, y, p: float, targets=None):
+    """Exact minimal radius (B,), after checking that a minimiser lies inside the box.
+
+    With ``targets``: the smallest perturbation making each target the top class is not a
+    single-plane formula, so only the untargeted radius is computed here.
+    """
+    with torch.no_grad():
+        w = model.weight.double()
+        z = model(x).double()
+        a = w[y][:, None, :] - w[None]  # (B, K, D): w_y - w_j
+        q = dual(p)
+        a_dual = a.abs().amax(2) if q == INF else (a.abs().sum(2) if q == 1 else a.norm(dim=2))
+        r = (z.gather(1, y[:, None]) - z) / a_dual.clamp_min(1e-30)
+        r[torch.arange(len(y)), y] = INF
+        radius, j = r.min(1)
+        a_j = a[torch.arange(len(y)), j]
+        if p == 2:
+            delta = -radius[:, None] * a_j / a_j.norm(dim=1, keepdim=True)
+        elif p == INF:
+            delta = -radius[:, None] * a_j.sign()
+        else:
+            top = a_j.abs().argmax(1)
+            delta = torch.zeros_like(a_j)
+            delta[torch.arange(len(y)), top] = -radius * a_j[torch.arange(len(y)), top].sign()
+        x_star = x.double() + delta
+        assert float(x_star.min()) >= 0 and float(x_star.max()) <= 1, "test problem leaves the box"
+        assert torch.allclose(lp_norm(delta, p), radius)
+        # the minimiser really is adversarial (up to rounding at the boundary)
+        assert (model(x_star.float() + 1e-4 * delta.sign().float()).argmax(1) != y).all()
+    return radius.float()
+
+
+def ratios(model, x, y, adv, radius, p):
+    with torch.no_grad():
+        broken = model(adv).argmax(1) != y
+    n = lp_norm(adv - x, p)
+    return torch.where(broken, n / radius, torch.full_like(n, INF))
+
+
+MINIMAL = [
+    ("fab", fab, 1.0, dict(steps=40), 0.02),
+    ("fab", fab, 2.0, dict(steps=40), 0.01),
+    ("fab", fab, INF, dict(steps=40), 0.02),
+    ("deepfool", deepfool, 2.0, dict(), 0.01),
+    ("deepfool", deepfool, INF, dict(), 0.02),
+    ("pgd_min", pgd_min, 1.0, dict(steps=20, search_steps=8), 0.02),
+    ("pgd_min", pgd_min, 2.0, dict(steps=20, search_steps=8), 0.01),
+    ("pgd_min", pgd_min, INF, dict(steps=20, search_steps=8), 0.02),
+    ("apgd_min", apgd_min, 1.0, dict(steps=20, search_steps=8), 0.02),
+    ("apgd_min", apgd_min, 2.0, dict(steps=20, search_steps=8), 0.01),
+    ("apgd_min", apgd_min, INF, dict(steps=20, search_steps=8), 0.02),
+]
+
+
+@pytest.mark.parametrize("name,fn,p,kw,tol", MINIMAL, ids=[f"{c[0]}-{c[2]}" for c in MINIMAL])
+def test_minimal_attacks_reach_exact_radius_of_linear_model(name, fn, p, kw, tol):
+    model, x, y = linear_problem(seed=1)
+    radius = exact_radius(model, x, y, p)
+    x_copy = x.clone()
+    adv = fn(model, x, y, norm=p, **kw)
+    assert torch.equal(x, x_copy), "inputs modified"
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    r = ratios(model, x, y, adv, radius, p)
+    assert torch.isfinite(r).all(), f"{name} failed on {int((~torch.isfinite(r)).sum())} samples"
+    assert float(r.min()) >= 1 - 1e-3, "radius below the exact minimum: the norm or check is wrong"
+    assert float(r.median()) <= 1 + tol, f"{name} median ratio {float(r.median()):.4f}"
+    assert float(r.max()) <= 1.05
+
+
+BUDGET = [(pgd, dict(steps=30)), (apgd, dict(steps=30, loss="ce")), (apgd, dict(steps=30, loss="dlr"))]
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, INF])
+@pytest.mark.parametrize("fn,kw", BUDGET, ids=["pgd", "apgd-ce", "apgd-dlr"])
+def test_budget_attacks_break_at_105_and_respect_the_ball(fn, kw, p):
+    model, x, y = linear_problem(seed=2)
+    radius = exact_radius(model, x, y, p)
+    eps_hi = 1.05 * radius
+    adv = fn(model, x, y, norm=p, eps=eps_hi, restarts=2, **kw)
+    n = lp_norm(adv - x, p)
+    assert (n <= eps_hi + 1e-6).all(), "left the eps ball"
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    with torch.no_grad():
+        assert (model(adv).argmax(1) != y).all(), "did not break every sample at 1.05 x radius"
+    adv_lo = fn(model, x, y, norm=p, eps=0.95 * radius, restarts=2, **kw)
+    assert (lp_norm(adv_lo - x, p) <= 0.95 * radius + 1e-6).all()
+    with torch.no_grad():
+        broken = model(adv_lo).argmax(1) != y
+    assert not broken.any(), "broke a sample below its exact radius: the ball is not respected"
+    assert torch.equal(adv_lo, x), "unbroken samples must be returned unchanged"
+
+
+def test_budget_attacks_scalar_eps_and_early_stop():
+    model, x, y = linear_problem(seed=3)
+    radius = exact_radius(model, x, y, 2.0)
+    eps = float(radius.max()) * 1.5
+    for fn in (pgd, apgd):
+        adv = fn(model, x, y, norm=2.0, eps=eps, steps=30, restarts=2)
+        assert (lp_norm(adv - x, 2.0) <= eps + 1e-6).all()
+        with torch.no_grad():
+            assert (model(adv).argmax(1) != y).all()
+
+
+def test_projection_onto_hyperplane_and_box_is_exact():
+    scipy_opt = pytest.importorskip("scipy.optimize")
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(0)
+    n, d = 16, 10
+    w = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    w[:, 0] = 0  # a coordinate the plane does not depend on
+    x = torch.rand(n, d, generator=gen, dtype=torch.float64)
+    lo, hi = -x, 1 - x
+    c = 2.0 * torch.randn(n, generator=gen, dtype=torch.float64)  # some planes out of reach
+    for p in (1.0, 2.0, INF):
+        delta, ok = project_hyperplane_box(w, c, lo, hi, p)
+        reach = torch.where(c >= 0, (w.clamp_min(0) * hi + w.clamp_max(0) * lo).sum(1),
+                            -(w.clamp_max(0) * hi + w.clamp_min(0) * lo).sum(1))
+        assert torch.equal(ok, reach >= c.abs())
+        assert 0 < int(ok.sum()) < n
+        for i in range(n):
+            if not ok[i]:
+                continue
+            wi, li, hi_, ci = w[i].numpy(), lo[i].numpy(), hi[i].numpy(), float(c[i])
+            assert abs(float(w[i] @ delta[i]) - ci) < 1e-9
+            assert (delta[i] >= lo[i] - 1e-12).all() and (delta[i] <= hi[i] + 1e-12).all()
+            if p == 1:  # delta = u - v, u, v >= 0
+                res = scipy_opt.linprog(np.ones(2 * d), A_eq=np.concatenate([wi, -wi])[None], b_eq=[ci],
+                                        bounds=[(0, h) for h in hi_] + [(0, -l) for l in li])
+                ref = res.fun
+            elif p == INF:  # variables (delta, t), minimise t
+                cost = np.zeros(d + 1)
+                cost[-1] = 1
+                eye = np.eye(d)
+                a_ub = np.block([[eye, -np.ones((d, 1))], [-eye, -np.ones((d, 1))]])
+                res = scipy_opt.linprog(cost, A_ub=a_ub, b_ub=np.zeros(2 * d),
+                                        A_eq=np.concatenate([wi, [0.0]])[None], b_eq=[ci],
+                                        bounds=list(zip(li, hi_)) + [(0, None)])
+                ref = res.fun
+            else:  # KKT: delta = clip(lam w) for lam >= 0 solving w.delta = c; bisection on lam
+                s = 1.0 if ci >= 0 else -1.0
+                a_, b_ = 0.0, 1e6
+                for _ in range(200):
+                    lam = 0.5 * (a_ + b_)
+                    v = np.clip(s * lam * wi, li, hi_)
+                    a_, b_ = (lam, b_) if s * (wi @ v) < s * ci else (a_, lam)
+                ref = float(np.linalg.norm(np.clip(s * b_ * wi, li, hi_)))
+            got = float(lp_norm(delta[i : i + 1], p))
+            assert abs(got - ref) <= 1e-7 * max(1.0, ref), (p, i, got, ref)
+
+
+def test_l1_box_projection_matches_bisection():
+    gen = torch.Generator().manual_seed(1)
+    v = 0.3 * torch.randn(50, 40, generator=gen, dtype=torch.float64)
+    x = torch.rand(50, 40, generator=gen, dtype=torch.float64)
+    eps = 3 * torch.rand(50, generator=gen, dtype=torch.float64)
+    eps[0] = 100.0  # inside: only the box clips
+    out = project_l1_box(v, -x, 1 - x, eps)
+    a = v.abs()
+    cap = torch.where(v >= 0, 1 - x, x)
+    lo_t, hi_t = torch.zeros(50, dtype=v.dtype), a.amax(1)
+    for _ in range(200):
+        mid = 0.5 * (lo_t + hi_t)
+        big = (a - mid[:, None]).clamp_min(0).minimum(cap).sum(1) > eps
+        lo_t, hi_t = torch.where(big, mid, lo_t), torch.where(big, hi_t, mid)
+    theta = torch.where(a.minimum(cap).sum(1) <= eps, torch.zeros_like(hi_t), hi_t)
+    ref = v.sign() * (a - theta[:, None]).clamp_min(0).minimum(cap)
+    assert torch.allclose(out, ref, atol=1e-10)
+    assert (out.abs().sum(1) <= eps + 1e-12).all()
+    assert ((x + out) >= 0).all() and ((x + out) <= 1).all()
+
+
+def test_determinism_under_seed():
+    model, x, y = linear_problem(seed=4)
+    radius = exact_radius(model, x, y, INF)
+    a1 = pgd(model, x, y, norm=INF, eps=1.05 * radius, steps=10, seed=3)
+    a2 = pgd(model, x, y, norm=INF, eps=1.05 * radius, steps=10, seed=3)
+    a3 = pgd(model, x, y, norm=INF, eps=1.05 * radius, steps=10, seed=4)
+    assert torch.equal(a1, a2)
+    assert not torch.equal(a1, a3), "the seed has no effect on the random start"
+    b1 = apgd(model, x, y, norm=1.0, eps=1.0, steps=10, seed=5)
+    assert torch.equal(b1, apgd(model, x, y, norm=1.0, eps=1.0, steps=10, seed=5))
+    f1 = fab(model, x, y, norm=2.0, steps=5, restarts=2, seed=7)
+    assert torch.equal(f1, fab(model, x, y, norm=2.0, steps=5, restarts=2, seed=7))
+
+
+def test_targeted_modes_hit_their_targets():
+    model, x, y = linear_problem(seed=5, batch=8)
+    targets = (y + 1 + torch.arange(len(y)) % 9) % 10
+    assert (targets != y).all()
+    for name, adv in [
+        ("fab", fab(model, x, targets, norm=2.0, steps=40, targeted=True)),
+        ("deepfool", deepfool(model, x, targets, norm=2.0, targeted=True)),
+        ("pgd", pgd(model, x, targets, norm=INF, eps=0.5, steps=40, targeted=True)),
+        ("apgd", apgd(model, x, targets, norm=2.0, eps=4.0, steps=40, targeted=True, loss="dlr")),
+        ("pgd_min", pgd_min(model, x, targets, norm=2.0, steps=20, search_steps=4, targeted=True)),
+    ]:
+        with torch.no_grad():
+            pred = model(adv).argmax(1)
+        assert (pred == targets).all(), f"{name} missed targets"
+    # a targeted minimal attack needs at least the untargeted radius
+    adv = fab(model, x, targets, norm=2.0, steps=40, targeted=True)
+    assert (lp_norm(adv - x, 2.0) >= exact_radius(model, x, y, 2.0) * (1 - 1e-3)).all()
+
+
+def small_mlp(seed: int = 0, batch: int = 16, d: int = 20, k: int = 5):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, k))
+    model.eval()
+    gen = torch.Generator().manual_seed(seed + 100)
+    x = torch.rand(batch, d, generator=gen)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def test_relu_mlp_sanity_and_contract():
+    model, x, y = small_mlp()
+    x_copy = x.clone()
+    radii = {}
+    for name, fn, kw in [
+        ("fab", fab, dict(steps=30)),
+        ("deepfool", deepfool, dict()),
+        ("pgd_min", pgd_min, dict(steps=15, search_steps=6)),
+        ("apgd_min", apgd_min, dict(steps=15, search_steps=6)),
+    ]:
+        adv = fn(model, x, y, norm=2.0, **kw)
+        assert torch.equal(x, x_copy)
+        assert not model.training
+        assert all(p.grad is None for p in model.parameters()), f"{name} left parameter grads"
+        assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+        with torch.no_grad():
+            assert (model(adv).argmax(1) != y).all(), f"{name} left samples unbroken"
+        radii[name] = lp_norm(adv - x, 2.0)
+    best = torch.stack(list(radii.values())).amin(0)
+    for name, r in radii.items():
+        assert float((r / best).median()) <= 1.10, f"{name} is >10% worse than the best attack"
+    # a model in train mode stays in train mode
+    model.train()
+    fab(model, x, y, norm=INF, steps=3)
+    assert model.training
+
+
+def test_already_adversarial_inputs_are_returned_unchanged():
+    model, x, y = linear_problem(seed=6, batch=6)
+    wrong = (y + 1) % 10
+    for adv in [
+        fab(model, x, wrong, norm=1.0, steps=5),
+        deepfool(model, x, wrong, norm=INF),
+        pgd(model, x, wrong, norm=2.0, eps=1.0, steps=5),
+        apgd(model, x, wrong, norm=INF, eps=0.1, steps=5),
+        pgd_min(model, x, wrong, norm=2.0, steps=5, search_steps=2),
+    ]:
+        assert torch.equal(adv, x)
+
+
+def test_input_validation():
+    model, x, y = linear_problem(seed=7, batch=4)
+    with pytest.raises(ValueError):
+        deepfool(model, x, y, norm=1.0)
+    with pytest.raises(ValueError):
+        fab(model, x, y, norm=3.0)
+    with pytest.raises(ValueError):
+        pgd(model, x, y, norm=2.0, eps=torch.ones(3), steps=2)
+    with pytest.raises(ValueError):
+        apgd(model, x, y, norm=2.0, eps=0.1, steps=2, loss="hinge")
+    with pytest.raises(ValueError):
+        pgd(model, x * 2, y, norm=2.0, eps=0.1, steps=2)
+
+
+def test_eps_search_with_given_initial_eps():
+    model, x, y = linear_problem(seed=8, batch=8)
+    radius = exact_radius(model, x, y, INF)
+    # starting far too small forces the doubling phase, then bisection
+    attack = functools.partial(pgd, restarts=2)
+    adv = minimal_by_eps_search(attack, model, x, y, norm=INF, steps=20, eps_init=1e-4, search_steps=10)
+    r = ratios(model, x, y, adv, radius, INF)
+    assert torch.isfinite(r).all() and float(r.median()) <= 1.02
