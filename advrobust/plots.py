@@ -161,7 +161,7 @@ def plot_robust_accuracy(curves: Sequence[dict], *, norm: str, split: str, image
         ax.set_title(f"{NORM_LABEL.get(norm, norm)} robust accuracy on {split} points")
         _legend_outside(ax, len(curves) + n_cert)
     return fig, {"curves": len(curves), "certified_curves": n_cert, "runs": [c["run"] for c in curves],
-                 "norm": norm, "split": split}
+                 "norm": norm, "split": split, "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel()}
 
 
 # --------------------------------------------------------------------------- distributions
@@ -221,7 +221,7 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
                          label=f"{s} points") for s in splits]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig, {"curves": len(groups), "boxes": n_boxes, "runs": [g["run"] for g in groups], "norm": norm,
-                 "splits": splits}
+                 "splits": splits, "ylabel": ax.get_ylabel(), "yscale": ax.get_yscale()}
 
 
 # --------------------------------------------------------------------------- scaling
@@ -271,6 +271,11 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
         if allx:
             xs = np.concatenate(allx + [np.array([v["x"] for v in vlines], dtype=float)])
             ax.set_xlim(xs.min() / 1.6, xs.max() * 1.6)
+            ys = np.concatenate(ally)
+            lo, hi = ax.get_ylim()
+            if hi / lo < 3:  # nearly constant values: show a factor of 3 around them, not 14.0 14.2 14.4
+                mid = math.sqrt(ys.min() * ys.max())
+                ax.set_ylim(min(lo, mid / math.sqrt(3)), max(hi, mid * math.sqrt(3)))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -278,7 +283,8 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
         _plain_log_ticks(ax, "y")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     runs = sorted({r for s in series for r in s.get("runs", [])})
-    return fig, {"curves": len([s for s in series if len(s["x"])]), "runs": runs,
+    return fig, {"curves": len([s for s in series if len(s["x"])]), "runs": runs, "xscale": ax.get_xscale(),
+                 "yscale": ax.get_yscale(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
                  "points": int(sum(len(x) for x in allx)), "vlines": [v["label"] for v in vlines]}
 
 
@@ -393,7 +399,8 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
                     ax.set_xlabel("coordinate", fontsize=6)
                     ax.set_ylabel("δ (input units)", fontsize=6)
         fig.suptitle(f"{NORM_LABEL.get(norm, norm)} adversarial examples: clean prediction → adversarial prediction, "
-                     "r = radius\nδ = adv − x in a diverging colormap (red +, blue −), scaled ×k to its largest entry",
+                     "r = radius\n" + ("δ = adv − x in a diverging colormap (red +, blue −), scaled ×k to its largest entry"
+                                        if image else "δ = adv − x per input coordinate (orange +, blue −)"),
                      fontsize=7)
         fig.tight_layout()
     return fig, {"curves": len(rows), "runs": [r["run"] for r in rows],

@@ -16,6 +16,7 @@ import base64
 import html
 import math
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +33,9 @@ SPLITS = ("test", "train")
 LIPSCHITZ_FILE = "lipschitz.json"
 #: relative tolerance when checking attack radii against certified lower bounds and exact radii
 BRACKET_RTOL = 1e-4
+
+#: CSS pixels per inch of a figure's printed size in the HTML (a 7 in figure is 910 px wide)
+CSS_PX_PER_INCH = 130
 
 #: Flags the report itself computes, with their explanations (also in docs/report.md).
 REPORT_FLAGS = {
@@ -276,6 +280,7 @@ class Doc:
 
 
 _INLINE_CODE = re.compile(r"`([^`]+)`")
+_NUMERIC = re.compile(r"[-+]?(\d[\d,]*\.?\d*(e[-+]?\d+)?|∞|inf|–|-)", re.I)
 
 
 def _html_inline(text: str) -> str:
@@ -293,9 +298,11 @@ color:#222;line-height:1.45;font-size:15px}
 h1{font-size:1.6em;border-bottom:2px solid #0072B2;padding-bottom:.2em}h2{font-size:1.3em;margin-top:1.8em;
 border-bottom:1px solid #ccc}h3{font-size:1.08em}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:13px;display:block;overflow-x:auto;max-width:100%}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;white-space:nowrap}
-th{background:#eef3f8}td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
-figure{margin:1em 0 1.6em}figure img{max-width:100%;height:auto;border:1px solid #eee}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}
+td.num{text-align:right;white-space:nowrap}th{background:#eef3f8;white-space:nowrap}
+tr:nth-child(even) td{background:#fafafa}
+.figs{display:flex;flex-wrap:wrap;gap:0 1.5em;align-items:flex-start}
+figure{margin:1em 0 1.6em;flex:0 1 auto}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:13px;color:#444;margin-top:.3em}code{background:#f2f2f2;padding:0 .25em;border-radius:3px;
 font-size:92%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 .missing li{color:#8a4b00}
@@ -308,8 +315,15 @@ def render_html(doc: Doc, *, title: str, images: dict[str, bytes]) -> str:
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>"]
+    in_figs = False
     for b in doc.blocks:
         kind = b[0]
+        if kind == "fig" and not in_figs:
+            out.append('<div class="figs">')
+            in_figs = True
+        elif kind != "fig" and in_figs:
+            out.append("</div>")
+            in_figs = False
         if kind == "h":
             _, level, text, anchor = b
             aid = f' id="{html.escape(anchor)}"' if anchor else ""
@@ -325,16 +339,25 @@ def render_html(doc: Doc, *, title: str, images: dict[str, bytes]) -> str:
             out.append("<table><thead><tr>" + "".join(f"<th>{_html_inline(h)}</th>" for h in headers)
                        + "</tr></thead><tbody>")
             for r in rows:
-                out.append("<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in r) + "</tr>")
+                out.append("<tr>" + "".join(f'<td class="num">{_html_inline(c)}</td>' if _NUMERIC.fullmatch(c)
+                                            else f"<td>{_html_inline(c)}</td>" for c in r) + "</tr>")
             out.append("</tbody></table>")
         elif kind == "fig":
             _, name, caption = b
-            data = base64.b64encode(images[name]).decode("ascii")
-            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption, quote=True)}">'
+            png = images[name]
+            data = base64.b64encode(png).decode("ascii")
+            # shown at its printed size (inches from the PNG's pixels and dpi) x CSS_PX_PER_INCH
+            w, h = struct.unpack(">II", png[16:24])
+            scale = CSS_PX_PER_INCH / plots.STYLE["savefig.dpi"]
+            out.append(f'<figure style="max-width:{round(w * scale)}px"><img src="data:image/png;base64,{data}" '
+                       f'width="{round(w * scale)}" height="{round(h * scale)}" '
+                       f'alt="{html.escape(caption, quote=True)}">'
                        f"<figcaption>{_html_inline(caption)} (also <code>{html.escape(name)}.pdf</code>)"
                        "</figcaption></figure>")
         elif kind == "pre":
             out.append(f"<pre>{html.escape(b[1])}</pre>")
+    if in_figs:
+        out.append("</div>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -549,10 +572,14 @@ class _Builder:
                         continue
                     s["fit"] = self._fit(law, s, fit_rows, f"median {norm} {split} radius", attr, "radius")
                     series.append(s)
+                if not series and self.with_results(norm, "test") + self.with_results(norm, "train"):
+                    self.notes.append(f"No {norm} radius-vs-{sym} figure: no run has a positive, finite median {norm} "
+                                      "radius (more than half of its points misclassified or unbroken).")
                 if series:
                     fig, meta = plots.plot_scaling(series, xlabel=label,
                                                    ylabel=plots.radius_label(norm, image=self.runs[0].image),
-                                                   title=f"median {norm} radius vs {sym}", vlines=vlines)
+                                                   title=f"median {plots.NORM_LABEL.get(norm, norm)} radius vs {sym}",
+                                                   vlines=vlines)
                     self.save(fig, f"scaling-radius-{norm}-vs-{sym}", meta,
                               f"Median {norm} radius against {label}, log-log, one point per run.")
                 lip_series = []
@@ -570,7 +597,7 @@ class _Builder:
                     lip_series.append(s)
                 if lip_series:
                     fig, meta = plots.plot_scaling(
-                        lip_series, xlabel=label, title=f"{norm} Lipschitz estimates vs {sym}", vlines=vlines,
+                        lip_series, xlabel=label, title=f"{plots.NORM_LABEL.get(norm, norm)} Lipschitz estimates vs {sym}", vlines=vlines,
                         ylabel=f"margin Lipschitz const. ({plots.NORM_LABEL.get(norm, norm)} input)")
                     self.save(fig, f"scaling-lipschitz-{norm}-vs-{sym}", meta,
                               f"Lipschitz constant of the margin (logit units per {norm} input unit): lower "

@@ -119,9 +119,12 @@ def test_figures_hold_the_runs_they_should(built):
     assert "robust-accuracy-linf-train" not in figs  # never attacked
     assert figs["robust-accuracy-linf-test"]["curves"] == 2
     assert figs["radii-l2"]["curves"] == 2 and figs["radii-l2"]["splits"] == ["train", "test"]
+    assert figs["radii-l2"]["ylabel"] == "L2 radius (pixel units, [0,1] scale)"
+    assert figs["robust-accuracy-l2-test"]["xlabel"].endswith("L2 radius (pixel units, [0,1] scale)")
     assert figs["radii-linf"]["splits"] == ["test"]
     sc = figs["scaling-radius-l2-vs-p"]
     assert sc["runs"] == both and sc["points"] == 4  # 2 runs x (train, test) medians
+    assert sc["xscale"] == sc["yscale"] == "log"
     assert any(v.startswith("interpolation threshold") for v in sc["vlines"])
     assert "p = n·d = 1920" in sc["vlines"]  # n=30 digits of d=64
     assert figs["scaling-lipschitz-l2-vs-p"]["runs"] == ["mlp32"]
@@ -257,3 +260,22 @@ def test_headless_browser_shows_every_image(built, tmp_path):
     assert m, proc.stderr[-2000:]
     total, broken = int(m.group(1)), int(m.group(2))
     assert total == len(built["figures"]) and broken == 0
+
+
+def test_non_image_data_gets_bar_chart_gallery(tmp_path):
+    """Synthetic (N, d) data: the gallery shows the perturbation per coordinate, not images."""
+    from advrobust import attack
+    from advrobust.train import TrainConfig, train_run
+
+    out = tmp_path / "g16"
+    train_run(out, data_kwargs={"name": "gaussian", "n": 20, "n_test": 20, "dim": 16, "seed": 0},
+              model_spec={"family": "mlp", "width": 8, "depth": 1}, config=TrainConfig(epochs=200, device="cpu"),
+              command="pytest", progress=False)
+    assert attack.main([str(out), "--split", "train", "--norm", "l2", "--attacks", "fmn", "--steps", "10", "--quiet",
+                        "--random-checks", "0", "--device", "cpu"]) == 0
+    res = report.build_report([out], tmp_path / "rep", samples=2, bootstrap=0)
+    g = res["figures"]["gallery-l2-train"]
+    assert g["image"] is False and g["runs"] == ["g16"] and 1 <= g["samples"] <= 2
+    md = Path(res["markdown"]).read_text(encoding="utf-8")
+    assert "Inputs are not images" in md
+    assert res["figures"]["radii-l2"]["ylabel"] == "L2 radius (input units)"
