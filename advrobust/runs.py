@@ -116,13 +116,17 @@ def versions() -> dict:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for mod in ("torch", "numpy", "scipy", "sklearn", "foolbox", "matplotlib"):
         m = sys.modules.get(mod)
-        if m is None:
-            try:
-                m = __import__(mod)
-            except Exception:  # an optional library that is absent or broken is recorded as such
-                out[mod] = None
-                continue
-        out[mod] = getattr(m, "__version__", None)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", None)
+            continue
+        # not imported yet: read the installed version instead of importing it (importing
+        # foolbox and matplotlib alone takes seconds); an absent library is recorded as None
+        from importlib import metadata
+
+        try:
+            out[mod] = metadata.version({"sklearn": "scikit-learn"}.get(mod, mod))
+        except metadata.PackageNotFoundError:
+            out[mod] = None
     from . import __version__
 
     out["advrobust"] = __version__
