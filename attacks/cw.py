@@ -20,7 +20,7 @@ _ABORT_TOL = 1e-4  # early abort when no loss improved by this fraction over a t
 
 def cw(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, steps: int = 1000,
        targeted: bool = False, search_steps: int = 9, init_const: float | None = None,
-       step_size: float = 0.01, overshoot: float = 0.0) -> Tensor:
+       step_size: float = 0.05, overshoot: float = 0.0) -> Tensor:
     """Carlini-Wagner L2: minimise ``||delta||^2 + c * max(margin + overshoot, 0)`` with Adam.
 
     The box is handled by the change of variables ``x_adv = (tanh(w) + 1) / 2``. The constant
@@ -52,8 +52,10 @@ def cw(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, s
         for which a linear model's optimum lies on its boundary (scale-free, unlike the paper's
         fixed 1e-3, so fewer runs are spent finding the right order of magnitude).
     step_size : float
-        Adam learning rate in the tanh space, cosine-annealed to 1/100 of it within each run
-        (the paper keeps it fixed; annealing lets the last iterates settle on the boundary).
+        Adam learning rate in the tanh space, cosine-annealed to 1/100 of it within each run.
+        The paper keeps 0.01 fixed; annealing lets the last iterates settle on the boundary, and
+        the larger start reaches far boundaries within a run's share of ``steps`` (with 0.01,
+        5% of a small ReLU net's points stayed unbroken at 1000 steps; none with 0.05).
     overshoot : float
         Confidence ``kappa`` on the logit margin (0 in the paper's minimal-norm setting).
 
@@ -75,6 +77,7 @@ def cw(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, s
     inner = max(1, steps // search_steps)
     check_every = max(1, inner // 10)
     w_input = torch.atanh((2 * x - 1) * _TANH_SHRINK)
+    tanh_input = torch.tanh(w_input)
 
     const = None if init_const is None else torch.full((batch,), float(init_const), device=x.device,
                                                         dtype=x.dtype)
@@ -91,7 +94,8 @@ def cw(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, s
         prev_loss = torch.full((batch,), math.inf, device=x.device, dtype=x.dtype)
         for i in range(inner):
             tanh_w = torch.tanh(w_input + modifier)
-            x_adv = ((tanh_w + 1) / 2).requires_grad_(True)
+            # x + (tanh(w) - tanh(w_input)) / 2 is exactly x at modifier = 0 (no atanh round-off)
+            x_adv = (x + (tanh_w - tanh_input) / 2).clamp(0, 1).requires_grad_(True)
             margin = label_margin(model(x_adv), labels, targeted)  # > 0 while not adversarial
             (g_margin,) = torch.autograd.grad(margin.sum(), x_adv)  # (B, ...) w.r.t. x_adv
             x_adv, margin = x_adv.detach(), margin.detach()

@@ -1,0 +1,177 @@
+"""FMN, DDN, ALMA and Carlini-Wagner against exact radii of linear models, and basic contract checks.
+
+For logits z = W x + b the smallest Lp perturbation that reaches class j is
+(z_y - z_j) / ||w_y - w_j||_q (q the dual exponent) as long as the minimiser stays in the box;
+the minimal radius is the smallest over j. The tests build problems where the minimiser is
+inside the box (and check it), then require every sample broken and the median ratio of the
+attack's radius to the exact one within a tolerance.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from attacks._common import dual, lp_norm
+from attacks.alma import alma
+from attacks.cw import cw
+from attacks.ddn import ddn
+from attacks.fmn import fmn
+
+INF = math.inf
+torch.set_num_threads(1)  # the suite runs on two shared cores; tiny models gain nothing from threads
+
+
+def linear_problem(seed: int, half: float, batch: int = 32, d: int = 64, k: int = 10):
+    """Random linear classifier centred on 0.5 and inputs in [0.5 - half, 0.5 + half]."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(k, d, generator=gen)
+    x = 0.5 + half * (2 * torch.rand(batch, d, generator=gen) - 1)
+    model = nn.Linear(d, k)
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.copy_(-0.5 * w.sum(1))
+    model.eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def exact_radius(model: nn.Linear, x, y, p: float):
+    """Exact minimal radius per sample (unconstrained), after checking the minimiser is in the box."""
+    with torch.no_grad():
+        w = model.weight.double()
+        z = model(x).double()
+        a = w[y][:, None, :] - w[None]  # (B, K, D): w_y - w_j
+        q = dual(p)
+        a_dual = a.abs().amax(2) if q == INF else (a.abs().sum(2) if q == 1 else a.norm(dim=2))
+        r = (z.gather(1, y[:, None]) - z) / a_dual.clamp_min(1e-30)
+        r[torch.arange(len(y)), y] = INF
+        radius, j = r.min(1)
+        a_j = a[torch.arange(len(y)), j]  # (B, D)
+        if p == 2:
+            delta = -radius[:, None] * a_j / a_j.norm(dim=1, keepdim=True)
+        elif p == INF:
+            delta = -radius[:, None] * a_j.sign()
+        else:
+            top = a_j.abs().argmax(1)
+            delta = torch.zeros_like(a_j)
+            delta[torch.arange(len(y)), top] = -radius * a_j[torch.arange(len(y)), top].sign()
+        x_star = x.double() + delta
+        assert float(x_star.min()) >= 0 and float(x_star.max()) <= 1, "test problem leaves the box"
+        assert torch.allclose(lp_norm(delta, p), radius)
+    return radius.float()
+
+
+def small_mlp(seed: int, batch: int = 32, d: int = 64, k: int = 10):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, k))
+    model.eval()
+    gen = torch.Generator().manual_seed(seed + 100)
+    x = torch.rand(batch, d, generator=gen)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+# (attack, norm, keyword arguments, tolerance on the median ratio to the exact radius)
+CASES = [
+    ("fmn", fmn, 1.0, dict(steps=60), 0.03),
+    ("fmn", fmn, 2.0, dict(steps=60), 0.01),
+    ("fmn", fmn, INF, dict(steps=60), 0.02),
+    ("ddn", ddn, 2.0, dict(steps=60), 0.01),
+    ("alma", alma, 1.0, dict(steps=400), 0.03),
+    ("alma", alma, 2.0, dict(steps=300), 0.01),
+    ("cw", cw, 2.0, dict(steps=500, search_steps=5), 0.01),
+]
+IDS = [f"{c[0]}-l{c[2]:g}" for c in CASES]
+
+
+@pytest.mark.parametrize("name,fn,p,kw,tol", CASES, ids=IDS)
+def test_linear_model_radius_near_exact(name, fn, p, kw, tol):
+    model, x, y = linear_problem(seed=3, half=0.1 if p == 1 else 0.2)
+    x_before = x.clone()
+    exact = exact_radius(model, x, y, p)
+    adv = fn(model, x, y, norm=p, **kw)
+    assert torch.equal(x, x_before), "inputs modified"
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    with torch.no_grad():
+        assert bool((model(adv).argmax(1) != y).all()), f"{name} left samples unbroken"
+    ratio = lp_norm(adv - x, p) / exact
+    assert float(ratio.min()) > 1 - 1e-3, "radius below the exact minimum: verification bug"
+    assert float(ratio.median()) <= 1 + tol, f"{name} l{p:g}: median ratio {float(ratio.median()):.4f}"
+
+
+@pytest.mark.parametrize("name,fn,p,kw,tol", CASES, ids=IDS)
+def test_small_relu_net(name, fn, p, kw, tol):
+    model, x, y = small_mlp(seed=1)
+    adv = fn(model, x, y, norm=p, **kw)
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    with torch.no_grad():
+        broken = model(adv).argmax(1) != y
+    assert float(broken.float().mean()) >= 0.95
+    # where nothing was found the input is returned unchanged
+    assert torch.equal(adv[~broken], x[~broken])
+    assert all(prm.grad is None for prm in model.parameters())
+    assert not model.training
+
+
+@pytest.mark.parametrize("name,fn,p,kw,tol", CASES[:1] + CASES[3:5] + CASES[6:], ids=[IDS[0]] + IDS[3:5] + IDS[6:])
+def test_deterministic_and_targeted(name, fn, p, kw, tol):
+    model, x, y = linear_problem(seed=5, half=0.1 if p == 1 else 0.2, batch=16)
+    kw = dict(kw, steps=min(kw["steps"], 150))  # success only, not precision
+    first = fn(model, x, y, norm=p, **kw)
+    assert torch.equal(first, fn(model, x, y, norm=p, **kw))
+    target = (y + 1 + torch.arange(len(y)) % 9) % 10  # never the label
+    adv = fn(model, x, target, norm=p, targeted=True, **kw)
+    with torch.no_grad():
+        assert bool((model(adv).argmax(1) == target).all()), f"{name} missed targets"
+
+
+class _CountingModel(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("name,fn,p,extra", [
+    ("fmn", fmn, 1.0, {}), ("fmn", fmn, INF, {}), ("ddn", ddn, 2.0, {}), ("alma", alma, 2.0, {}),
+    ("cw", cw, 2.0, dict(search_steps=4)),
+])
+def test_forward_calls_follow_steps(name, fn, p, extra):
+    model, x, y = linear_problem(seed=0, half=0.2, batch=4)
+    counting = _CountingModel(model).eval()
+    fn(counting, x, y, norm=p, steps=40, **extra)
+    if name == "cw":  # early abort may stop a run before its share of the steps
+        assert 4 <= counting.calls <= 40
+    else:
+        assert counting.calls == 40
+
+
+@pytest.mark.parametrize("fn,bad", [(ddn, 1.0), (cw, INF), (alma, INF), (fmn, 3.0), (fmn, "l2")])
+def test_unsupported_norm_raises(fn, bad):
+    model, x, y = linear_problem(seed=0, half=0.2, batch=2)
+    with pytest.raises(ValueError):
+        fn(model, x, y, norm=bad, steps=2)
+
+
+def test_out_of_range_inputs_raise():
+    model, x, y = linear_problem(seed=0, half=0.2, batch=2)
+    with pytest.raises(ValueError):
+        fmn(model, x + 1, y, norm=2.0, steps=2)
+
+
+def test_already_misclassified_returns_input():
+    model, x, y = linear_problem(seed=0, half=0.2, batch=4)
+    wrong = (y + 1) % 10
+    for fn in (fmn, ddn, alma, cw):
+        adv = fn(model, x, wrong, norm=2.0, steps=10)
+        assert torch.equal(adv, x)
