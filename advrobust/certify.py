@@ -274,7 +274,7 @@ def concretize_min(a: Tensor, c: Tensor, x: Tensor, eps: Tensor, p: float) -> Te
     with torch.no_grad():
         # ||d*(lam)|| <= ||a|| / lam, so lam_hi = ||a|| / eps is never too long
         lam_hi = (a.norm(dim=-1) / e.clamp_min(1e-300)).clamp(1e-300, 1e300)
-        lam_lo = lam_hi * 1e-12
+        lam_lo = (lam_hi * 1e-12).clamp_min(1e-300)
         for _ in range(60):
             lam = (lam_lo * lam_hi).sqrt()
             d = (-a / lam.unsqueeze(-1)).clamp(lo, hi)
@@ -284,7 +284,7 @@ def concretize_min(a: Tensor, c: Tensor, x: Tensor, eps: Tensor, p: float) -> Te
         for lam in (lam_lo, lam_hi):
             d = (-a / lam.unsqueeze(-1)).clamp(lo, hi)
             g = (a * d + 0.5 * lam.unsqueeze(-1) * d * d).sum(-1) - 0.5 * lam * e * e
-            best = torch.maximum(best, g)
+            best = torch.maximum(best, torch.nan_to_num(g, nan=-INF))  # any lam gives a valid bound
     # eps = 0: the set is the point x
     best = torch.where(e > 0, best, torch.zeros_like(best))
     return base + best
