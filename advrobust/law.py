@@ -281,7 +281,7 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
             fails.append("isoperimetry: " + c_why)
         if not use_scale:
             fails.append("unit scale: input scale unknown, values are in pixel units")
-        fails.append("W*J unknown for a trained network (W*J = 1 assumed; enters through a log)")
+        fails.append("W*J: unknown for a trained network (W*J = 1 assumed; it enters through a log)")
         acc = r.get("train_accuracy")
         if sigma2 is None or sigma2 <= 0:
             fails.append("noise level: " + (sig_why if sigma2 is None else "clean labels, sigma^2 = 0: "

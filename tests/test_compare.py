@@ -152,3 +152,26 @@ def test_cli(study, capsys):
     assert run_main(main, [str(root), "--filter", "p>>1"]) == 2
     assert run_main(main, [str(root / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_real_trained_runs_lipschitz_and_compare(tmp_path, capsys):
+    """Two tiny runs trained by advrobust.train, estimated by advrobust.lipschitz, compared."""
+    from advrobust.lipschitz import main as lip_main
+    from advrobust.train import TrainConfig, train_run
+
+    data = {"name": "sphere", "n": 32, "n_test": 16, "dim": 8, "classes": 2, "labels": "random", "seed": 0}
+    paths = []
+    for w in (4, 32):
+        paths.append(train_run(tmp_path / f"s{w}", data_kwargs=data, model_spec={"family": "mlp", "width": w},
+                               config=TrainConfig(mode="budget", epochs=30), progress=False))
+    for p in paths:
+        assert lip_main([str(p), "--ascent-steps", "2", "--segments", "4"]) == 0
+    capsys.readouterr()
+    rows = sort_rows(collect_rows(paths), "params")
+    assert [r["params"] for r in rows] == [4 * 8 + 4 + 2 * 4 + 2, 32 * 8 + 32 + 2 * 32 + 2]
+    for r in rows:
+        assert r["dataset"] == "sphere" and r["input_scale"] == pytest.approx(0.5)
+        assert 0 < r["l2_lip_lower"] <= r["l2_lip_upper"] * (1 + 1e-6)
+        assert r["l2_train_radius_median"] is None and "advrobust.attack" in r["missing"]["l2_train_radius_median"]
+    parsed = list(csv.DictReader(io.StringIO(format_table(rows, fmt="csv"))))
+    assert parsed[0]["l2_train_radius_median"] == "" and float(parsed[0]["l2_lip_lower"]) > 0
