@@ -10,6 +10,8 @@ Columns (per norm ``<nm>`` in l1, l2, linf and split ``<split>`` in train, test)
 ``<nm>_<split>_radius_median``, ``<nm>_<split>_attacked``, ``<nm>_<split>_robust_acc@<eps>``,
 ``<nm>_<split>_certified@<eps>`` (share with a certified lower bound >= eps, where bounds exist),
 ``<nm>_lip_lower``, ``<nm>_lip_upper`` (margin function, from lipschitz.json),
+``<nm>_lip_local_median`` (median over training points of the local margin gradient norm: a
+typical local slope, not a bound on the global constant),
 ``logit_lip_lower``, ``logit_lip_upper`` (l2 -> l2), ``input_scale``.
 """
 from __future__ import annotations
@@ -172,11 +174,12 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
                 if entry is None and lip.get("norm") == nm:
                     entry = lip
             lcmd = LIPSCHITZ_CMD.format(path=path, norm=nm)
-            for key, col in (("lower", f"{nm}_lip_lower"), ("upper", f"{nm}_lip_upper")):
+            for key, col in (("lower", f"{nm}_lip_lower"), ("upper", f"{nm}_lip_upper"),
+                             ("lower_gradient_median", f"{nm}_lip_local_median")):
                 v = ((entry or {}).get("margin") or {}).get(key)
                 row[col] = _finite_or_none(v)
                 if row[col] is None:
-                    missing[col] = lcmd if entry is None else \
+                    missing[col] = lcmd if entry is None or key != "upper" else \
                         f"{lcmd} (the upper bound is unavailable for this architecture: " \
                         f"{(entry.get('margin') or {}).get('upper_reason')})"
         lg = (lip or {}).get("logit") or {}
