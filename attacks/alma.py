@@ -93,6 +93,8 @@ def alma(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0,
     if not step_size > 0:
         raise ValueError(f"alma: step_size must be > 0, got {step_size}")
     x = inputs.detach()
+    if x.shape[0] == 0:
+        return x.clone()
     batch = x.shape[0]
     kw = dict(device=x.device, dtype=x.dtype)
     mu = torch.full((batch,), _MU_INIT, **kw)

@@ -42,6 +42,8 @@ def cw(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, s
         Total number of Adam iterations over all binary-search runs (each run gets
         ``steps // search_steps``, at least 1); one forward and one backward pass each. A run
         stops early when the loss of no sample improved by 0.01% over a tenth of the run.
+        Runs much shorter than ~50 steps make the attack weak: lower ``search_steps`` for small
+        budgets.
     targeted : bool
         Reach ``labels`` instead of leaving them.
     search_steps : int
@@ -73,6 +75,8 @@ def cw(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, s
     if init_const is not None and not init_const > 0:
         raise ValueError(f"cw: init_const must be > 0, got {init_const}")
     x = inputs.detach()
+    if x.shape[0] == 0:
+        return x.clone()
     batch = x.shape[0]
     inner = max(1, steps // search_steps)
     check_every = max(1, inner // 10)

@@ -74,6 +74,8 @@ def ddn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     if eps is not None and not eps > 0:
         raise ValueError(f"ddn: eps must be > 0, got {eps}")
     x = inputs.detach()
+    if x.shape[0] == 0:
+        return x.clone()
     batch = x.shape[0]
     worst_norm = lp_norm(torch.maximum(x, 1 - x), 2)  # largest radius the box allows
     best_norm = torch.full((batch,), math.inf, device=x.device, dtype=x.dtype)

@@ -99,6 +99,8 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     if not step_size > 0 or not 0 < gamma < 1:
         raise ValueError("fmn: need step_size > 0 and 0 < gamma < 1")
     x = inputs.detach()
+    if x.shape[0] == 0:
+        return x.clone()
     batch = x.shape[0]
     q = dual(p)
     worst_norm = lp_norm(torch.maximum(x, 1 - x), p)  # largest radius the box allows
