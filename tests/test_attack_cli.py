@@ -1,0 +1,137 @@
+"""End to end: ``python -m advrobust.attack`` on a tiny trained run; bad input exits 2."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advrobust import runs
+from advrobust._cli import UserError, run_main
+from advrobust.attack import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+FAST = ["--steps", "10", "--random-checks", "2", "--quiet", "--n", "12"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A digits MLP (width 8) fitted to 40 training points, saved as a run directory."""
+    from advrobust.data import load_dataset
+    from advrobust.models import build_model, make_spec
+
+    out = tmp_path_factory.mktemp("run")
+    dk = {"name": "digits", "n": 40, "n_test": 20, "seed": 0}
+    ds = load_dataset(**dk)
+    spec = make_spec("mlp", 8, input_shape=list(ds.x_train.shape[1:]), classes=10)
+    model = build_model(spec, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(ds.x_train), ds.y_train).backward()
+        opt.step()
+    model.eval()
+    runs.save_model(out / "model.pt", model, spec)
+    runs.atomic_write_json(out / "run.json", {"spec": {"data": dk, "model": spec}})
+    return out
+
+
+def test_cli_writes_verified_results(run_dir, capsys):
+    assert main([str(run_dir), "--attacks", "fmn,ddn", "--norm", "l2", *FAST, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    rec = json.loads((run_dir / "attack-l2-train.json").read_text())
+    assert printed["results"][0]["summary"]["n"] == rec["summary"]["n"] == 12
+    assert rec["attacks"] == ["fmn", "ddn"] and rec["norm"] == "l2" and rec["split"] == "train"
+    for key in ("steps", "seed", "batch_size", "summary", "flags", "wall_time_s", "versions", "device", "command"):
+        assert key in rec
+    z = runs.load_npz(run_dir / "attack-l2-train.npz")
+    for key in ("index", "label", "pred", "margin", "best_radius", "best_attack", "adv", "radius__fmn",
+                "forward__fmn", "backward__fmn", "time__fmn", "radius__ddn"):
+        assert key in z, key
+    assert z["forward__fmn"][z["pred"] == z["label"]].min() >= 10  # 10 steps: >= 10 forward passes
+    # every finite radius is reproduced from the stored adversarial point by an independent check
+    run = runs.load_run(run_dir)
+    x, y = run.data.x_train[:12], run.data.y_train[:12]
+    adv = torch.from_numpy(z["adv"])
+    with torch.no_grad():
+        pred_adv = run.model(adv).argmax(1).numpy()
+    finite = np.isfinite(z["best_radius"]) & (z["best_radius"] > 0)
+    assert finite.sum() >= 8
+    assert (pred_adv[finite] != y.numpy()[finite]).all()
+    r = (adv - x).flatten(1).norm(dim=1).double().numpy()
+    np.testing.assert_allclose(r[finite], z["best_radius"][finite], rtol=1e-5)
+    best = np.minimum(z["radius__fmn"], z["radius__ddn"])
+    np.testing.assert_array_equal(best[finite], z["best_radius"][finite])
+    mis = z["pred"] != z["label"]
+    assert (z["best_radius"][mis] == 0).all()
+
+
+def test_cli_two_norms_test_split_and_table(run_dir, capsys):
+    assert main([str(run_dir), "--attacks", "fmn", "--norm", "linf", "--norm", "l1", "--split", "test",
+                 "--steps", "10", "--random-checks", "0", "--n", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "linf on test split" in out and "l1 on test split" in out and "robust accuracy" in out
+    assert (run_dir / "attack-linf-test.npz").is_file() and (run_dir / "attack-l1-test.json").is_file()
+
+
+def test_cli_torchscript_and_factory(run_dir, tmp_path):
+    model, _ = runs.load_model(run_dir / "model.pt")
+    torch.jit.script(model).save(str(tmp_path / "m.ts"))
+    assert main(["--model", str(tmp_path / "m.ts"), "--dataset", "digits", "--out", str(tmp_path),
+                 "--attacks", "fmn", *FAST]) == 0
+    assert (tmp_path / "attack-l2-train.npz").is_file()
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))\n")
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    out2 = tmp_path / "f"
+    assert main(["--model", f"{tmp_path / 'net.py'}:build", "--state-dict", str(tmp_path / "sd.pt"),
+                 "--dataset", "digits", "--out", str(out2), "--attacks", "fmn", *FAST]) == 0
+    a = runs.load_npz(tmp_path / "attack-l2-train.npz")
+    b = runs.load_npz(out2 / "attack-l2-train.npz")
+    np.testing.assert_allclose(a["best_radius"], b["best_radius"])  # same weights, same radii
+
+
+def _nan_run(run_dir, tmp_path):
+    model, spec = runs.load_model(run_dir / "model.pt")
+    with torch.no_grad():
+        model[-1].bias.fill_(math.nan)
+    bad = tmp_path / "nanrun"
+    runs.save_model(bad / "model.pt", model, spec)
+    runs.atomic_write_json(bad / "run.json", json.loads((run_dir / "run.json").read_text()))
+    return bad
+
+
+@pytest.mark.parametrize("case", ["missing-run", "unknown-attack", "unsupported-norm", "nan-model",
+                                  "bad-torchscript", "missing-factory", "bad-norm", "model-without-dataset"])
+def test_cli_bad_input_exits_2(case, run_dir, tmp_path, capsys):
+    (tmp_path / "junk.ts").write_bytes(b"not a torchscript archive")
+    (tmp_path / "net.py").write_text("x = 1\n")
+    argv = {
+        "missing-run": [str(tmp_path / "nope")],
+        "unknown-attack": [str(run_dir), "--attacks", "fmn,nosuch"],
+        "unsupported-norm": [str(run_dir), "--attacks", "ddn", "--norm", "linf"],
+        "nan-model": [str(_nan_run(run_dir, tmp_path)) if case == "nan-model" else "", "--attacks", "fmn"],
+        "bad-torchscript": ["--model", str(tmp_path / "junk.ts"), "--dataset", "digits"],
+        "missing-factory": ["--model", f"{tmp_path / 'net.py'}:build", "--dataset", "digits"],
+        "bad-norm": [str(run_dir), "--norm", "l3"],
+        "model-without-dataset": ["--model", str(run_dir / "model.pt")],
+    }[case]
+    assert run_main(main, [*argv, *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_cascade_rejects_out_of_range_data():
+    from advrobust.evaluate import make_attack, run_cascade
+
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    x = torch.rand(3, 4) * 2
+    with pytest.raises(UserError, match=r"\[0, 1\]"):
+        run_cascade(model, x, torch.zeros(3, dtype=torch.long), norm=2.0,
+                    attacks=[("fmn", make_attack("fmn", norm=2.0, steps=2))])
