@@ -175,3 +175,36 @@ def test_already_misclassified_returns_input():
     for fn in (fmn, ddn, alma, cw):
         adv = fn(model, x, wrong, norm=2.0, steps=10)
         assert torch.equal(adv, x)
+
+
+@pytest.mark.parametrize("name,fn,p,kw,tol", [
+    ("fmn", fmn, 1.0, dict(steps=60), 0.03), ("fmn", fmn, 2.0, dict(steps=60), 0.01),
+    ("fmn", fmn, INF, dict(steps=60), 0.02), ("alma", alma, 1.0, dict(steps=300), 0.03),
+], ids=["fmn-l1", "fmn-l2", "fmn-linf", "alma-l1"])
+def test_linear_model_with_binding_box(name, fn, p, kw, tol):
+    """Inputs spread over [0, 1]: the box cuts off part of the unconstrained minimisers."""
+    from advrobust.linear_radius import linear_radii
+
+    gen = torch.Generator().manual_seed(11)
+    model = nn.Linear(64, 10).eval()
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(10, 64, generator=gen))
+        model.bias.copy_(-0.5 * model.weight.sum(1))
+    x = torch.rand(32, 64, generator=gen)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    w, b = model.weight.detach().numpy(), model.bias.detach().numpy()
+    exact = torch.as_tensor(linear_radii(w, b, x.numpy(), y.numpy(), norm=p)).float()
+    if p == 1:  # the box must matter for this test to mean anything
+        q = dual(p)
+        a = model.weight[y][:, None, :] - model.weight[None]
+        z = model(x)
+        free = ((z.gather(1, y[:, None]) - z) / a.abs().amax(2).clamp_min(1e-30))
+        free[torch.arange(32), y] = INF
+        assert q == INF and bool((exact > free.min(1).values.detach() * 1.01).any())
+    adv = fn(model, x, y, norm=p, **kw)
+    with torch.no_grad():
+        assert bool((model(adv).argmax(1) != y).all())
+    ratio = lp_norm(adv - x, p) / exact
+    assert float(ratio.min()) > 1 - 1e-3
+    assert float(ratio.median()) <= 1 + tol, f"{name} l{p:g}: median ratio {float(ratio.median()):.4f}"
