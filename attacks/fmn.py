@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ._common import (INF, check_inputs, check_norm, clamp_box, dual, flat, label_margin, lp_norm,
                       project_ball, view_as_batch)
 
+
 def _cosine(i: int, steps: int, start: float, end: float) -> float:
     """Cosine annealing from ``start`` (i = 0) to ``end`` (i = steps)."""
     return end + (start - end) * (1 + math.cos(math.pi * i / steps)) / 2
@@ -53,8 +54,8 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     """Fast Minimum-Norm attack: minimise the margin inside an adaptive Lp ball.
 
     Each step takes a normalised gradient step on the logit margin (L2: the normalised gradient;
-    Linf: its sign; L1: a sparse step on the largest gradient coordinates that can still move in
-    the box), projects onto the Lp ball of radius ``eps`` (exactly, also for L1) and onto the box
+    Linf: its sign; L1: the steepest L1 step that stays in the box, which fills the largest
+    gradient coordinates up to their bounds and so is sparse), projects onto the Lp ball of radius ``eps`` (exactly, also for L1) and onto the box
     [0, 1]. The per-sample radius ``eps`` shrinks by ``(1 - gamma)`` (and never exceeds the best
     norm found) while the point is adversarial, grows by ``(1 + gamma)`` once an adversarial point
     has been seen and lost, and before the first success jumps just past the linear estimate of
@@ -89,8 +90,11 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
 
     Notes
     -----
-    Differences from the paper: step lengths are relative to ``eps`` rather than absolute, and
-    the L1 step is sparse (the paper's L1 variant uses the normalised gradient).
+    Differences from the paper: step lengths are relative to ``eps`` rather than absolute (the
+    defaults then fit any data scale); the L1 step is the box-aware steepest step instead of
+    the normalised gradient (with the latter, or a fixed top-k step, many points of a small
+    ReLU net on inputs spread over [0, 1] were never broken); the first radius overshoots the
+    linear boundary estimate by ``1 + gamma``.
     """
     p = check_norm(norm, (1.0, 2.0, INF), "fmn")
     check_inputs(inputs, labels)
