@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-#: Okabe & Ito (2008) colour-blind-safe palette (black moved last: it is kept for reference lines).
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+#: Okabe & Ito (2008) colour-blind-safe palette; its yellow, faint on white, comes last.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 #: Line styles cycled after the palette runs out, so more than eight runs stay distinguishable.
 LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (4, 1, 1, 1)))
 #: Figure widths in inches: one column and two columns of a two-column paper.
@@ -201,11 +201,13 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
                     n_boxes += 1
                 zero = int(np.sum(r == 0))
                 unbroken = int(np.sum(np.isinf(r)))
-                ax.annotate(f"{s}\n0:{zero} ∞:{unbroken}", xy=(pos, 0), xycoords=("data", "axes fraction"),
-                            xytext=(0, -4), textcoords="offset points", ha="center", va="top", fontsize=6)
+                ax.annotate(f"{s}\n0: {zero}\n∞: {unbroken}", xy=(pos, 0), xycoords=("data", "axes fraction"),
+                            xytext=(0, -4), textcoords="offset points", ha="center", va="top", fontsize=5.5,
+                            linespacing=1.1)
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels([g["run"] for g in groups], rotation=0)
-        ax.tick_params(axis="x", pad=22)
+        ax.tick_params(axis="x", pad=27, length=0)
+        ax.grid(False, axis="x")
         ax.set_xlim(-0.6, len(groups) - 0.4)
         if positive:
             allpos = np.concatenate(positive)
@@ -311,10 +313,10 @@ def plot_attack_comparison(models: Sequence[dict], *, attacks: Sequence[str], no
         k = max(len(models), 1)
         w = 0.8 / k
         xs = np.arange(len(attacks))
-        panels = [("best_share", "share of samples where it was best"),
-                  ("ratio_best", "radius / best radius (median, IQR)")]
+        panels = [("best_share", "share of broken points"),
+                  ("ratio_best", "radius / best radius")]
         if has_exact:
-            panels.append(("ratio_exact", "radius / exact radius (median, IQR)"))
+            panels.append(("ratio_exact", "radius / exact radius"))
         for ax, (key, ylabel) in zip(axes, panels):
             for j, m in enumerate(models):
                 color = run_style(m["index"])["color"]
@@ -339,10 +341,11 @@ def plot_attack_comparison(models: Sequence[dict], *, attacks: Sequence[str], no
             ax.set_xlim(-0.6, len(attacks) - 0.4)
             ax.set_ylabel(ylabel)
         axes[0].set_ylim(0, 1.02)
-        axes[0].set_title(f"{NORM_LABEL.get(norm, norm)}, {split} points: which attack was best")
-        axes[1].set_title("gap to the best over attacks (1 = best)")
+        axes[0].set_title("where it found the best radius")
+        axes[1].set_title("gap to the best: median, IQR")
         if has_exact:
-            axes[2].set_title("gap to the exact (MILP) radius (1 = optimal)")
+            axes[2].set_title("gap to exact (MILP): median, IQR")
+        fig.suptitle(f"Attacks, {NORM_LABEL.get(norm, norm)} radii on {split} points", fontsize=8)
         fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(models), 6))
         fig.tight_layout()
     return fig, {"curves": len(models), "runs": [m["run"] for m in models], "attacks": list(attacks),

@@ -93,6 +93,13 @@ def _get(d: dict, *keys: str) -> Any:
     return None
 
 
+def _dataset_name(meta: dict) -> Any:
+    """The data set's name: ``meta["dataset"]`` or ``meta["spec"]["data"]["name"]``."""
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    return _get(meta, "dataset") or _get(data, "name")
+
+
 def _num(v: Any) -> float:
     try:
         return float(v)
@@ -112,7 +119,8 @@ def _run_names(paths: Sequence[Path]) -> list[str]:
 
 def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = None) -> list[RunData]:
     """Read each run's ``run.json``, attack results (``attack-<norm>-<split>.npz/.json``) and
-    ``lipschitz.json``; nothing is recomputed. Corrupt files are a :class:`UserError`."""
+    ``lipschitz.json``; nothing is recomputed. Corrupt files are a :class:`UserError`. Runs come
+    back ordered by data set, then parameter count, then name."""
     paths = find_runs(list(run_dirs))
     seen, unique = set(), []
     for p in paths:
@@ -121,11 +129,11 @@ def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = N
             seen.add(key)
             unique.append(p)
     out = []
-    for i, (p, name) in enumerate(zip(unique, _run_names(unique))):
+    for p, name in zip(unique, _run_names(unique)):
         meta = read_json(p / RUN_FILE, what="run record")
         if not isinstance(meta, dict):
             raise UserError(f"{p / RUN_FILE} is not an advrobust run record (expected a JSON object)")
-        run = RunData(path=p, name=name, index=i, meta=meta)
+        run = RunData(path=p, name=name, index=0, meta=meta)
         for norm in norms or NORMS:
             for split in SPLITS:
                 stem = results_stem(norm, split)
@@ -141,6 +149,11 @@ def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = N
             lip = read_json(p / LIPSCHITZ_FILE, what="Lipschitz estimates")
             run.lipschitz = lip if isinstance(lip, dict) else None
         out.append(run)
+    # smallest model first (the order of a scaling study); the index fixes each run's colour
+    out.sort(key=lambda r: (str(_dataset_name(r.meta) or ""), r.params if math.isfinite(r.params) else math.inf,
+                            r.name))
+    for i, r in enumerate(out):
+        r.index = i
     return out
 
 
@@ -447,7 +460,7 @@ class _Builder:
         rows = []
         for r in self.runs:
             have = [f"{n}-{s}" for (n, s) in sorted(r.results)]
-            rows.append([r.name, str(r.path), _get(r.meta, "dataset") or _get(r.meta.get("spec", {}).get("data", {}), "name"),
+            rows.append([r.name, str(r.path), _dataset_name(r.meta),
                          r.params, r.n, r.d, ", ".join(have) or "none",
                          ", ".join(n for n in NORMS if _lipschitz_entry(r.lipschitz, n)) or "none"])
         d.table(["run", "path", "dataset", "p", "n", "d", "attack results", "Lipschitz"], rows)
@@ -641,8 +654,7 @@ class _Builder:
 
     @staticmethod
     def _dataset(r: RunData) -> Any:
-        spec = r.meta.get("spec") if isinstance(r.meta.get("spec"), dict) else {}
-        return _get(r.meta, "dataset") or _get(spec.get("data") or {}, "name")
+        return _dataset_name(r.meta)
 
     def _vlines(self) -> list[dict]:
         out = []

@@ -166,9 +166,10 @@ def _copy_run(src: Path, dst: Path, *, results: bool) -> Path:
     return dst
 
 
-def test_report_without_any_results(runs_root, tmp_path):
+def test_report_without_any_results(runs_root, tmp_path, capsys):
     run = _copy_run(runs_root / "mlp8", tmp_path / "bare", results=False)
-    res = report.build_report([run], tmp_path / "out")
+    assert run_main(report.main, [str(run), "--out", str(tmp_path / "out"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)  # the CLI's --json summary
     assert res["figures"] == {}
     cmds = {m["command"] for m in res["missing"]}
     assert f"python -m advrobust.attack {run} --norm l2 --split test" in cmds
@@ -187,6 +188,11 @@ def test_bracket_violation_and_attack_flags_are_reported(runs_root, tmp_path):
     broken = np.flatnonzero(np.isfinite(best) & (best > 0))[:3]
     arrays["lower__crown"] = np.asarray(arrays["lower__crown"], dtype=np.float64).copy()
     arrays["lower__crown"][broken] = best[broken] * 1.5  # an unsound "certificate"
+    # "exact" radii 20% below the attacks' best everywhere, except one impossible one above it
+    exact = np.where(np.isfinite(best), best / 1.25, np.inf)
+    exact[broken[0]] = best[broken[0]] * 2.0
+    arrays["exact_radius"], arrays["exact_lower"] = exact, exact.copy()
+    arrays["exact_status"] = np.zeros(best.shape, dtype=np.int64)
     atomic_save_npz(f, **arrays)
     info = json.loads((run / "attack-l2-test.json").read_text())
     info["flags"] = [{"name": "zero-gradients", "count": 4, "message": "4 samples had zero gradients"}]
@@ -194,6 +200,11 @@ def test_bracket_violation_and_attack_flags_are_reported(runs_root, tmp_path):
     res = report.build_report([run], tmp_path / "out", norms=["l2"], samples=0)
     by_name = {fl["name"]: fl for fl in res["flags"]}
     assert by_name["radius-below-certified"]["count"] == len(broken)
+    assert by_name["radius-below-exact"]["count"] == 1
+    assert res["figures"]["attacks-l2-test"]["exact"] is True
+    # median radius/exact of the attack that is best on most points: 1.25 (the planted gap)
+    md_rows = [ln.split("|") for ln in Path(res["markdown"]).read_text().splitlines() if ln.startswith("| bad | fmn |")]
+    assert md_rows and [c.strip() for c in md_rows[0]][7] == "1.25"
     assert by_name["zero-gradients"]["count"] == 4 and by_name["zero-gradients"]["doc"] == "docs/attacks.md#zero-gradients"
     md = Path(res["markdown"]).read_text(encoding="utf-8")
     assert "radius-below-certified" in md and "4 samples had zero gradients" in md
