@@ -263,7 +263,7 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
                 # the law fixes the slope, not the constant: anchor the line at the data's geometric mean
                 c = np.exp(np.mean(np.log(y)) - pred * np.mean(np.log(x)))
                 ax.plot(grid, c * grid ** pred, color=s["color"], linestyle=":", linewidth=1.0,
-                        label=f"law: slope {_frac(pred)}")
+                        label=f"law: slope {frac_label(pred)}")
                 n_items += 1
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -290,7 +290,8 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
                  "points": int(sum(len(x) for x in allx)), "vlines": [v["label"] for v in vlines]}
 
 
-def _frac(v: float) -> str:
+def frac_label(v: float) -> str:
+    """Exponents as fractions where they are simple: 0.5 -> '1/2', -0.5 -> '-1/2'; else 2 decimals."""
     for num, den in ((1, 2), (-1, 2), (1, 1), (-1, 1), (1, 4), (-1, 4)):
         if abs(v - num / den) < 1e-9:
             return f"{num}/{den}" if den != 1 else f"{num}"
@@ -427,12 +428,3 @@ def _bare(ax) -> None:
     ax.grid(False)
     for sp in ax.spines.values():
         sp.set_visible(False)
-
-
-def finite_or_none(v) -> float | None:
-    """A float, or None when NaN/inf/None (for tables)."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None

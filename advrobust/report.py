@@ -34,6 +34,8 @@ LIPSCHITZ_FILE = "lipschitz.json"
 #: relative tolerance when checking attack radii against certified lower bounds and exact radii
 BRACKET_RTOL = 1e-4
 
+#: most models (rows) in one gallery figure
+GALLERY_MAX_RUNS = 8
 #: CSS pixels per inch of a figure's printed size in the HTML (a 7 in figure is 910 px wide)
 CSS_PX_PER_INCH = 130
 
@@ -699,7 +701,7 @@ class _Builder:
         fit = dict(fit, predicted=pred)
         s["predicted"] = pred
         fit_rows.append([what, sym, int(len(x)), regime, fit.get("exponent"), fit.get("ci_low"), fit.get("ci_high"),
-                         fit.get("r2"), plots._frac(pred) if pred is not None else None])
+                         fit.get("r2"), plots.frac_label(pred) if pred is not None else None])
         return fit
 
     def attack_comparison(self) -> None:
@@ -790,7 +792,11 @@ class _Builder:
             split = "test" if self.with_results(norm, "test") else "train"
             rows = []
             image = None
-            for r in self.with_results(norm, split):
+            shown = self.with_results(norm, split)
+            if len(shown) > GALLERY_MAX_RUNS:
+                self.notes.append(f"{norm} gallery: the first {GALLERY_MAX_RUNS} of {len(shown)} runs (smallest models).")
+                shown = shown[:GALLERY_MAX_RUNS]
+            for r in shown:
                 arrays, _ = r.results[(norm, split)]
                 if "adv" not in arrays or "index" not in arrays:
                     self.notes.append(f"{r.name} {norm}/{split}: no `adv` or `index` column, no gallery row.")
@@ -980,7 +986,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              "over run directories.")
     ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them")
     ap.add_argument("--out", required=True, help="output folder for report.html, report.md and the figures")
-    ap.add_argument("--norm", nargs="+", default=None, help="norms to show (l1 l2 linf); default: all with results")
+    ap.add_argument("--norm", action="append", default=None,
+                    help="norm to show: l1, l2 or linf; repeatable (default: every norm with attack results)")
     ap.add_argument("--title", default=None, help="report title")
     ap.add_argument("--samples", type=int, default=3, help="gallery samples per model (0: no gallery)")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the fits' intervals")
