@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--norm", action="append", default=None, help="l1, l2 or linf; repeatable (default l2)")
     ap.add_argument("--attacks", default=None,
                     help="comma-separated attack names (default: the cascade for the norm); foolbox:ClassName allowed")
-    ap.add_argument("--steps", type=int, default=100, help="iterations per attack (default 100)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="iterations per attack (default: each attack's own default, see docs/attacks.md)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
@@ -294,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")

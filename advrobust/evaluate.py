@@ -18,8 +18,9 @@ Which attack runs on which sample
 ---------------------------------
 * Minimal attacks (``kind="minimal"``) run on every correctly classified sample: their radii are
   all kept, so the per-attack columns compare attacks on the same samples.
-* Attacks whose callable takes ``upper`` (budget attacks made minimal by an epsilon search)
-  are given the current best radius per sample and search only below it.
+* Budget attacks made minimal by an epsilon search (``pgd-min``, ``apgd-min``: their function
+  takes ``eps_init``) start their search at the current best radius per sample, so they bisect
+  below it; samples no earlier attack broke search from the attack's own initial estimate.
 * A sample whose best radius already matches a proven lower bound (``lower``: an exact MILP
   radius or a certified bound, within ``rtol``) is skipped by the later attacks: nothing can
   improve on it.
@@ -88,8 +89,10 @@ class CascadeResult:
         return self.pred == self.labels
 
 
-def make_attack(name: str, *, norm: float, steps: int, seed: int = 0) -> Callable:
+def make_attack(name: str, *, norm: float, steps: int | None = None, seed: int = 0) -> Callable:
     """A configured attack ``fn(model, inputs, labels) -> adv`` for ``name`` (ours or ``foolbox:X``).
+
+    ``steps=None`` keeps the attack's own default number of steps.
 
     Raises
     ------
@@ -107,15 +110,27 @@ def make_attack(name: str, *, norm: float, steps: int, seed: int = 0) -> Callabl
         raise UserError(f"attack {name!r} does not support norm {_norm_str(norm)}; it supports {names}")
     fn = info.fn
     params = inspect.signature(fn).parameters
-    kwargs = {"norm": float(norm), "steps": int(steps)}
+    kwargs = {"norm": float(norm)}
+    if steps is not None:
+        kwargs["steps"] = int(steps)
     if "seed" in params:
         kwargs["seed"] = int(seed)
-    takes_upper = "upper" in params
+    # epsilon-search attacks start their search at the current best radius (a budget known to
+    # hold an adversarial point), so they bisect below it instead of searching from scratch
+    takes_upper = "eps_init" in params
 
     def configured(model: nn.Module, inputs: Tensor, labels: Tensor, upper: Tensor | None = None) -> Tensor:
-        if takes_upper and upper is not None:
-            return fn(model, inputs, labels, upper=upper, **kwargs)
-        return fn(model, inputs, labels, **kwargs)
+        if not takes_upper or upper is None:
+            return fn(model, inputs, labels, **kwargs)
+        known = torch.isfinite(upper) & (upper > 0)
+        if known.all():
+            return fn(model, inputs, labels, eps_init=upper, **kwargs)
+        adv = inputs.detach().clone()
+        if (~known).any():
+            adv[~known] = fn(model, inputs[~known], labels[~known], **kwargs)
+        if known.any():
+            adv[known] = fn(model, inputs[known], labels[known], eps_init=upper[known], **kwargs)
+        return adv
 
     configured.takes_upper = takes_upper  # type: ignore[attr-defined]
     configured.kind = info.kind  # type: ignore[attr-defined]

@@ -1,0 +1,262 @@
+"""Benchmark: our attacks vs foolbox 3's at equal steps on trained digits MLPs.
+
+    python experiments/bench_attacks.py                # n=200, steps=100, widths 16 and 512
+    python experiments/bench_attacks.py --n 50 --steps 50 --norms l2
+
+For each model (a narrow and a wide MLP trained here on scikit-learn's digits, full batch, to
+interpolation) and each norm, every attack runs on the same n training points. Reported per
+attack: median verified radius over the correctly classified points (inf counts as larger than
+any radius), success rate, wall time; for our attacks also time and peak memory relative to a
+bare loop that does the same number of forward and backward passes on the same batch (the
+overhead of the attack's own bookkeeping). Our cascade's per-sample radius (the minimum over the
+default cascade's attacks, which all run on every point) is compared with the per-sample best of
+all foolbox attacks: ratio of medians and median of per-sample ratios.
+
+Peak memory: CUDA's max_memory_allocated on GPU; on CPU the growth of the process's peak resident
+set (VmHWM, reset through /proc/self/clear_refs before each run), which includes allocator slack.
+Prints Markdown tables and the provenance (versions, device, threads, seed).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from advrobust.evaluate import DEFAULT_CASCADES, verify  # noqa: E402
+from attacks import ATTACKS  # noqa: E402
+from attacks.counting import count_passes  # noqa: E402
+from attacks.foolbox_adapter import foolbox_info  # noqa: E402
+
+INF = math.inf
+FOOLBOX = {
+    2.0: ["L2FMNAttack", "DDNAttack", "L2CarliniWagnerAttack", "L2DeepFoolAttack", "L2BrendelBethgeAttack"],
+    INF: ["LInfFMNAttack", "LinfDeepFoolAttack"],
+    1.0: ["L1FMNAttack", "EADAttack"],
+}
+NAMES = {"l1": 1.0, "l2": 2.0, "linf": INF}
+
+
+def train_mlp(width: int, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, epochs: int = 2000) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), width), nn.ReLU(), nn.Linear(width, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if loss.item() < 1e-2 and (model(x).argmax(1) == y).all():
+            break
+    return model.eval()
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Peak extra memory (bytes) used inside the block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak = math.nan
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+                self.base = _rss_kb("VmRSS:") * 1024
+            except OSError:
+                self.base = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+        elif self.base is not None:
+            self.peak = _rss_kb("VmHWM:") * 1024 - self.base
+        return False
+
+
+def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, forward: int, backward: int) -> None:
+    """``forward`` forward passes on the batch, ``backward`` of them followed by an input gradient."""
+    xa = x.clone()
+    for i in range(forward):
+        if i < backward:
+            xa.requires_grad_(True)
+            loss = nn.functional.cross_entropy(model(xa), y)
+            (g,) = torch.autograd.grad(loss, xa)
+            xa = (xa.detach() + 1e-3 * g.sign()).clamp(0, 1)
+        else:
+            with torch.no_grad():
+                model(xa)
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+def run_one(fn, model, x, y, norm, device):
+    with PeakMemory(device) as mem, count_passes(model) as c:
+        adv, dt = timed(lambda: fn(model, x, y), device)
+    r, oob, nan = verify(model, x, y, adv.detach(), norm=norm)
+    return {"radius": r.cpu().numpy(), "time": dt, "mem": mem.peak, "fwd": c.forward, "bwd": c.backward,
+            "oob": int(oob.sum()), "nan": int(nan.sum())}
+
+
+def _med(r: np.ndarray) -> float:
+    s = np.sort(r)
+    return float(s[(len(s) - 1) // 2]) if len(s) else math.nan  # lower median: inf-safe
+
+
+def _f(v, digits=4):
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    return f"{v:.{digits}g}"
+
+
+def bench(width, model, x, y, norm, steps, device, seed, skip, bb_n, bb_steps):
+    ours = [n for n, i in ATTACKS.items() if i.kind == "minimal" and i.supports(norm) and n not in skip]
+    rows = []
+    results = {}
+    for name in ours:
+        info = ATTACKS[name]
+        kw = {"norm": norm, "steps": steps}
+        if "seed" in info.fn.__code__.co_varnames:
+            kw["seed"] = seed
+        try:
+            res = run_one(lambda m, a, b: info.fn(m, a, b, **kw), model, x, y, norm, device)
+        except Exception as exc:  # an unfinished attack is reported, not fatal
+            rows.append((name, f"error: {type(exc).__name__}: {str(exc)[:60]}"))
+            continue
+        nb = len(x)
+        f, b = round(res["fwd"] / nb), round(res["bwd"] / nb)
+        with PeakMemory(device) as mem:
+            _, bt = timed(lambda: bare_loop(model, x, y, f, b), device)
+        res["bare_time"], res["bare_mem"] = bt, mem.peak
+        results[name] = res
+    for cls in FOOLBOX[norm]:
+        info = foolbox_info(cls)
+        bb = "BrendelBethge" in cls
+        if bb and bb_n == 0:
+            continue
+        xs, ys = (x[:bb_n], y[:bb_n]) if bb else (x, y)
+        st = bb_steps if bb else steps
+        try:
+            res = run_one(lambda m, a, b: info.fn(m, a, b, norm=norm, steps=st, seed=seed), model, xs, ys, norm, device)
+        except Exception as exc:
+            rows.append((f"fb:{cls}", f"error: {type(exc).__name__}: {str(exc)[:60]}"))
+            continue
+        if bb:  # a subset only (foolbox's Brendel-Bethge runs a per-sample solver): reported apart
+            res["subset"] = len(xs)
+            res["steps"] = st
+        results[f"fb:{cls}"] = res
+    return results, rows
+
+
+def report(width, norm, results, errors, steps, n):
+    nm = {1.0: "L1", 2.0: "L2", INF: "Linf"}[norm]
+    print(f"\n### MLP width {width}, {nm}, {n} points, {steps} steps\n")
+    print("| attack | median radius | success | time s | fwd/pt | bwd/pt | time / bare loop | peak mem / bare loop |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        if "subset" in r:
+            ref = {k: _med(v["radius"][: r["subset"]]) for k, v in results.items() if "subset" not in v}
+            best = min(ref, key=ref.get)
+            print(f"| {name} (first {r['subset']} points, {r['steps']} steps) | {_f(_med(r['radius']))} "
+                  f"(best other on these points: {best} {_f(ref[best])}) | {np.isfinite(r['radius']).mean():.3f} | "
+                  f"{r['time']:.2f} | {r['fwd'] / r['subset']:.0f} | {r['bwd'] / r['subset']:.0f} | - | - |")
+            continue
+        tr = r["time"] / r["bare_time"] if "bare_time" in r else math.nan
+        mr = (r["mem"] / r["bare_mem"]) if ("bare_mem" in r and r["bare_mem"] and r["bare_mem"] > 0) else math.nan
+        mem_s = f"{_f(mr, 3)} ({r['mem'] / 2**20:.2f} / {r['bare_mem'] / 2**20:.2f} MiB)" if "bare_mem" in r else "-"
+        print(f"| {name} | {_f(_med(r['radius']))} | {np.isfinite(r['radius']).mean():.3f} | {r['time']:.2f} | "
+              f"{r['fwd'] / n:.0f} | {r['bwd'] / n:.0f} | {_f(tr, 3)} | {mem_s} |")
+    for name, msg in errors:
+        print(f"| {name} | {msg} | | | | | | |")
+    ours = {k: v for k, v in results.items() if not k.startswith("fb:")}
+    fb = {k: v for k, v in results.items() if k.startswith("fb:") and "subset" not in v}
+    if not ours or not fb:
+        return {}
+    best_ours = min(ours, key=lambda k: _med(ours[k]["radius"]))
+    best_fb = min(fb, key=lambda k: _med(fb[k]["radius"]))
+    casc = [a for a in DEFAULT_CASCADES[norm] if a in ours]
+    r_c = np.min([ours[a]["radius"] for a in casc], axis=0)
+    r_fb = np.min([v["radius"] for v in fb.values()], axis=0)
+    both = np.isfinite(r_c) & np.isfinite(r_fb)
+    ratio_med = _med(r_c) / _med(r_fb)
+    med_ratio = float(np.median(r_c[both] / r_fb[both])) if both.any() else math.nan
+    print(f"\nbest single: ours {best_ours} {_f(_med(ours[best_ours]['radius']))} vs foolbox {best_fb} "
+          f"{_f(_med(fb[best_fb]['radius']))}; cascade ({'+'.join(casc)}) median {_f(_med(r_c))} vs per-sample best "
+          f"of foolbox {_f(_med(r_fb))}: ratio of medians {ratio_med:.4f}, median per-sample ratio {med_ratio:.4f}; "
+          f"cascade unbroken {int((~np.isfinite(r_c)).sum())}, foolbox-best unbroken {int((~np.isfinite(r_fb)).sum())}")
+    return {"ratio_medians": ratio_med, "median_ratio": med_ratio}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--widths", default="16,512")
+    ap.add_argument("--norms", default="l2,linf,l1")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", default="pgd-min,apgd-min",
+                    help="our attacks to leave out (the epsilon searches cost ~20x the steps)")
+    ap.add_argument("--bb-n", type=int, default=25, help="points for foolbox's Brendel-Bethge (0: skip it)")
+    ap.add_argument("--bb-steps", type=int, default=20, help="steps for foolbox's Brendel-Bethge")
+    args = ap.parse_args(argv)
+    from advrobust.data import load_dataset
+    from advrobust.runs import device_info, versions
+
+    device = torch.device(args.device)
+    ds = load_dataset("digits")
+    x_tr, y_tr = ds.x_train.to(device), ds.y_train.to(device)
+    print(f"# attack benchmark: digits ({len(x_tr)} train points), n={args.n}, steps={args.steps}, seed={args.seed}, "
+          f"skip={args.skip}, Brendel-Bethge on {args.bb_n} points with {args.bb_steps} steps")
+    print("command: python " + " ".join(sys.argv))
+    print(f"versions: {versions()}\ndevice: {device_info(device)}")
+    t0 = time.perf_counter()
+    for width in (int(w) for w in args.widths.split(",")):
+        model = train_mlp(width, x_tr, y_tr, seed=args.seed).to(device)
+        with torch.no_grad():
+            acc = (model(x_tr).argmax(1) == y_tr).float().mean().item()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        print(f"\nMLP width {width}: {sum(p.numel() for p in model.parameters())} params, train accuracy {acc:.4f}")
+        x, y = x_tr[: args.n], y_tr[: args.n]
+        for norm in (NAMES[s] for s in args.norms.split(",")):
+            results, errors = bench(width, model, x, y, norm, args.steps, device, args.seed,
+                                    set(filter(None, args.skip.split(","))), args.bb_n, args.bb_steps)
+            report(width, norm, results, errors, args.steps, len(x))
+    print(f"\ntotal wall time {time.perf_counter() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
