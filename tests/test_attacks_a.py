@@ -208,3 +208,41 @@ def test_linear_model_with_binding_box(name, fn, p, kw, tol):
     ratio = lp_norm(adv - x, p) / exact
     assert float(ratio.min()) > 1 - 1e-3
     assert float(ratio.median()) <= 1 + tol, f"{name} l{p:g}: median ratio {float(ratio.median()):.4f}"
+
+
+def test_cw_targeted_small_budget_reaches_targets():
+    """Regression: 10 steps with search_steps=4 used to give 4 runs of 2 Adam steps, each
+    evaluating the same single point (Adam's first step ignores ``c``): no target was reached."""
+    model, x, y = linear_problem(seed=5, half=0.2, batch=8)
+    target = (y + 1 + torch.arange(len(y)) % 9) % 10  # never the label
+    adv = cw(model, x, target, norm=2.0, steps=10, search_steps=4, targeted=True)
+    with torch.no_grad():
+        hit = model(adv).argmax(1) == target
+    changed = (adv != x).flatten(1).any(1)
+    assert torch.equal(hit, changed), "a changed point that misses its target"
+    assert int(hit.sum()) >= 6, f"cw reached only {int(hit.sum())} of 8 targets in 10 steps"
+
+
+def test_cw_pixels_on_box_edge_move():
+    """Regression: with the tanh change of variables, pixels at 0 or 1 barely moved, and on
+    inputs with half the pixels on the box edge the radii were ~1.25x the exact ones."""
+    from advrobust.linear_radius import linear_radii
+
+    gen = torch.Generator().manual_seed(2)
+    model = nn.Linear(32, 4).eval()
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(4, 32, generator=gen))
+        model.bias.copy_(0.5 * torch.randn(4, generator=gen))
+    x = torch.rand(12, 32, generator=gen)
+    edge = torch.rand(12, 32, generator=gen) < 0.5
+    x = torch.where(edge, (torch.rand(12, 32, generator=gen) < 0.5).float(), x)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    w, b = model.weight.detach().numpy(), model.bias.detach().numpy()
+    exact = torch.as_tensor(linear_radii(w, b, x.numpy(), y.numpy(), norm=2.0)).float()
+    adv = cw(model, x, y, norm=2.0, steps=150, search_steps=3)
+    with torch.no_grad():
+        assert bool((model(adv).argmax(1) != y).all())
+    ratio = lp_norm(adv - x, 2.0) / exact
+    assert float(ratio.min()) > 1 - 1e-3
+    assert float(ratio.median()) <= 1.02, f"median ratio {float(ratio.median()):.4f}"
