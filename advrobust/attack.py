@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--exact", action=argparse.BooleanOptionalAction, default=False,
                     help="also compute exact radii by MILP/MIQP (small ReLU MLPs only)")
     ap.add_argument("--exact-time-limit", type=float, default=10.0, help="seconds per sample for --exact")
-    ap.add_argument("--random-checks", type=int, default=16,
+    ap.add_argument("--random-checks", type=int, default=8,
                     help="random directions per sample for the gradient-masking check (0: off)")
     ap.add_argument("--json", action="store_true", help="print the result records as JSON")
     ap.add_argument("--quiet", action="store_true", help="no progress bar and no table")

@@ -135,3 +135,48 @@ def test_cascade_rejects_out_of_range_data():
     with pytest.raises(UserError, match=r"\[0, 1\]"):
         run_cascade(model, x, torch.zeros(3, dtype=torch.long), norm=2.0,
                     attacks=[("fmn", make_attack("fmn", norm=2.0, steps=2))])
+
+
+class _Quantised(nn.Module):
+    """A linear model on inputs rounded to 1/4: input gradients are exactly zero (masked)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(3, 6, generator=torch.Generator().manual_seed(0)) * 3)
+
+    def forward(self, x):
+        return self.lin(torch.round(x * 4) / 4)
+
+
+def test_cascade_flags():
+    from advrobust.evaluate import make_attack, run_cascade, summarize
+
+    model = _Quantised().eval()
+    x = torch.rand(8, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+
+    def out_of_box(m, a, b):
+        return a + 2.0  # outside [0, 1]
+
+    def broken(m, a, b):
+        raise RuntimeError("boom")
+
+    attacks = [("fmn", make_attack("fmn", norm=2.0, steps=5)), ("oob", out_of_box), ("broken", broken)]
+    res = run_cascade(model, x, y, norm=2.0, attacks=attacks, random_checks=8,
+                      lower=np.full(8, 100.0))
+    names = {f["name"] for f in res.flags}
+    assert {"out-of-box", "attack-error", "zero-gradients", "gradient-masking-suspected"} <= names
+    assert np.isinf(res.radius["oob"]).all() and np.isinf(res.radius["broken"]).all()
+    s = summarize(res)
+    assert s["flags"]["out-of-box"] == 8 and "robust_accuracy_certified" in s
+    # a verified radius below a (wrong) certified bound is flagged: fake a bound above a true radius
+    lin = nn.Sequential(nn.Linear(6, 3)).eval()
+    with torch.no_grad():
+        y2 = lin(x).argmax(1)
+    res2 = run_cascade(lin, x, y2, norm=2.0, attacks=[("fmn", make_attack("fmn", norm=2.0, steps=30))],
+                       lower=np.full(8, 50.0), random_checks=0)
+    flag = [f for f in res2.flags if f["name"] == "radius-below-certified"]
+    assert flag and flag[0]["count"] == int(np.isfinite(res2.best_radius).sum()) >= 4
