@@ -1,0 +1,792 @@
+"""Training to interpolation (or for a fixed budget), minimal-width search, run directories.
+
+``python -m advrobust.train --dataset digits --model mlp --width 64 --out runs/d64`` trains a
+model and writes a run directory (``run.json`` + ``model.pt``, see :mod:`advrobust.runs`).
+
+Python API
+----------
+:class:`TrainConfig`
+    The optimisation settings (a dataclass; its comments say why each default is what it is).
+:func:`train`
+    ``train(model, data, config) -> record``: fit ``data.x_train, data.y_train``.
+:func:`find_min_width`
+    The smallest width of a family that interpolates the training set under the budget.
+:func:`train_run`
+    Load data, build (or search) the model, train it, write the run directory.
+
+Existing run directories. Writing into a run directory that already exists is an error unless
+
+- ``--overwrite`` (``overwrite=True``): the directory is *replaced* as a whole, including any
+  attack or Lipschitz results it held (they described the old model). Only directories that are
+  empty or look like run directories (hold ``run.json`` or ``model.pt``) are replaced.
+- ``--resume`` (``resume=True``): a complete run made with the same request (data options,
+  model family/width/depth, training settings other than the device) is reused as it is and
+  nothing is trained; a run made with different settings is an error naming what differs.
+
+A new run is assembled in a hidden sibling folder and moved into place only when complete, so an
+interrupted command never leaves a half-written run directory behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main, select_device
+from .models import FAMILIES, build_model, describe, make_spec, param_count
+from . import runs
+
+RUN_FORMAT = "advrobust-run/1"
+OPTIMIZERS = ("adam", "sgd")
+LOSSES = ("ce", "mse")
+TARGETS = ("onehot", "pm1")
+MODES = ("interpolate", "budget")
+ADV_NORMS = ("l1", "l2", "linf")
+DEFAULT_MAX_WIDTH = 1024
+_HISTORY_POINTS = 200  # loss-history entries kept in a record (evenly spaced epochs)
+_NAN_CHECK_S = 1.0  # look at the loss for NaN (one device sync) at most this often when not already
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Every field is JSON-able; ``run.json["spec"]["train"]`` holds them all.
+
+    The defaults memorise the bundled digits data set with a width-64 MLP in about 200 epochs
+    (well under a second of CPU time).
+    """
+
+    # Adam adapts per-parameter step sizes, so one learning rate works across widths, depths and
+    # input scales: what a sweep over model sizes needs (SGD's good lr shifts with width).
+    optimizer: str = "adam"
+    # 1e-2 with full-batch Adam fits digits mlp-64 in ~200 epochs; 1e-3 needs ~4x more epochs,
+    # 3e-2 is faster still but starts to oscillate on small widths.
+    lr: float = 1e-2
+    # Used by SGD only (the usual heavy-ball value); Adam has its own moment estimates.
+    momentum: float = 0.9
+    # None = full batch: the data sets this toolkit studies (n up to a few thousand) fit in
+    # memory, full-batch steps are the fastest per epoch on a CPU, gradient descent is
+    # deterministic, and the interpolation check reuses the epoch's own forward pass.
+    batch_size: int | None = None
+    # Cross-entropy is what practitioners train with; "mse" (square loss on the logits) is the
+    # setting of much of the interpolation theory.
+    loss: str = "ce"
+    # Square-loss targets: one-hot (1 / 0) or +-1 (the +-1 convention of the theory papers).
+    # Cross-entropy takes class indices; asking for pm1 with it is an error, not a no-op.
+    targets: str = "onehot"
+    # "interpolate": train until every training point is fitted (accuracy 1 and loss < tol),
+    # the regime the law of robustness is about; "budget": exactly `epochs` epochs.
+    mode: str = "interpolate"
+    # The epoch cap (interpolate) or budget (budget). 3000 full-batch epochs is ~15x what
+    # mlp-64 needs on digits, enough for width-8 MLPs to fit, and bounds a failing width's cost
+    # in a min-width search to a few seconds.
+    epochs: int = 3000
+    # Interpolation also requires the mean training loss below tol: accuracy 1 alone can stop
+    # at a near-zero margin, which would make radii depend on where training happened to stop.
+    # At 1e-2 (CE) every point has probability >= 0.99 of its label on average.
+    tol: float = 1e-2
+    # Seeds the initialisation (build_model), minibatch order and adversarial-example starts.
+    seed: int = 0
+    # "auto": CUDA when available, else CPU. Not part of what a run *is* (see --resume).
+    device: str = "auto"
+    # Adversarial training (Madry et al., ICLR 2018): None trains on clean data. When a norm is
+    # given, every minibatch is replaced by PGD examples within adv_eps of it.
+    adv_norm: str | None = None
+    adv_eps: float | None = None
+    # 10 PGD steps: Madry et al.'s CIFAR setting (40 on MNIST); each costs a forward+backward.
+    adv_steps: int = 10
+
+    def validated(self) -> "TrainConfig":
+        """Return a checked copy (norm names canonical); UserError naming the bad field."""
+        c = dataclasses.replace(self)
+        if c.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {c.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+        if c.loss not in LOSSES:
+            raise UserError(f"unknown loss {c.loss!r}; use one of {', '.join(LOSSES)}")
+        if c.targets not in TARGETS:
+            raise UserError(f"unknown targets {c.targets!r}; use one of {', '.join(TARGETS)}")
+        if c.loss == "ce" and c.targets != "onehot":
+            raise UserError("targets=pm1 applies to the square loss only; add --loss mse or drop --targets")
+        if c.mode not in MODES:
+            raise UserError(f"unknown mode {c.mode!r}; use one of {', '.join(MODES)}")
+        if not _finite_number(c.lr) or c.lr <= 0:
+            raise UserError(f"learning rate must be a positive number, got {c.lr!r} (--lr)")
+        if not _finite_number(c.momentum) or not 0 <= c.momentum < 1:
+            raise UserError(f"momentum must be in [0, 1), got {c.momentum!r} (--momentum)")
+        if c.batch_size is not None and (not _is_int(c.batch_size) or c.batch_size < 1):
+            raise UserError(f"batch size must be a positive integer or None (full batch), got {c.batch_size!r}")
+        if not _is_int(c.epochs) or c.epochs < 1:
+            raise UserError(f"epochs must be a positive integer, got {c.epochs!r} (--epochs)")
+        if not _finite_number(c.tol) or c.tol <= 0:
+            raise UserError(f"tol must be a positive number, got {c.tol!r} (--tol)")
+        if not _is_int(c.seed) or c.seed < 0:
+            raise UserError(f"seed must be a non-negative integer, got {c.seed!r} (--seed)")
+        if not _is_int(c.adv_steps) or c.adv_steps < 1:
+            raise UserError(f"adv_steps must be a positive integer, got {c.adv_steps!r} (--adv-steps)")
+        if c.adv_norm is None:
+            if c.adv_eps is not None:
+                raise UserError("adv_eps given without adv_norm; add --adv-norm l1|l2|linf or drop --adv-eps")
+        else:
+            c.adv_norm = norm_name(parse_norm(c.adv_norm))
+            if not _finite_number(c.adv_eps) or c.adv_eps <= 0:
+                raise UserError(f"adversarial training needs a positive --adv-eps, got {c.adv_eps!r}")
+        return c
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are a UserError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# --------------------------------------------------------------------------- training
+def _loss_function(cfg: TrainConfig, y: torch.Tensor, classes: int):
+    """``loss(logits, index) -> scalar`` where ``index`` selects the rows (None: all of them)."""
+    if cfg.loss == "ce":
+        return lambda logits, yb, rows: F.cross_entropy(logits, yb)
+    table = torch.eye(classes, device=y.device)
+    if cfg.targets == "pm1":
+        table = 2 * table - 1
+    targets = table[y]  # (n, classes), built once
+    return lambda logits, yb, rows: F.mse_loss(logits, targets if rows is None else targets[rows])
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _adversary(cfg: TrainConfig):
+    """None for natural training, else ``adv(model, x, y, step)`` returning PGD examples."""
+    if cfg.adv_norm is None:
+        return None
+    from attacks import ATTACKS
+
+    try:
+        pgd = ATTACKS["pgd"].fn
+    except ImportError as exc:
+        raise UserError(f"adversarial training needs the PGD attack, which failed to import ({exc})") from None
+    norm = parse_norm(cfg.adv_norm)
+
+    def adversarial(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int) -> torch.Tensor:
+        model.eval()  # the attack contract: a model in eval mode
+        try:
+            adv = pgd(model, xb, yb, norm=norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
+                      seed=cfg.seed * 1_000_003 + step)
+        finally:
+            model.train()
+        return adv.detach()
+
+    return adversarial
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, batch: int):
+    """Mean loss, accuracy and predictions on (x, y), in chunks of ``batch``, without autograd."""
+    total = torch.zeros((), device=x.device)
+    preds = torch.empty_like(y)
+    for i in range(0, x.shape[0], batch):
+        logits = model(x[i:i + batch])
+        rows = torch.arange(i, min(i + batch, x.shape[0]), device=x.device)
+        total += loss_fn(logits, y[i:i + batch], rows) * logits.shape[0]
+        preds[i:i + batch] = logits.argmax(1)
+    n = max(int(y.shape[0]), 1)
+    return float(total) / n, float((preds == y).sum()) / n, preds
+
+
+def _check_model_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, what: str) -> int:
+    """Number of logits; UserError if the model does not accept the data or labels are out of range."""
+    if x.shape[0] != y.shape[0]:
+        raise UserError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise UserError(f"{what} set is empty; ask for at least one point (--n / --n-test)")
+    try:
+        with torch.no_grad():
+            out = model(x[:1])
+    except RuntimeError as exc:
+        raise UserError(f"the model does not accept inputs of shape {list(x.shape[1:])} "
+                        f"({str(exc).splitlines()[0][:120]}); build it for the data's input_shape") from None
+    if out.ndim != 2:
+        raise UserError(f"the model must output logits of shape (batch, classes), got {list(out.shape)}")
+    classes = int(out.shape[1])
+    if y.min() < 0 or y.max() >= classes:
+        raise UserError(f"{what} labels lie in [{int(y.min())}, {int(y.max())}] but the model has "
+                        f"{classes} outputs; build it with classes={int(y.max()) + 1}")
+    return classes
+
+
+def _subsample(values: list[float], points: int = _HISTORY_POINTS) -> dict:
+    if len(values) <= points:
+        idx = list(range(len(values)))
+    else:
+        idx = sorted({round(i * (len(values) - 1) / (points - 1)) for i in range(points)})
+    return {"epoch": idx, "loss": [values[i] for i in idx]}
+
+
+def _diverged(loss: float, epoch: int, cfg: TrainConfig) -> UserError:
+    return UserError(f"training diverged: the training loss is {loss} at epoch {epoch}; "
+                     f"lower the learning rate (--lr, now {cfg.lr})")
+
+
+def train(model: nn.Module, data: Any, config: TrainConfig, *, progress: bool = True) -> dict:
+    """Train ``model`` on ``data.x_train, data.y_train`` in place.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps inputs to logits; moved to ``config.device`` and left there, in eval mode.
+    data : Dataset
+        Anything with ``x_train, y_train, x_test, y_test`` tensors (``y_train_clean`` is used
+        when present); see :func:`advrobust.data.load_dataset`.
+    config : TrainConfig
+    progress : bool
+        Show a tqdm progress bar (on stderr).
+
+    Returns
+    -------
+    dict
+        ``train_accuracy, train_loss, test_accuracy, test_loss`` (the latter two ``None`` when
+        there is no test set), ``train_accuracy_clean`` (against the labels before label noise),
+        ``epochs`` (epochs run), ``steps`` (optimiser steps), ``interpolated`` (training accuracy
+        1 and training loss < tol at the end), ``stopped`` ("interpolated", "epoch_cap" or
+        "budget"), ``wall_time_s``, ``device`` and ``loss_history`` (``{"epoch": [...],
+        "loss": [...]}``, at most 200 evenly spaced epochs; the mean minibatch loss of that
+        epoch, or for full-batch training the loss before its step).
+
+    Notes
+    -----
+    Interpolation is checked once per epoch. Full batch: from the epoch's own forward pass,
+    so the check is exact and free and training stops *before* a further step. Minibatches: when
+    the epoch's mean minibatch loss is below ``tol``, one evaluation pass confirms it. With
+    adversarial training, interpolation means fitting the *clean* training set (checked by one
+    clean pass per epoch); the loss history holds the adversarial training loss.
+    """
+    from tqdm import tqdm
+
+    cfg = config.validated()
+    device = select_device(cfg.device)
+    model.to(device).train()
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    n = int(y.shape[0])
+    classes = _check_model_data(model, x, y, "training")
+    loss_fn = _loss_function(cfg, y, classes)
+    optimizer = _make_optimizer(model, cfg)
+    adversary = _adversary(cfg)
+    batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    full_batch = batch == n
+    eval_batch = n if full_batch else max(batch, 1024)
+    interpolate = cfg.mode == "interpolate"
+    # exact per-epoch check for free: full batch, clean data, interpolate mode
+    exact_check = interpolate and full_batch and adversary is None
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+
+    # per-epoch training loss, written in place on the device: no per-step sync, and no small
+    # tensors kept alive across steps (those fragment the CPU heap: +10 MiB RSS on digits)
+    history = torch.full((cfg.epochs,), math.nan, device=device)
+    recorded = 0
+    final = None  # (loss, accuracy, preds) on the training set at the final parameters, if known
+    stopped = "budget" if not interpolate else "epoch_cap"
+    steps = epochs = 0
+    last_look = time.monotonic()
+    bar = tqdm(total=cfg.epochs, desc="train", unit="epoch", disable=not progress, leave=False,
+               dynamic_ncols=True, file=sys.stderr)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(cfg.epochs):
+            if full_batch:
+                xb = x if adversary is None else adversary(model, x, y, steps)
+                logits = model(xb)
+                loss = loss_fn(logits, y, None)
+                history[epoch] = loss.detach()
+                recorded += 1
+                if exact_check:
+                    # logits are those of the current parameters on the clean training set:
+                    # one sync per epoch; the loss is read only once every point is fitted
+                    # (a NaN loss means NaN logits, caught by the periodic look below)
+                    preds = logits.detach().argmax(1)
+                    if int((preds == y).sum()) == n:
+                        value = float(loss.detach())
+                        if value < cfg.tol:
+                            final = (value, 1.0, preds)
+                            stopped = "interpolated"
+                            break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+            else:
+                order = torch.randperm(n, generator=shuffle).to(device)
+                total = torch.zeros((), device=device)
+                for i in range(0, n, batch):
+                    rows = order[i:i + batch]
+                    xb, yb = x[rows], y[rows]
+                    if adversary is not None:
+                        xb = adversary(model, xb, yb, steps)
+                    loss = loss_fn(model(xb), yb, rows)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.detach()
+                    steps += 1
+                history[epoch] = total / math.ceil(n / batch)
+                recorded += 1
+            epochs += 1
+            bar.update()
+            if interpolate and not exact_check:
+                value = float(history[epoch])
+                if not math.isfinite(value):
+                    raise _diverged(value, epoch, cfg)
+                if adversary is not None or value < cfg.tol:
+                    loss_v, acc, preds = _evaluate(model, x, y, loss_fn, eval_batch)
+                    if acc == 1.0 and loss_v < cfg.tol:
+                        final = (loss_v, acc, preds)
+                        stopped = "interpolated"
+                        break
+            elif time.monotonic() - last_look > _NAN_CHECK_S:
+                last_look = time.monotonic()
+                value = float(history[epoch])
+                if not math.isfinite(value):
+                    raise _diverged(value, epoch, cfg)
+                bar.set_postfix(loss=f"{value:.3g}", refresh=False)
+    finally:
+        bar.close()
+    model.eval()
+    if final is None:
+        final = _evaluate(model, x, y, loss_fn, eval_batch)
+    train_loss, train_acc, preds = final
+    if not math.isfinite(train_loss):
+        raise _diverged(train_loss, epochs, cfg)
+    test_loss = test_acc = None
+    if y_test.shape[0] > 0:
+        _check_model_data(model, x_test, y_test, "test")
+        test_loss_fn = _loss_function(cfg, y_test, classes)
+        test_loss, test_acc, _ = _evaluate(model, x_test, y_test, test_loss_fn, eval_batch)
+    clean = getattr(data, "y_train_clean", None)
+    clean_acc = float((preds == clean.to(device)).float().mean()) if clean is not None else train_acc
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - t0
+    values = history[:recorded].tolist()
+    return {
+        "train_accuracy": train_acc,
+        "train_loss": train_loss,
+        "train_accuracy_clean": clean_acc,
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "epochs": epochs,
+        "steps": steps,
+        "interpolated": bool(train_acc == 1.0 and train_loss < cfg.tol),
+        "stopped": stopped,
+        "wall_time_s": wall,
+        "device": str(device),
+        "loss_history": _subsample(values),
+    }
+
+
+# --------------------------------------------------------------------------- minimal width
+def _geometric(max_width: int) -> list[int]:
+    out, w = [], 1
+    while w < max_width:
+        out.append(w)
+        w *= 2
+    return out + [max_width]
+
+
+def _min_width_search(family: str, data: Any, config: TrainConfig, *, depth: int | None, widths: Sequence[int] | None,
+                      max_width: int, progress: bool):
+    from tqdm import tqdm
+
+    if family == "linear":
+        raise UserError("a linear model has no width to search; use --model mlp or cnn with --width min")
+    grid = sorted(set(int(w) for w in widths)) if widths is not None else _geometric(max_width)
+    if not grid or grid[0] < 1:
+        raise UserError(f"the width grid must hold positive integers, got {list(widths or [])}")
+    meta = data.meta
+    tried: list[dict] = []
+    models: dict[int, tuple[nn.Module, dict]] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(desc="min width", unit="width", disable=not progress, leave=False, file=sys.stderr)
+
+    def attempt(width: int) -> bool:
+        spec = make_spec(family, width, input_shape=meta["input_shape"], classes=meta["classes"], depth=depth)
+        model = build_model(spec, seed=config.seed)
+        rec = train(model, data, config, progress=False)
+        tried.append({"width": width, "params": param_count(spec), "interpolated": rec["interpolated"],
+                      "train_accuracy": rec["train_accuracy"], "train_loss": rec["train_loss"],
+                      "epochs": rec["epochs"], "wall_time_s": rec["wall_time_s"]})
+        bar.update()
+        bar.set_postfix(width=width, fits=rec["interpolated"], refresh=True)
+        if rec["interpolated"]:
+            models[width] = (model, rec)
+        return rec["interpolated"]
+
+    try:
+        lo, hi = 0, None  # largest failure below the first success, first success
+        for w in grid:
+            if attempt(w):
+                hi = w
+                break
+            lo = w
+        if hi is None:
+            raise UserError(f"no {family} width up to {grid[-1]} interpolated the training set within "
+                            f"{config.epochs} epochs; raise --epochs or --max-width, or raise --tol")
+        while hi - lo > 1:  # bisection: invariant lo fails (or is 0), hi interpolates
+            mid = (lo + hi) // 2
+            if attempt(mid):
+                hi = mid
+            else:
+                lo = mid
+    finally:
+        bar.close()
+    record = {"width": hi, "largest_failure": lo or None, "grid": grid, "max_width": grid[-1],
+              "tried": tried, "wall_time_s": time.perf_counter() - t0}
+    model, rec = models[hi]
+    return hi, record, model, rec
+
+
+def find_min_width(family: str, data: Any, config: TrainConfig, *, depth: int | None = None,
+                   widths: Sequence[int] | None = None, max_width: int = DEFAULT_MAX_WIDTH,
+                   progress: bool = False) -> tuple[int, dict]:
+    """Smallest width of ``family`` that interpolates ``data`` under ``config``'s epoch budget.
+
+    Tries a grid of widths in increasing order (default 1, 2, 4, ..., ``max_width``) until one
+    interpolates, then bisects between the last width that failed and that one. Interpolation
+    need not be monotone in width; what is guaranteed is that the returned width interpolates
+    and width - 1 was tried and does not (unless the returned width is the grid's first).
+
+    Parameters
+    ----------
+    family : {"mlp", "cnn"}
+    data : Dataset
+    config : TrainConfig
+        Every candidate is initialised from ``config.seed`` and trained with these settings.
+    depth : int, optional
+        Hidden layers (default 1).
+    widths : sequence of int, optional
+        The grid (default powers of two up to ``max_width``).
+    max_width : int
+        Largest width of the default grid.
+    progress : bool
+        Show a progress bar over the widths tried.
+
+    Returns
+    -------
+    width : int
+    record : dict
+        ``width``, ``largest_failure`` (largest tried width below it, None if none), ``grid``,
+        ``max_width``, ``tried`` (every width in the order tried, with params, interpolated,
+        train_accuracy, train_loss, epochs, wall_time_s) and ``wall_time_s``.
+
+    Raises
+    ------
+    UserError
+        When no width in the grid interpolates.
+    """
+    width, record, _, _ = _min_width_search(family, data, config.validated(), depth=depth, widths=widths,
+                                            max_width=max_width, progress=progress)
+    return width, record
+
+
+# --------------------------------------------------------------------------- run directories
+def _data_spec(data_kwargs: dict) -> dict:
+    """All of load_dataset's arguments (defaults filled in), so the spec rebuilds the data."""
+    from .data import load_dataset
+
+    try:
+        bound = inspect.signature(load_dataset).bind(**data_kwargs)
+    except TypeError as exc:
+        raise UserError(f"bad data options {sorted(data_kwargs)}: {exc}") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _request(data_spec: dict, model_req: dict, cfg: TrainConfig, max_width: int | None) -> dict:
+    train_req = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+    req = {"data": data_spec, "model": model_req, "train": train_req}
+    if model_req.get("width") == "min":
+        req["max_width"] = max_width
+    return req
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _prepare_out(out: Path, *, resume: bool, overwrite: bool, request: dict) -> bool:
+    """Check what is at ``out``; True when a complete identical run can be reused."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other; pick one")
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory; choose another --out")
+    if not any(out.iterdir()):
+        return False
+    looks_like_run = (out / runs.RUN_FILE).exists() or (out / runs.MODEL_FILE).exists()
+    if overwrite:
+        if not looks_like_run:
+            raise UserError(f"--out {out} is a non-empty folder that is not a run directory; "
+                            "refusing to replace it (choose another --out)")
+        return False
+    if resume and runs.is_run_dir(out):
+        meta = runs.read_json(out / runs.RUN_FILE, what="run record")
+        old = meta.get("request") if isinstance(meta, dict) else None
+        if old == request:
+            runs.load_model(out / runs.MODEL_FILE)  # a corrupt or foreign checkpoint is not reused
+            return True
+        what = ", ".join(_diff(old, request)[:6]) if isinstance(old, dict) else "no request recorded"
+        raise UserError(f"run directory {out} was made with different settings ({what}); "
+                        "use --overwrite to replace it or choose another --out")
+    if resume:
+        raise UserError(f"{out} exists but is not a complete run directory; use --overwrite to replace it")
+    raise UserError(f"run directory {out} already exists; pass --resume to reuse it (same settings) "
+                    "or --overwrite to replace it, or choose another --out")
+
+
+def _place(tmp: Path, out: Path) -> None:
+    """Move the finished run from ``tmp`` to ``out``, replacing what is there."""
+    if out.exists() and any(out.iterdir()):
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)  # onto nothing or an empty folder
+
+
+def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict, config: TrainConfig,
+              command: str | None = None, resume: bool = False, overwrite: bool = False,
+              max_width: int = DEFAULT_MAX_WIDTH, progress: bool = True) -> Path:
+    """Load data, build and train a model, and write the run directory ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path
+        The run directory to create (see the module docstring for existing directories).
+    data_kwargs : dict
+        Arguments of :func:`advrobust.data.load_dataset`.
+    model_spec : dict
+        ``{"family", "width", "depth"}`` (``input_shape`` and ``classes`` are taken from the
+        data and must match it if given). ``width="min"`` runs :func:`find_min_width`.
+    config : TrainConfig
+    command : str, optional
+        The command line recorded in run.json (default: this process's argv).
+    resume, overwrite : bool
+        What to do when ``out_dir`` exists (module docstring).
+    max_width : int
+        Largest width of the min-width search.
+    progress : bool
+        Progress bars on stderr.
+
+    Returns
+    -------
+    pathlib.Path
+        The run directory. Its ``run.json`` holds ``spec`` (``data``: every load_dataset
+        argument, ``model``: the full model spec, ``train``: the TrainConfig), ``request``,
+        seed, params, n, n_test, d, classes, label_noise, noisy, scale, accuracies, losses,
+        interpolated, epochs, steps, stopped, wall_time_s, loss_history, data_meta, versions,
+        device, command, created and (with ``width="min"``) ``min_width_search``.
+    """
+    from .data import load_dataset
+
+    out = Path(out_dir)
+    cfg = config.validated()
+    if not isinstance(model_spec, dict) or "family" not in model_spec:
+        raise UserError("model_spec must be a dict with at least 'family' (and 'width', 'depth')")
+    family, width, depth = model_spec["family"], model_spec.get("width"), model_spec.get("depth")
+    if family not in FAMILIES:
+        raise UserError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+    if family != "linear" and width is None:
+        raise UserError(f"--width is required for {family} (a positive integer, or 'min' to search)")
+    if not _is_int(max_width) or max_width < 1:
+        raise UserError(f"--max-width must be a positive integer, got {max_width!r}")
+    data_spec = _data_spec(data_kwargs)
+    request = _request(data_spec, {"family": family, "width": width, "depth": depth}, cfg, max_width)
+    if _prepare_out(out, resume=resume, overwrite=overwrite, request=request):
+        return out
+    device = select_device(cfg.device)  # fail early on a bad device, before loading data
+    data = load_dataset(**data_spec)
+    meta = data.meta
+    given_shape, given_classes = model_spec.get("input_shape"), model_spec.get("classes")
+    if given_shape is not None and list(given_shape) != list(meta["input_shape"]):
+        raise UserError(f"model_spec input_shape {list(given_shape)} does not match the data's {meta['input_shape']}")
+    if given_classes is not None and given_classes != meta["classes"]:
+        raise UserError(f"model_spec classes {given_classes} does not match the data's {meta['classes']}")
+    search = None
+    if width == "min":
+        width, search, model, rec = _min_width_search(family, data, cfg, depth=depth, widths=None,
+                                                      max_width=max_width, progress=progress)
+        spec = make_spec(family, width, input_shape=meta["input_shape"], classes=meta["classes"], depth=depth)
+    else:
+        if isinstance(width, str):
+            raise UserError(f"width must be a positive integer or 'min', got {width!r}")
+        spec = make_spec(family, width, input_shape=meta["input_shape"], classes=meta["classes"], depth=depth)
+        model = build_model(spec, seed=cfg.seed)
+        rec = train(model, data, cfg, progress=progress)
+    params = param_count(spec)
+    record = {
+        "format": RUN_FORMAT,
+        "spec": {"data": data_spec, "model": spec, "train": cfg.to_dict()},
+        "request": request,
+        "seed": cfg.seed,
+        "params": params,
+        "model": describe(spec),
+        "n": meta["n"], "n_test": meta["n_test"], "d": meta["d"], "classes": meta["classes"],
+        "label_noise": meta.get("label_noise"), "noisy": meta.get("noisy"), "scale": meta.get("scale"),
+        **{k: v for k, v in rec.items() if k != "device"},
+        "data_meta": {k: v for k, v in meta.items() if k != "spec"},
+        "versions": runs.versions(),
+        "device": runs.device_info(device),
+        "command": command if command is not None else shlex.join(["python", *sys.argv]),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if search is not None:
+        record["min_width_search"] = search
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder for --out {out}: {exc.strerror}") from None
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        runs.save_model(tmp / runs.MODEL_FILE, model, spec)
+        runs.atomic_write_json(tmp / runs.RUN_FILE, record)
+        _place(tmp, out)
+    except OSError as exc:
+        raise UserError(f"cannot write the run directory {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------- command line
+def _width_arg(text: str) -> int | str:
+    if text == "min":
+        return "min"
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--width must be a positive integer or 'min', got {text!r}") from None
+
+
+def _parser():
+    d = TrainConfig()
+    ap = argument_parser(prog="python -m advrobust.train",
+                         description="Train a model (to interpolation by default) and write a run directory.")
+    g = ap.add_argument_group("data (see advrobust.data.load_dataset)")
+    g.add_argument("--dataset", default="digits", help="digits (default), sphere, gaussian, mnist, fashion-mnist, cifar10")
+    g.add_argument("--n", type=int, default=None, help="training points (default: all / 256 synthetic)")
+    g.add_argument("--n-test", type=int, default=None, help="test points")
+    g.add_argument("--resize", type=int, default=None, help="images: new side length (downsampling)")
+    g.add_argument("--label-noise", type=float, default=0.0, help="fraction of training labels flipped")
+    g.add_argument("--dim", type=int, default=None, help="synthetic data: input dimension d")
+    g.add_argument("--classes", type=int, default=None, help="number of classes (real data: keep 0..classes-1)")
+    g.add_argument("--labels", default="random", help="synthetic data: random or teacher")
+    g.add_argument("--flip", type=float, default=0.0, help="synthetic teacher labels: flipped fraction")
+    g.add_argument("--data-dir", default=None, help="folder with mnist / fashion-mnist / cifar10 files")
+    g = ap.add_argument_group("model")
+    g.add_argument("--model", default="mlp", choices=FAMILIES, help="model family (default mlp)")
+    g.add_argument("--width", type=_width_arg, default=None,
+                   help="hidden units (mlp) or capacity scale (cnn), or 'min' for the smallest width that interpolates")
+    g.add_argument("--depth", type=int, default=None, help="hidden dense layers (default 1)")
+    g.add_argument("--max-width", type=int, default=DEFAULT_MAX_WIDTH, help="largest width --width min tries")
+    g = ap.add_argument_group("training")
+    g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD only")
+    g.add_argument("--batch-size", type=int, default=None, help="default: full batch")
+    g.add_argument("--loss", default=d.loss, choices=LOSSES)
+    g.add_argument("--targets", default=d.targets, choices=TARGETS, help="square-loss targets")
+    g.add_argument("--mode", default=d.mode, choices=MODES,
+                   help="interpolate: stop when train accuracy is 1 and loss < tol; budget: exactly --epochs")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="epoch cap (interpolate) or budget")
+    g.add_argument("--tol", type=float, default=d.tol, help="training-loss threshold of interpolation")
+    g.add_argument("--seed", type=int, default=d.seed, help="seeds data subsets, init, order and attacks")
+    g.add_argument("--device", default=d.device, help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--adv-norm", default=None, choices=ADV_NORMS, help="adversarial training norm")
+    g.add_argument("--adv-eps", type=float, default=None, help="adversarial training radius")
+    g.add_argument("--adv-steps", type=int, default=d.adv_steps, help="PGD steps per minibatch")
+    g = ap.add_argument_group("output")
+    g.add_argument("--out", required=True, help="run directory to write")
+    g.add_argument("--resume", action="store_true", help="reuse a complete run made with the same settings")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    g.add_argument("--json", action="store_true", help="print run.json's summary as JSON")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m advrobust.train``; see ``--help``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    data_kwargs = {"name": args.dataset, "n": args.n, "n_test": args.n_test, "resize": args.resize,
+                   "label_noise": args.label_noise, "seed": args.seed, "data_dir": args.data_dir,
+                   "dim": args.dim, "classes": args.classes, "labels": args.labels, "flip": args.flip}
+    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+                         loss=args.loss, targets=args.targets, mode=args.mode, epochs=args.epochs, tol=args.tol,
+                         seed=args.seed, device=args.device, adv_norm=args.adv_norm, adv_eps=args.adv_eps,
+                         adv_steps=args.adv_steps)
+    model_spec = {"family": args.model, "width": args.width, "depth": args.depth}
+    existed = runs.is_run_dir(args.out)
+    out = train_run(args.out, data_kwargs=data_kwargs, model_spec=model_spec, config=config,
+                    command=shlex.join(["python", "-m", "advrobust.train", *argv]), resume=args.resume,
+                    overwrite=args.overwrite, max_width=args.max_width, progress=not args.quiet)
+    meta = runs.read_json(out / runs.RUN_FILE, what="run record")
+    reused = existed and args.resume
+    summary_keys = ("model", "params", "n", "d", "classes", "train_accuracy", "test_accuracy", "train_loss",
+                    "interpolated", "epochs", "wall_time_s")
+    if args.json:
+        print_json({"path": str(out), "reused": reused, **{k: meta.get(k) for k in summary_keys},
+                    "min_width": meta["spec"]["model"]["width"] if "min_width_search" in meta else None})
+    elif not args.quiet:
+        test = "n/a" if meta["test_accuracy"] is None else f"{meta['test_accuracy']:.4f}"
+        print(f"{'reused' if reused else 'wrote'} {out}: {meta['model']}, {meta['params']} params, "
+              f"{meta['spec']['data']['name']} n={meta['n']} d={meta['d']} classes={meta['classes']}")
+        print(f"train acc {meta['train_accuracy']:.4f}  test acc {test}  train loss {meta['train_loss']:.3g}  "
+              f"interpolated {'yes' if meta['interpolated'] else 'no'} after {meta['epochs']} epochs "
+              f"({meta['wall_time_s']:.2f} s)")
+        if "min_width_search" in meta:
+            s = meta["min_width_search"]
+            print(f"min width {s['width']} (largest failure {s['largest_failure']}), "
+                  f"{len(s['tried'])} widths tried in {s['wall_time_s']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
