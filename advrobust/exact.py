@@ -41,8 +41,8 @@ from .certify import (_Affine, _ReLU, _walk, box_radius, certified_radii, layer_
 INF = math.inf
 STATUS = {0: "optimal", 1: "time limit (bounds only)", 2: "infeasible or error", -1: "not run"}
 REL_GAP = 1e-6  # relative optimality gap asked of the solvers
-_MARGIN = 3e-7  # a verified point must beat the label by this much (relative to the logits' scale)
-_TIE = 1e-5  # margin demanded when the optimum is an unbreakable tie (relative to the logits' scale)
+_MARGIN = 1e-6  # a verified point must beat the label by this much (relative to the logits' scale, >= 1e-2)
+_TIES = (3e-6, 1e-4)  # margins demanded when the optimum is an unbreakable tie (relative to the logits' scale)
 _WIDEN = 1e-7  # relative widening of the big-M bounds, against rounding in the bound computation
 
 
@@ -185,10 +185,15 @@ def _solve_highs(prog: _Program, time_limit: float):
         vals.append(val)
     a = csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(prog.rows), n))
     cons = LinearConstraint(a, [r[2] for r in prog.rows], [r[3] for r in prog.rows])
-    with _quiet_stdout():
-        res = milp(np.asarray(prog.obj), integrality=np.asarray(prog.integer, dtype=np.int64),
-                   bounds=Bounds(np.asarray(prog.lb), np.asarray(prog.ub)), constraints=cons,
-                   options={"time_limit": max(float(time_limit), 0.01), "mip_rel_gap": REL_GAP, "presolve": True})
+    start = time.monotonic()
+    for presolve in (True, False):  # HiGHS occasionally reports a solve error that presolve causes
+        left = max(float(time_limit) - (time.monotonic() - start), 0.01)
+        with _quiet_stdout():
+            res = milp(np.asarray(prog.obj), integrality=np.asarray(prog.integer, dtype=np.int64),
+                       bounds=Bounds(np.asarray(prog.lb), np.asarray(prog.ub)), constraints=cons,
+                       options={"time_limit": left, "mip_rel_gap": REL_GAP, "presolve": presolve})
+        if res.status in (0, 1, 2):
+            break
     x = None if res.x is None else np.asarray(res.x)
     dual = getattr(res, "mip_dual_bound", None)
     if res.status == 0:
@@ -267,7 +272,7 @@ def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float):
             logits = model(point(factor).unsqueeze(0))[0]
         # demand a margin above rounding noise, so that batched re-checks agree
         other = torch.cat([logits[:y], logits[y + 1:]]).max()
-        return float(other - logits[y]) > _MARGIN * float(logits.abs().max().clamp_min(1.0))
+        return float(other - logits[y]) > _MARGIN * float(logits.abs().max().clamp_min(1e-2))
 
     hi = next((f for f in (1.0, 1 + 1e-6, 1 + 1e-5, 1 + 1e-4, 1 + 1e-3) if flips(f)), None)
     if hi is None:
@@ -286,7 +291,7 @@ def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float):
             with torch.no_grad():
                 lg = model(xa.unsqueeze(0))[0]
             oth = torch.cat([lg[:y], lg[y + 1:]]).max()
-            if float(oth - lg[y]) > _MARGIN * float(lg.abs().max().clamp_min(1.0)):
+            if float(oth - lg[y]) > _MARGIN * float(lg.abs().max().clamp_min(1e-2)):
                 r = xa.reshape(-1).to(torch.float64) - x0
                 rad = float(r.abs().max() if p == INF else (r.abs().sum() if p == 1 else r.norm()))
                 return xa, rad
@@ -410,13 +415,16 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
             if checked is None:
                 # the optimum is a tie no nudge breaks (an isolated touching point of the
                 # decision regions): ask for a strictly positive margin instead
-                tau = _TIE * float(logits[s].abs().max().clamp_min(1.0))
-                prog, xv, _ = _encode(ops, bounds, x0, cur, p, y, j, margin=tau)
-                remaining = time_limit - (time.monotonic() - start)
-                kind2, sol2, _ = _run(prog, xv, x0, cur, p, max(remaining, 0.01), lb_cert)
-                if kind2 == "limit":
-                    timed_out = True
-                checked = None if sol2 is None else _verify(model, x, y, sol2[xv], p)
+                for tie in _TIES:
+                    tau = tie * float(logits[s].abs().max().clamp_min(1e-2))
+                    prog, xv, _ = _encode(ops, bounds, x0, cur, p, y, j, margin=tau)
+                    remaining = time_limit - (time.monotonic() - start)
+                    kind2, sol2, _ = _run(prog, xv, x0, cur, p, max(remaining, 0.01), lb_cert)
+                    if kind2 == "limit":
+                        timed_out = True
+                    checked = None if sol2 is None else _verify(model, x, y, sol2[xv], p)
+                    if checked is not None or kind2 in ("infeasible", "limit"):
+                        break
                 if checked is None and kind2 not in ("infeasible", "limit"):
                     failed = True
             if checked is not None and checked[1] < best:
