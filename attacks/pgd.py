@@ -231,6 +231,7 @@ def pgd(
     random_start: bool = True,
     restarts: int = 1,
     seed: int = 0,
+    early_stop: bool = True,
 ) -> Tensor:
     """Projected gradient ascent on the cross-entropy inside an Lp ball (budget attack).
 
@@ -241,8 +242,10 @@ def pgd(
     point, nearest linearised boundary first (9 extra backward passes, once). Linf: signed-gradient steps; L2: normalised-gradient steps; L1:
     sparse box-aware top-k sign steps whose sparsity anneals from 5% of the coordinates down
     to one over the run (SLIDE, Tramer & Boneh 2019), each followed by the exact projection
-    onto the L1 ball intersected with the box. A sample stops as soon as an iterate is
-    adversarial; the first adversarial point found is returned.
+    onto the L1 ball intersected with the box. By default a sample stops as soon as an iterate
+    is adversarial and the first adversarial point found is returned (what a robustness
+    evaluation or a minimal-radius search needs); ``early_stop=False`` instead returns the
+    loss-maximising point of the ball for every sample (what adversarial training needs).
 
     Parameters
     ----------
@@ -269,12 +272,23 @@ def pgd(
         Runs from fresh random starts, each only on the samples still unbroken.
     seed : int
         Seed of the local generator for the random starts.
+    early_stop : bool
+        True (default): stop each sample at its first adversarial iterate and return that point;
+        the input where none was found or the input is already adversarial. False: run all
+        ``steps`` of every restart on every sample (already adversarial ones included) and
+        return, per sample, the point of highest cross-entropy (minus the target's
+        cross-entropy when ``targeted``) among the clean input and all iterates, each inside
+        the ball ∩ [0, 1]. This is the inner maximisation of adversarial training (Madry et al.
+        2018), which wants the worst point of the ball, not merely an adversarial one. Later
+        restarts of an untargeted attack still push rival classes (see above), but their
+        iterates are ranked by the cross-entropy too.
 
     Returns
     -------
     Tensor
-        Adversarial inputs with ``||adv - inputs||_p <= eps`` in [0, 1]; the input where none
-        was found (and where the input is already adversarial).
+        Points with ``||adv - inputs||_p <= eps`` in [0, 1]. ``early_stop=True``: adversarial
+        inputs, the input where none was found (and where the input is already adversarial).
+        ``early_stop=False``: the highest-loss point found for every sample, adversarial or not.
     """
     p = check_norm(norm, _NORMS, "pgd")
     check_inputs(inputs, labels)
@@ -300,6 +314,10 @@ def pgd(
     k0 = max(1, int(math.ceil(0.05 * d)))
 
     rivals = rival_classes(model, x0, clean_logits, labels, p) if restarts > 1 and not targeted else None
+    if not early_stop:
+        return _pgd_max_loss(model, x0, labels, e, p, clean_logits=clean_logits, rivals=rivals,
+                             steps=steps, rel=rel, k0=k0, targeted=targeted,
+                             random_start=random_start, restarts=restarts, gen=gen)
 
     for r in range(restarts):
         idx = (~done).nonzero().squeeze(1)
@@ -345,3 +363,41 @@ def pgd(
                 direction = sparse_l1_direction(grad, xa, torch.full((a.numel(),), k, device=x0.device))
             x[a] = project_budget(xs[a], xa + step * direction, es[a], p)
     return adv
+
+
+def _pgd_max_loss(model: nn.Module, x0: Tensor, labels: Tensor, e: Tensor, p: float, *,
+                  clean_logits: Tensor, rivals: Tensor | None, steps: int, rel: float, k0: int,
+                  targeted: bool, random_start: bool, restarts: int,
+                  gen: torch.Generator) -> Tensor:
+    """``pgd(..., early_stop=False)``: every sample runs every step; the highest-CE point wins."""
+    best = x0.clone()
+    best_loss = ce_loss(clean_logits, labels, targeted)
+    for r in range(restarts):
+        if r == 0 or targeted:
+            kind, riv = "ce", None
+        else:
+            kind, riv = "pair", rivals[:, (r - 1) % rivals.shape[1]]
+        x = start_in_ball(x0, e, p, gen) if random_start else x0.clone()
+        for t in range(steps + 1):
+            if t == steps:  # the last iterate is scored too
+                with torch.no_grad():
+                    logits = model(x)
+            else:
+                logits, _, grad = loss_and_grad(model, x, objective(kind, labels, riv, targeted))
+            loss = ce_loss(logits, labels, targeted)
+            better = loss > best_loss
+            best_loss = torch.where(better, loss, best_loss)
+            best = torch.where(view_as_batch(better, x), x, best)
+            if t == steps:
+                break
+            step = view_as_batch(rel * e, x)
+            if p == INF:
+                direction = grad.sign()
+            elif p == 2:
+                direction = grad / view_as_batch(lp_norm(grad, 2).clamp_min(1e-30), grad)
+            else:
+                frac = t / max(steps - 1, 1)
+                k = max(1, int(round(k0 ** (1.0 - frac))))
+                direction = sparse_l1_direction(grad, x, torch.full((x.shape[0],), k, device=x.device))
+            x = project_budget(x0, x + step * direction, e, p)
+    return best

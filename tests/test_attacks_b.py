@@ -329,3 +329,43 @@ def test_eps_search_with_given_initial_eps():
     adv = minimal_by_eps_search(attack, model, x, y, norm=INF, steps=20, eps_init=1e-4, search_steps=10)
     r = ratios(model, x, y, adv, radius, INF)
     assert torch.isfinite(r).all() and float(r.median()) <= 1.02
+
+
+def unit_variance_mlp(seed: int = 0, batch: int = 16, d: int = 20, k: int = 5):
+    """ReLU MLP with 1/sqrt(fan-in) weights: boundaries at Linf radii ~0.01-0.25 inside the box."""
+    gen = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, 32), nn.ReLU(), nn.Linear(32, k)).eval()
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) / layer.weight.shape[1] ** 0.5)
+            layer.bias.copy_(0.1 * torch.randn(layer.bias.shape, generator=gen))
+    x = torch.rand(batch, d, generator=gen)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+@pytest.mark.parametrize("p,eps", [(INF, 0.08), (2.0, 0.3), (1.0, 0.7)], ids=["linf", "l2", "l1"])
+def test_pgd_without_early_stop_maximises_the_loss(p, eps):
+    """early_stop=False (adversarial training): every sample runs all steps and the returned point
+    has at least the cross-entropy of the early-stopped one, inside the ball and the box."""
+    import torch.nn.functional as F
+
+    model, x, y = unit_variance_mlp()
+    y[0] = (y[0] + 1) % 5  # already misclassified: early stopping returns the input untouched
+    first = pgd(model, x, y, norm=p, eps=eps, steps=20, seed=1)
+    full = pgd(model, x, y, norm=p, eps=eps, steps=20, seed=1, early_stop=False)
+    assert torch.equal(full, pgd(model, x, y, norm=p, eps=eps, steps=20, seed=1, early_stop=False))
+    assert not torch.equal(full, pgd(model, x, y, norm=p, eps=eps, steps=20, seed=2, early_stop=False))
+    assert float(full.min()) >= 0 and float(full.max()) <= 1
+    assert (lp_norm(full - x, p) <= eps * (1 + 1e-5) + 1e-7).all(), "ball left"
+    assert all(q.grad is None for q in model.parameters()) and not model.training
+    with torch.no_grad():
+        loss_first = F.cross_entropy(model(first), y, reduction="none")
+        loss_full = F.cross_entropy(model(full), y, reduction="none")
+        broken_first = model(first).argmax(1) != y
+    assert int(broken_first[1:].sum()) >= 4, "test needs samples that early stopping cut short"
+    assert (loss_full >= loss_first - 1e-5).all(), (loss_full - loss_first).min()
+    # the samples stopped early (and the misclassified one) kept climbing
+    assert (loss_full[broken_first] > loss_first[broken_first] + 1e-3).all()
+    assert not torch.equal(full[0], x[0])
