@@ -302,7 +302,9 @@ def train(model: nn.Module, data: Any, config: TrainConfig, *, progress: bool = 
     adversary = _adversary(cfg)
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
     full_batch = batch == n
-    eval_batch = n if full_batch else max(batch, 1024)
+    # evaluation chunks no larger than the training batch: a no-grad forward then never needs
+    # more memory than a training step did
+    eval_batch = batch
     interpolate = cfg.mode == "interpolate"
     # exact per-epoch check for free: full batch, clean data, interpolate mode
     exact_check = interpolate and full_batch and adversary is None
@@ -331,12 +333,13 @@ def train(model: nn.Module, data: Any, config: TrainConfig, *, progress: bool = 
                 recorded += 1
                 if exact_check:
                     # logits are those of the current parameters on the clean training set:
-                    # one sync per epoch; the loss is read only once every point is fitted
-                    # (a NaN loss means NaN logits, caught by the periodic look below)
-                    preds = logits.detach().argmax(1)
-                    if int((preds == y).sum()) == n:
-                        value = float(loss.detach())
-                        if value < cfg.tol:
+                    # one sync per epoch (the loss); accuracy is computed only once loss < tol
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise _diverged(value, epoch, cfg)
+                    if value < cfg.tol:
+                        preds = logits.detach().argmax(1)
+                        if bool((preds == y).all()):
                             final = (value, 1.0, preds)
                             stopped = "interpolated"
                             break

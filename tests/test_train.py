@@ -138,7 +138,8 @@ def test_minibatch_order_depends_on_seed_not_only_init(small):
 
 def test_divergence_is_a_user_error(small):
     with pytest.raises(UserError, match="diverged.*--lr"):
-        train(_mlp(small, 16), small, _cpu(optimizer="sgd", lr=1e6, loss="mse"), progress=False)
+        train(_mlp(small, 16), small, _cpu(optimizer="sgd", lr=1e6, loss="mse", mode="budget", epochs=30),
+              progress=False)
 
 
 def test_adversarial_training_uses_pgd_examples(small):
