@@ -429,6 +429,12 @@ def _quantiles(r: np.ndarray, qs=(0.1, 0.25, 0.5, 0.75, 0.9)) -> dict:
     return {f"q{int(q * 100)}": float(s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]) for q in qs}
 
 
+def _nanmean(v: np.ndarray) -> float:
+    """Mean over the samples an attack ran on (nan when it ran on none or raised)."""
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
 def summarize(result: CascadeResult, eps_grid: Sequence[float] | None = None) -> dict:
     """Summary of a cascade: success rate, radius quantiles, robust accuracy, per-attack costs.
 
@@ -479,9 +485,9 @@ def summarize(result: CascadeResult, eps_grid: Sequence[float] | None = None) ->
             "failed": int((ran & ~ok).sum()),
             "median": _quantiles(ra[ran])["q50"] if ran.any() else math.nan,
             "wins": int((result.best_attack == k).sum()),
-            "forward": float(np.nanmean(result.forward[name])) if ran.any() else math.nan,
-            "backward": float(np.nanmean(result.backward[name])) if ran.any() else math.nan,
-            "time_per_sample_s": float(np.nanmean(result.time[name])) if ran.any() else math.nan,
+            "forward": _nanmean(result.forward[name]),
+            "backward": _nanmean(result.backward[name]),
+            "time_per_sample_s": _nanmean(result.time[name]),
         }
     out["per_attack"] = per
     flags: dict[str, int] = {}

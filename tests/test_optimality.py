@@ -123,7 +123,7 @@ def _linear_problem(seed=0, D=20, K=4, B=16):
 
 MINIMAL = [(name, p) for name, info in ATTACKS.items() if info.kind == "minimal" for p in info.norms]
 # eps-search attacks run a budget attack per search round: fewer steps keep them cheap
-STEPS = {"pgd-min": 15, "apgd-min": 15}
+STEPS = {"pgd-min": 10, "apgd-min": 10, "fab": 30}
 
 
 @pytest.mark.parametrize("name,norm", MINIMAL, ids=[f"{n}-{p}" for n, p in MINIMAL])
