@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ._cli import UserError, parse_norm
-from .certify import (_Affine, _ReLU, _walk, box_radius, certified_radii, layer_bounds, margin_lower_bounds,
+from .certify import (_ReLU, _walk, box_radius, certified_radii, layer_bounds, margin_lower_bounds,
                       other_classes, parse_network)
 
 INF = math.inf
@@ -350,7 +350,11 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
     if upper is None:
         up = np.full(bsz, np.nan)
     else:
-        up = np.broadcast_to(np.asarray(upper, dtype=np.float64), (bsz,)).copy()
+        try:
+            up = np.broadcast_to(np.asarray(upper, dtype=np.float64).reshape(-1) if np.ndim(upper) else
+                                 np.asarray(upper, dtype=np.float64), (bsz,)).copy()
+        except (ValueError, TypeError):
+            raise UserError(f"upper must be a number or one radius per sample ({bsz}), got shape {np.shape(upper)}") from None
     d = int(np.prod(inputs.shape[1:]))
     full = box_radius(p, d)
     n_classes = ops[-1].out_dim
