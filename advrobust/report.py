@@ -791,7 +791,6 @@ class _Builder:
         for norm in self.norms:
             split = "test" if self.with_results(norm, "test") else "train"
             rows = []
-            image = None
             shown = self.with_results(norm, split)
             if len(shown) > GALLERY_MAX_RUNS:
                 self.notes.append(f"{norm} gallery: the first {GALLERY_MAX_RUNS} of {len(shown)} runs (smallest models).")
@@ -824,19 +823,23 @@ class _Builder:
                     continue
                 with torch.no_grad():
                     adv_pred = model(torch.as_tensor(adv)).argmax(1).tolist()
-                image = r.image if image is None else image
-                rows.append({"run": r.name, "samples": [
+                rows.append({"run": r.name, "image": bool(r.image), "samples": [
                     {"x": x[k], "adv": adv[k], "label": int(arrays["label"][i]) if "label" in arrays else "?",
                      "pred": int(arrays["pred"][i]) if "pred" in arrays else "?", "adv_pred": int(adv_pred[k]),
                      "radius": float(best[i])} for k, i in enumerate(picks)]})
             if not rows:
                 continue
             d.h(2, f"{norm}, {split} points")
-            if not image:
-                d.p("Inputs are not images: each panel shows the perturbation per coordinate as a bar chart.")
-            fig, meta = plots.plot_gallery(rows, norm=norm, image=bool(image))
-            self.save(fig, f"gallery-{norm}-{split}", meta,
-                      f"{norm} adversarial examples on {split} points, one row per model.")
+            # image and vector inputs cannot share one grid of panels: one figure for each kind present
+            for image in (True, False):
+                group = [row for row in rows if row["image"] == image]
+                if not group:
+                    continue
+                if not image:
+                    d.p("Inputs that are not images: each panel shows the perturbation per coordinate as a bar chart.")
+                fig, meta = plots.plot_gallery(group, norm=norm, image=image)
+                self.save(fig, f"gallery-{norm}-{split}" + ("" if image else "-vectors"), meta,
+                          f"{norm} adversarial examples on {split} points, one row per model.")
         for note in self.notes:
             d.p(note)
         self.notes.clear()

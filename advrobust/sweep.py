@@ -103,8 +103,15 @@ _ATTACK_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "certify": (str, "--certify"),
     "exact": (bool, "--exact"),
 }
-_LIPSCHITZ_KEYS = {"enabled": bool, "norm": str}
-_REPORT_KEYS = {"enabled": bool, "eps": list, "title": str}
+_LIPSCHITZ_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
+    "enabled": (bool, None),
+    "norm": (str, "--norm"),
+    "ascent_steps": (int, "--ascent-steps"),
+    "ascent_points": (int, "--ascent-points"),
+    "segments": (int, "--segments"),
+    "max_points": (int, "--max-points"),
+}
+_REPORT_KEYS = {"enabled": bool, "title": str}
 _TOP_KEYS = {"name", "description", "train", "attack", "lipschitz", "report", "grid"}
 
 
@@ -281,7 +288,7 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
             lip = spec.get("lipschitz", {})
             lip_argv = None
             if lip.get("enabled", True):
-                lip_argv = (str(path), "--norm", lip.get("norm", "l2"), "--json")
+                lip_argv = (str(path), "--seed", str(params["seed"]), "--json") + tuple(_flag_args(lip, _LIPSCHITZ_KEYS))
             tasks.append(RunTask(name=name, path=str(path), train_argv=tuple(train_argv),
                                  attack_argvs=tuple(attack_argvs), attack_outputs=tuple(outputs),
                                  lipschitz_argv=lip_argv, params={k: v for k, v in params.items() if not k.startswith("_")}))
