@@ -838,7 +838,8 @@ class _Builder:
                 if not image:
                     d.p("Inputs that are not images: each panel shows the perturbation per coordinate as a bar chart.")
                 fig, meta = plots.plot_gallery(group, norm=norm, image=image)
-                self.save(fig, f"gallery-{norm}-{split}" + ("" if image else "-vectors"), meta,
+                both = len({row["image"] for row in rows}) == 2
+                self.save(fig, f"gallery-{norm}-{split}" + ("-vectors" if both and not image else ""), meta,
                           f"{norm} adversarial examples on {split} points, one row per model.")
         for note in self.notes:
             d.p(note)
