@@ -836,7 +836,7 @@ class _Builder:
                 if not group:
                     continue
                 if not image:
-                    d.p("Inputs that are not images: each panel shows the perturbation per coordinate as a bar chart.")
+                    d.p("Inputs are not images: each panel shows the perturbation per coordinate as a bar chart.")
                 fig, meta = plots.plot_gallery(group, norm=norm, image=image)
                 both = len({row["image"] for row in rows}) == 2
                 self.save(fig, f"gallery-{norm}-{split}" + ("-vectors" if both and not image else ""), meta,
