@@ -28,6 +28,13 @@ def _penalty_p2(y: Tensor, rho: Tensor, mu: Tensor) -> Tensor:
     return torch.where(y >= 0, above, below)
 
 
+def _penalty_p2_grad(y: Tensor, rho: Tensor, mu: Tensor) -> Tensor:
+    """Derivative of :func:`_penalty_p2` in ``y`` (closed form, no autograd)."""
+    above = mu * (1 + 2 * rho * y) + rho ** 2 * y ** 2 / 2
+    below = mu / (1 - rho * y.clamp(max=0)) ** 2
+    return torch.where(y >= 0, above, below)
+
+
 def _scaled_margin(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
     """Margin (> 0 while not adversarial) divided by the spread of the top logits (DLR, Croce & Hein 2020).
 
@@ -133,16 +140,15 @@ def alma(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0,
             prev_margin = m_det
         if i > 0:
             # new multiplier: derivative of the penalty at the current margin
-            y = m_det.clone().requires_grad_(True)
-            (new_mu,) = torch.autograd.grad(_penalty_p2(y, rho, mu).sum(), y)
+            new_mu = _penalty_p2_grad(m_det, rho, mu)
             mu = (_EMA * mu + (1 - _EMA) * new_mu).clamp(1e-6, 1e12)
 
         is_adv = m_det < 0
         d_det = dist.detach()
         better = is_adv & (d_det < best_norm)
         best_norm = torch.where(better, d_det, best_norm)
-        best_adv = torch.where(view_as_batch(better, x), x_adv.detach(), best_adv)
-        step_found = torch.where(is_adv & ~found, torch.full_like(step_found, i), step_found)
+        best_adv.copy_(torch.where(view_as_batch(better, x), x_adv.detach(), best_adv))
+        step_found.masked_fill_(is_adv & ~found, i)
         found |= is_adv
 
         penalty = _penalty_p2(margin, rho, mu).sum()
@@ -155,9 +161,9 @@ def alma(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0,
             (grad,) = torch.autograd.grad(penalty + dist.sum(), delta)
         delta = delta.detach()
 
-        square_avg = _EMA * square_avg + (1 - _EMA) * grad * grad
-        precond = square_avg.sqrt() + 1e-8
-        momentum = _EMA * momentum + grad / precond
+        square_avg.mul_(_EMA).addcmul_(grad, grad, value=1 - _EMA)
+        precond = square_avg.sqrt().add_(1e-8)
+        momentum.mul_(_EMA).add_(grad / precond)
         if i == 0:
             # learning rate such that the first step covers step_size times the linear estimate
             # of the distance to the boundary, margin / ||grad margin||_dual
