@@ -105,9 +105,7 @@ def label_margin(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tens
     max_{j != target} logit[j] - logit[target].
     """
     true = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
-    other = logits.clone()
-    other.scatter_(1, labels.unsqueeze(1), -INF)
-    best_other = other.amax(dim=1)
+    best_other = logits.scatter(1, labels.unsqueeze(1), -INF).amax(dim=1)
     return best_other - true if targeted else true - best_other
 
 

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (check_inputs, check_norm, clamp_box, label_margin, lp_norm, view_as_batch)
+from ._common import (check_inputs, check_norm, label_margin, lp_norm, view_as_batch)
 
 
 def _cosine(i: int, steps: int, start: float, end: float) -> float:
@@ -103,10 +103,10 @@ def ddn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
             # start just past the linearised boundary (exactly on it a linear model never crosses)
             radius = torch.minimum(margin.abs() / g_norm.clamp_min(1e-12) * (1 + gam), worst_norm)
         else:
-            radius = torch.minimum(radius * torch.where(is_adv, 1 - gam, 1 + gam), worst_norm)
-        direction = -grad / view_as_batch(g_norm.clamp_min(1e-12), grad)
-        delta = delta + view_as_batch(alpha * radius, x) * direction
-        delta = delta * view_as_batch(radius / lp_norm(delta, 2).clamp_min(1e-12), x)
-        delta = clamp_box(x, delta)
+            radius = torch.minimum(radius * (1 + gam - (2 * gam) * is_adv), worst_norm)
+        # step of length alpha * radius against the gradient, then rescale onto the sphere
+        delta = delta.addcmul(grad, view_as_batch(radius * (-alpha) / g_norm.clamp_min(1e-12), x))
+        delta.mul_(view_as_batch(radius / lp_norm(delta, 2).clamp_min(1e-12), x))
+        delta = (x + delta).clamp_(0, 1).sub_(x)  # clamp_box, in place
 
     return best_adv
