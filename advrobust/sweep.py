@@ -253,7 +253,16 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
     out = Path(out)
     tasks: list[RunTask] = []
     seen: dict[str, int] = {}
-    for block in spec["grid"]:
+    # Blocks' [train] overrides enter a run's name only where they are needed to tell runs apart
+    # (e.g. natural and adversarial training of the same model), keeping names short otherwise.
+    base_names: dict[str, set[int]] = {}
+    for bi, block in enumerate(spec["grid"]):
+        axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack")}
+        for combo in itertools.product(*axes.values()):
+            params = dict(zip(axes, combo))
+            params.setdefault("seed", 0)
+            base_names.setdefault(_run_name(params), set()).add(bi)
+    for bi, block in enumerate(spec["grid"]):
         axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack")}
         keys = list(axes)
         train_tbl = {**spec.get("train", {}), **block.get("train", {})}
@@ -264,7 +273,7 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
         for combo in itertools.product(*(axes[k] for k in keys)):
             params = dict(zip(keys, combo))
             params.setdefault("seed", 0)
-            if suffix:
+            if suffix and len(base_names[_run_name(params)]) > 1:
                 params["_suffix"] = suffix
             name = _run_name(params)
             if name in seen:  # identical parameters twice in the spec: keep one run
