@@ -110,7 +110,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
         row: dict[str, Any] = {
             "run": name, "path": str(path),
             "dataset": dspec.get("name") or dmeta.get("name") or meta.get("dataset"),
-            "family": mspec.get("family"), "width": mspec.get("width"),
+            "family": mspec.get("family"), "width": mspec.get("width"), "depth": mspec.get("depth"),
             "n": n, "d": d, "params": p,
             "p/n": p / n if p and n else None,
             "p/(n*d)": p / (n * d) if p and n and d else None,
@@ -198,7 +198,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
 # --------------------------------------------------------------------------- formatting
 def default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Columns shown by default: the base columns, then every measured column in first-seen order."""
-    hidden = {"path", "missing", "labels", "label_noise", "flip"}
+    hidden = {"path", "missing", "labels", "label_noise", "flip", "depth"}
     cols = list(BASE_COLUMNS)
     for r in rows:
         for k in r:
@@ -394,27 +394,31 @@ def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str
 
 # --------------------------------------------------------------------------- law fit
 def law_fits(rows: Sequence[Mapping[str, Any]], *, norms: Sequence[str], bootstrap: int = 2000, seed: int = 0) -> list:
-    """Law fits for every variable (params, n, d) that varies across the rows, for the median train
-    radius and the margin Lipschitz lower bound of each norm. Fits that cannot be made are listed
-    with the reason."""
+    """Law fits for every variable (params, n, d), one per group of comparable rows
+    (:func:`advrobust.law.comparable_groups`: same data set, labels, architecture, and n, d or width
+    as the variable requires) in which the variable takes at least two values, for the median train
+    radius and the margin Lipschitz lower bound of each norm. Each fit carries its ``group`` label;
+    fits that cannot be made are listed with the reason."""
     from . import law
 
     out = []
     for var in ("params", "n", "d"):
-        if len({r.get(var) for r in rows if r.get(var) is not None}) < 2:
-            continue
-        for nm in norms:
-            for resp in ("train_radius_median", "lip_lower"):
-                try:
-                    out.append(law.fit_law(rows, response=resp, against=var, norm=nm, bootstrap=bootstrap,
-                                           seed=seed, regime="beyond" if var == "params" else "all"))
-                except UserError as exc:
-                    out.append({"response": resp, "against": var, "norm": nm, "error": str(exc)})
+        for label, members in law.comparable_groups(rows, var):
+            for nm in norms:
+                for resp in ("train_radius_median", "lip_lower"):
+                    try:
+                        out.append(law.fit_law(members, response=resp, against=var, norm=nm, bootstrap=bootstrap,
+                                               seed=seed, regime="beyond" if var == "params" else "all"))
+                    except UserError as exc:
+                        out.append({"group": label, "response": resp, "against": var, "norm": nm,
+                                    "error": str(exc)})
     return out
 
 
 def _format_fit(f: Mapping[str, Any]) -> str:
     head = f"{f['norm']} {f['response']} vs {f['against']}"
+    if f.get("group"):
+        head = f"{f['group']}: {head}"
     if "error" in f:
         return f"{head}: no fit ({f['error']})"
     fit = f["fit"]

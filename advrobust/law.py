@@ -169,11 +169,97 @@ def _kind(response: str) -> str:
     return "lipschitz" if "lip" in response else "radius"
 
 
+#: per fitted variable, the row fields that must agree for rows to be compared (only the variable,
+#: and what it forces, e.g. params when d changes, may differ inside a group)
+GROUP_KEYS = {
+    "params": ("dataset", "n", "d", "labels", "label_noise", "flip", "family", "depth"),
+    "n": ("dataset", "d", "family", "width", "depth", "labels", "label_noise", "flip"),
+    "d": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip"),
+    "p/n": ("dataset", "d", "labels", "label_noise", "flip", "family", "depth"),
+    "p/(n*d)": ("dataset", "labels", "label_noise", "flip", "family", "depth"),
+}
+# fields always named in a group's label (the rest only where groups differ in them)
+_LABEL_ALWAYS = ("dataset", "n", "d", "width")
+
+
+def _group_value(v: Any) -> Any:
+    # 1348 and 1348.0 (report rows carry floats) are the same group; NaN counts as unknown
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if v.is_integer():
+            return int(v)
+    return v
+
+
+def group_key(row: Mapping[str, Any], against: str) -> tuple:
+    """The values of :data:`GROUP_KEYS` ``[against]`` for one row (NaN and missing read as None)."""
+    if against not in GROUP_KEYS:
+        raise UserError(f"cannot group for {against!r}; use one of {', '.join(GROUP_KEYS)}")
+    return tuple(_group_value(row.get(k)) for k in GROUP_KEYS[against])
+
+
+def _variable(row: Mapping[str, Any], against: str) -> Any:
+    p, n, d = row.get("params"), row.get("n"), row.get("d")
+    if against == "p/n":
+        return p / n if p and n else None
+    if against == "p/(n*d)":
+        return p / (n * d) if p and n and d else None
+    v = _group_value(row.get(against))
+    return v
+
+
+def comparable_groups(rows: Iterable[Mapping[str, Any]], against: str, *,
+                      min_distinct: int = 2) -> list[tuple[str, list]]:
+    """Split rows into groups in which only the fitted variable (and what it forces) varies.
+
+    A fit of a response against p mixing data sets, label noise or architectures is meaningless:
+    its slope is driven by the differences between the groups. Rows are grouped on
+    :data:`GROUP_KEYS` ``[against]``: for ``params`` the same (dataset, n, d, labels, label_noise,
+    flip, family, depth); for ``n`` the same (dataset, d, family, width, depth, labels, label_noise,
+    flip); for ``d`` the same (dataset, n, family, width, depth, labels, label_noise, flip).
+
+    Parameters
+    ----------
+    rows : rows as from :func:`advrobust.compare.collect_rows` (missing fields read as None)
+    against : ``params``, ``n``, ``d``, ``p/n`` or ``p/(n*d)``
+    min_distinct : groups with fewer distinct (known) values of the variable are left out
+        (default 2: the groups a fit can be made on)
+
+    Returns
+    -------
+    list of ``(label, rows)`` in first-seen order; ``label`` names the group, e.g.
+    ``"digits n=1348 d=64"`` (the data set, the fixed n, d and width, and any other field in which
+    groups differ).
+    """
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault(group_key(r, against), []).append(r)
+    keys = GROUP_KEYS[against]
+    varying = {k for i, k in enumerate(keys) if len({g[i] for g in groups}) > 1}
+    out = []
+    for gk, members in groups.items():
+        if len({v for v in (_variable(r, against) for r in members) if v is not None}) < min_distinct:
+            continue
+        parts = []
+        for k, v in zip(keys, gk):
+            if v is None or (k not in _LABEL_ALWAYS and k not in varying):
+                continue
+            parts.append(str(v) if k == "dataset" else f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
+        out.append((" ".join(parts) or "all runs", members))
+    return out
+
+
 def interpolation_thresholds(rows: Iterable[Mapping[str, Any]]) -> dict:
-    """Smallest p that memorises (train accuracy 1.0) per (dataset, n, d) group; None if none does."""
+    """Smallest p that memorises (train accuracy 1.0) per group of runs comparable in p.
+
+    Keys are :func:`group_key` ``(row, "params")``: (dataset, n, d, labels, label_noise, flip,
+    family, depth), so a threshold never mixes data sets, label noise or architectures. Values are
+    None where no run of the group memorises.
+    """
     out: dict = {}
     for r in rows:
-        key = (r.get("dataset"), r.get("n"), r.get("d"))
+        key = group_key(r, "params")
         out.setdefault(key, None)
         acc = r.get("train_accuracy")
         if acc is not None and acc >= 1.0 - 1e-12 and r.get("params") is not None:
@@ -183,7 +269,7 @@ def interpolation_thresholds(rows: Iterable[Mapping[str, Any]]) -> dict:
 
 def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_median",
             against: str = "params", regime: str = "beyond", norm: str = "l2", unit_scale: bool = True,
-            bootstrap: int = 2000, seed: int = 0, delta: float = 0.01) -> dict:
+            bootstrap: int = 2000, seed: int = 0, delta: float = 0.01, pool: bool = False) -> dict:
     """Fit ``response ~ C * against ** exponent`` over comparison rows and set the law beside it.
 
     Parameters
@@ -197,10 +283,12 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
     norm : attack norm of the response (``l1``, ``l2``, ``linf``)
     unit_scale : convert to the law's unit-scale data (Lipschitz * s, radii / s) where every
         row has ``input_scale``
+    pool : fit rows from several :func:`comparable_groups` together (default False: such rows are
+        a UserError, since the slope would mix data sets or architectures; fit each group instead)
 
     Returns
     -------
-    dict: ``fit`` (see :func:`fit_power_law`), ``predicted_exponent`` (None when the law predicts
+    dict: ``group`` (the label of the rows' comparable group), ``fit`` (see :func:`fit_power_law`), ``predicted_exponent`` (None when the law predicts
     none for this variable), ``within_ci``, ``constant`` (fit of ``C`` in ``C * sqrt(n d / p)``,
     or ``C * sqrt(p / (n d))`` for radii, with the slope fixed), ``theorem3`` (the literal bound per
     row and which hypotheses fail), ``rows_used``, ``excluded``, ``thresholds``.
@@ -208,7 +296,8 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
     Raises
     ------
     UserError
-        Unknown regime or variable, a response absent from the rows, or fewer than two usable rows.
+        Unknown regime or variable, a response absent from the rows, fewer than two usable rows, or
+        rows from several comparable groups without ``pool``.
     """
     if regime not in _REGIMES:
         raise UserError(f"unknown regime {regime!r}; use one of {', '.join(_REGIMES)}")
@@ -220,6 +309,11 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
     if not any(response in r or f"{norm}_{response}" in r for r in rows):
         raise UserError(f"unknown response {response!r} (looked for {response!r} and {norm}_{response!r}); "
                         "use e.g. train_radius_median, test_radius_median, lip_lower, lip_upper")
+    groups = comparable_groups(rows, against, min_distinct=0)
+    if len(groups) > 1 and not pool:
+        raise UserError(f"the rows mix {len(groups)} groups that differ in more than {against} "
+                        f"({'; '.join(g for g, _ in groups)}); fit each group separately "
+                        "(advrobust.law.comparable_groups, or --filter in advrobust.compare)")
     kind = _kind(response)
     thresholds = interpolation_thresholds(rows)
     use_scale = unit_scale and all(isinstance(r.get("input_scale"), (int, float)) and r["input_scale"] > 0
@@ -227,7 +321,7 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
     xs, ys, used, excluded, law_x = [], [], [], [], []
     for r in rows:
         name = r.get("run", "?")
-        thr = thresholds.get((r.get("dataset"), r.get("n"), r.get("d")))
+        thr = thresholds.get(group_key(r, "params"))
         p = r.get("params")
         beyond = thr is not None and p is not None and p >= thr
         if regime == "beyond" and not beyond:
@@ -300,11 +394,13 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
                         "hypotheses_failing": fails,
                         "note": "eps = sigma^2 taking the interpolating fit's training MSE as 0 "
                                 "(f = the margin rescaled and clipped to +-1)"})
-    return {"response": response, "against": against, "regime": regime, "norm": norm,
+    return {"group": groups[0][0] if len(groups) == 1 else "pooled: " + "; ".join(g for g, _ in groups),
+            "response": response, "against": against, "regime": regime, "norm": norm,
             "kind": kind, "unit_scale": use_scale, "fit": fit, "predicted_exponent": predicted,
             "within_ci": within, "constant": constant, "theorem3": theorem, "rows_used": used,
             "excluded": excluded, "x": xs, "y": ys,
-            "thresholds": [{"dataset": k[0], "n": k[1], "d": k[2], "params": v} for k, v in thresholds.items()],
+            "thresholds": [dict(zip(GROUP_KEYS["params"], k), params=v) for k, v in thresholds.items()],
+            "groups": len(groups),
             "note": ("the law predicts the exponent for Lipschitz lower bounds (Theorem 3)" if kind == "lipschitz"
                      else "radius exponents follow from radius ~ margin / Lip: a heuristic reading of the "
                           "law, not the theorem")}

@@ -19,6 +19,8 @@ import numpy as np
 
 #: Okabe & Ito (2008) colour-blind-safe palette; its yellow, faint on white, comes last.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
+#: one marker per group of runs where a figure shows several groups
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">")
 #: Line styles cycled after the palette runs out, so more than eight runs stay distinguishable.
 LINESTYLES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (4, 1, 1, 1)))
 #: Figure widths in inches: one column and two columns of a two-column paper.
@@ -232,7 +234,9 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
 
     ``series``: dicts with ``label``, ``x``, ``y``, ``runs`` (names per point), ``marker``,
     ``filled`` (bool), ``color`` and optionally ``fit`` (``{"exponent", "intercept", "ci_low",
-    "ci_high"}``) and ``predicted`` (the law's exponent). ``vlines``: ``{"x", "label"}`` markers.
+    "ci_high"}``), ``predicted`` (the law's exponent) and ``group`` (the group of comparable runs it
+    shows, listed in the returned ``groups``). ``vlines``: ``{"x", "label"}`` markers, optionally
+    with a ``color`` (default grey).
     """
     _, plt = _mpl()
     with plt.rc_context(_style()):
@@ -268,7 +272,8 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
         ax.set_xscale("log")
         ax.set_yscale("log")
         for i, v in enumerate(vlines):
-            ax.axvline(v["x"], color="0.35", linestyle=("--", "-.", ":")[i % 3], linewidth=0.9, label=v["label"])
+            ax.axvline(v["x"], color=v.get("color") or "0.35", linestyle=("--", "-.", ":")[i % 3], linewidth=0.9,
+                       label=v["label"])
             n_items += 1
         if allx:
             xs = np.concatenate(allx + [np.array([v["x"] for v in vlines], dtype=float)])
@@ -287,7 +292,10 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
     runs = sorted({r for s in series for r in s.get("runs", [])})
     return fig, {"curves": len([s for s in series if len(s["x"])]), "runs": runs, "xscale": ax.get_xscale(),
                  "yscale": ax.get_yscale(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
-                 "points": int(sum(len(x) for x in allx)), "vlines": [v["label"] for v in vlines]}
+                 "points": int(sum(len(x) for x in allx)), "vlines": [v["label"] for v in vlines],
+                 "series": [{"label": s["label"], "group": s.get("group"), "runs": list(s.get("runs", [])),
+                             "fit": None if not s.get("fit") else s["fit"].get("exponent")} for s in series],
+                 "groups": list(dict.fromkeys(s["group"] for s in series if s.get("group") is not None))}
 
 
 def frac_label(v: float) -> str:

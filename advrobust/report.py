@@ -567,26 +567,41 @@ class _Builder:
             law = None
             d.p(f"No fits: `advrobust.law` could not be imported ({exc}).")
             self.need("power-law fits (advrobust.law)", None)
+        self._law = law
         self._thresholds = self._interpolation_thresholds(law)
         axes = [("params", "p", "parameter count p")]
         for attr, sym, label in (("n", "n", "training samples n"), ("d", "d", "input dimension d")):
             vals = {getattr(r, attr) for r in self.runs if math.isfinite(getattr(r, attr))}
             if len(vals) > 1:
-                axes.append((attr, sym, label))
+                if self._groups(attr, min_distinct=2):
+                    axes.append((attr, sym, label))
+                else:
+                    self.notes.append(f"No scaling figure against {sym}: the runs differ in {sym} only across "
+                                      f"groups that also differ in data set, labels, architecture or width, "
+                                      f"so no fit against {sym} compares like with like.")
         fit_rows = []
         for attr, sym, label in axes:
+            # against p every group is drawn (a lone run still shows where it lies), in the order and
+            # colours of the interpolation-threshold markers; against n or d only groups that vary in it
+            groups = self._groups(attr, min_distinct=0 if attr == "params" else 2)
+            several = len(groups) > 1
             vlines = self._vlines() if sym == "p" else []
             for norm in self.norms:
                 series = []
-                for si, split in enumerate(("test", "train")):
-                    pts = [(r, getattr(r, attr), _quantile(_radius(r.results[(norm, split)][0]), 0.5))
-                           for r in self.with_results(norm, split)]
-                    s = self._series(pts, label=f"median {split} radius", marker="o" if split == "test" else "s",
-                                     filled=split == "test", color=plots.PALETTE[si])
-                    if s is None:
-                        continue
-                    s["fit"] = self._fit(law, s, fit_rows, f"median {norm} {split} radius", attr, "radius")
-                    series.append(s)
+                for gi, (glabel, gruns) in enumerate(groups):
+                    for si, split in enumerate(("test", "train")):
+                        pts = [(r, getattr(r, attr), _quantile(_radius(r.results[(norm, split)][0]), 0.5))
+                               for r in gruns if (norm, split) in r.results]
+                        s = self._series(pts, label=(f"{glabel}: " if several else "") + f"median {split} radius",
+                                         marker=(plots.MARKERS[gi % len(plots.MARKERS)] if several
+                                                 else "o" if split == "test" else "s"),
+                                         filled=split == "test",
+                                         color=plots.PALETTE[gi % len(plots.PALETTE)] if several else plots.PALETTE[si])
+                        if s is None:
+                            continue
+                        s["group"] = glabel
+                        s["fit"] = self._fit(law, s, fit_rows, f"median {norm} {split} radius", attr, "radius")
+                        series.append(s)
                 if not series and self.with_results(norm, "test") + self.with_results(norm, "train"):
                     self.notes.append(f"No {norm} radius-vs-{sym} figure: no run has a positive, finite median {norm} "
                                       "radius (more than half of its points misclassified or unbroken).")
@@ -596,34 +611,44 @@ class _Builder:
                                                    title=f"median {plots.NORM_LABEL.get(norm, norm)} radius vs {sym}",
                                                    vlines=vlines)
                     self.save(fig, f"scaling-radius-{norm}-vs-{sym}", meta,
-                              f"Median {norm} radius against {label}, log-log, one point per run.")
+                              f"Median {norm} radius against {label}, log-log, one point per run"
+                              + (f"; one series and fit per group of comparable runs ({len(groups)} groups)."
+                                 if several else "."))
                 lip_series = []
-                for si, key in enumerate(("lower", "upper")):
-                    pts = []
-                    for r in self.runs:
-                        entry = _lipschitz_entry(r.lipschitz, norm)
-                        if entry is not None:
-                            pts.append((r, getattr(r, attr), _num((entry.get("margin") or {}).get(key))))
-                    s = self._series(pts, label=f"Lipschitz {key} estimate", marker="^" if key == "lower" else "v",
-                                     filled=key == "lower", color=plots.PALETTE[2 + si])
-                    if s is None:
-                        continue
-                    s["fit"] = self._fit(law, s, fit_rows, f"{norm} Lipschitz {key}", attr, "lipschitz")
-                    lip_series.append(s)
+                for gi, (glabel, gruns) in enumerate(groups):
+                    for si, key in enumerate(("lower", "upper")):
+                        pts = []
+                        for r in gruns:
+                            entry = _lipschitz_entry(r.lipschitz, norm)
+                            if entry is not None:
+                                pts.append((r, getattr(r, attr), _num((entry.get("margin") or {}).get(key))))
+                        s = self._series(pts, label=(f"{glabel}: " if several else "") + f"Lipschitz {key} estimate",
+                                         marker=(plots.MARKERS[gi % len(plots.MARKERS)] if several
+                                                 else "^" if key == "lower" else "v"),
+                                         filled=key == "lower",
+                                         color=plots.PALETTE[gi % len(plots.PALETTE)] if several
+                                         else plots.PALETTE[2 + si])
+                        if s is None:
+                            continue
+                        s["group"] = glabel
+                        s["fit"] = self._fit(law, s, fit_rows, f"{norm} Lipschitz {key}", attr, "lipschitz")
+                        lip_series.append(s)
                 if lip_series:
                     fig, meta = plots.plot_scaling(
                         lip_series, xlabel=label, title=f"{plots.NORM_LABEL.get(norm, norm)} Lipschitz estimates vs {sym}", vlines=vlines,
                         ylabel=f"margin Lipschitz const. ({plots.NORM_LABEL.get(norm, norm)} input)")
                     self.save(fig, f"scaling-lipschitz-{norm}-vs-{sym}", meta,
                               f"Lipschitz constant of the margin (logit units per {norm} input unit): lower "
-                              f"(filled) and upper (open) estimates against {label}, log-log.")
+                              f"(filled) and upper (open) estimates against {label}, log-log"
+                              + (f"; one series and fit per group of comparable runs ({len(groups)} groups)."
+                                 if several else "."))
         for r in self.runs:
             for norm in self.norms:
                 if _lipschitz_entry(r.lipschitz, norm) is None:
                     self.need(f"{norm} Lipschitz estimates for {r.name}",
                               flag_commands(r.path)["lipschitz"].format(norm=norm))
         if fit_rows:
-            d.table(["quantity", "against", "runs fitted", "regime", "fitted slope", "95% low", "95% high", "r²",
+            d.table(["group", "quantity", "against", "runs fitted", "regime", "fitted slope", "95% low", "95% high", "r²",
                      "law's slope"], fit_rows)
         for note in self.notes:
             d.p(note)
@@ -637,21 +662,44 @@ class _Builder:
         return {"label": label, "x": [t[1] for t in pts], "y": [t[2] for t in pts], "runs": [t[0].name for t in pts],
                 "run_data": [t[0] for t in pts], "marker": marker, "filled": filled, "color": color}
 
+    def _law_row(self, r: RunData) -> dict:
+        """The fields :func:`advrobust.law.comparable_groups` groups on, read from a run record."""
+        spec = r.meta.get("spec") if isinstance(r.meta.get("spec"), dict) else {}
+        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+        model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
+        num = lambda v: v if math.isfinite(v) else None  # noqa: E731
+        return {"run": r.name, "dataset": self._dataset(r), "n": num(r.n), "d": num(r.d), "params": num(r.params),
+                "family": model.get("family"), "width": model.get("width"), "depth": model.get("depth"),
+                "labels": data.get("labels"), "label_noise": data.get("label_noise"), "flip": data.get("flip"),
+                "train_accuracy": 1.0 if self._interpolated(r) else 0.0, "_run": r}
+
+    def _groups(self, attr: str, *, min_distinct: int) -> list[tuple[str, list[RunData]]]:
+        """Runs split into groups comparable against ``attr`` (law.comparable_groups)."""
+        law = getattr(self, "_law", None)
+        if law is None or not hasattr(law, "comparable_groups"):
+            return [("all runs", list(self.runs))]
+        rows = [self._law_row(r) for r in self.runs]
+        return [(label, [row["_run"] for row in members])
+                for label, members in law.comparable_groups(rows, attr, min_distinct=min_distinct)]
+
     def _interpolation_thresholds(self, law) -> dict:
-        """Smallest p that fits its training set per (dataset, n, d) group (law.interpolation_thresholds)."""
-        rows = [{"run": r.name, "dataset": self._dataset(r), "n": r.n, "d": r.d, "params": r.params,
-                 "train_accuracy": 1.0 if self._interpolated(r) else 0.0} for r in self.runs]
-        if law is not None and hasattr(law, "interpolation_thresholds"):
-            return dict(law.interpolation_thresholds(rows))
-        out: dict = {}
-        for row in rows:
-            key = (row["dataset"], row["n"], row["d"])
-            p = row["params"] if row["train_accuracy"] >= 1.0 else None
-            out[key] = p if out.get(key) is None else (min(out[key], p) if p is not None else out[key])
-        return out
+        """Smallest p that fits its training set per group of runs comparable in p
+        (law.interpolation_thresholds), keyed by law.group_key(row, "params")."""
+        self._threshold_labels, self._group_nd = {}, {}
+        if law is None or not hasattr(law, "interpolation_thresholds"):
+            return {}
+        rows = [self._law_row(r) for r in self.runs]
+        for label, members in law.comparable_groups(rows, "params", min_distinct=0):
+            self._threshold_labels[law.group_key(members[0], "params")] = label
+            n, d = members[0]["n"], members[0]["d"]
+            self._group_nd[label] = n * d if n is not None and d is not None else None
+        return dict(law.interpolation_thresholds(rows))
 
     def _beyond(self, r: RunData) -> bool:
-        thr = self._thresholds.get((self._dataset(r), r.n, r.d))
+        law = getattr(self, "_law", None)
+        if law is None:
+            return False
+        thr = self._thresholds.get(law.group_key(self._law_row(r), "params"))
         return thr is not None and math.isfinite(r.params) and r.params >= thr
 
     @staticmethod
@@ -659,15 +707,35 @@ class _Builder:
         return _dataset_name(r.meta)
 
     def _vlines(self) -> list[dict]:
+        """Interpolation thresholds and p = n·d; with several groups of runs, one of each per group, in
+        the colour of the group's series (groups in the order of the p-axis figures)."""
         out = []
-        thr = sorted({v for v in self._thresholds.values() if v is not None and math.isfinite(v)})
-        for v in thr:
-            out.append({"x": v, "label": f"interpolation threshold (p={v:.0f})"})
+        order = list(self._group_nd)
+        several = len(order) > 1
+
+        def colour(g: Any) -> str | None:
+            return plots.PALETTE[order.index(g) % len(plots.PALETTE)] if several and g in order else None
+
+        thr = sorted(((v, self._threshold_labels.get(k)) for k, v in self._thresholds.items()
+                      if v is not None and math.isfinite(v)), key=lambda t: t[0])
+        for v, glabel in thr:
+            out.append({"x": v, "label": f"interpolation threshold{', ' + glabel if several and glabel else ''} "
+                                         f"(p={v:.0f})", "group": glabel, "color": colour(glabel)})
         if not thr and self.runs:
             self.notes.append("No run fits its training set exactly (train accuracy 1), so no interpolation "
                               "threshold is marked and fits use all runs.")
-        for nd in sorted({r.n * r.d for r in self.runs if math.isfinite(r.n * r.d)}):
-            out.append({"x": nd, "label": f"p = n·d = {nd:.0f}"})
+        elif several and len(thr) < len(order):
+            none = [self._threshold_labels.get(k) for k, v in self._thresholds.items() if v is None]
+            self.notes.append(f"No run of {', '.join(str(g) for g in none)} fits its training set exactly: no "
+                              "interpolation threshold is marked for it and its fits use all its runs.")
+        if several:
+            for glabel, nd in self._group_nd.items():
+                if nd is not None and math.isfinite(nd):
+                    out.append({"x": nd, "label": f"p = n·d = {nd:.0f} ({glabel})", "group": glabel,
+                                "color": colour(glabel)})
+        else:
+            for nd in sorted({r.n * r.d for r in self.runs if math.isfinite(r.n * r.d)}):
+                out.append({"x": nd, "label": f"p = n·d = {nd:.0f}"})
         return out
 
     @staticmethod
@@ -682,6 +750,8 @@ class _Builder:
         if law is None:
             return None
         sym = {"params": "p"}.get(attr, attr)
+        group = s.get("group") or "all runs"
+        what_g = what if group == "all runs" else f"{what} ({group})"
         x, y, runs = np.asarray(s["x"], float), np.asarray(s["y"], float), s["run_data"]
         beyond = np.array([self._beyond(r) for r in runs])
         regime = "beyond threshold"
@@ -690,17 +760,17 @@ class _Builder:
         else:
             regime = "all runs"
         if len(set(x)) < 2:
-            self.notes.append(f"No fit for {what} against {sym}: fewer than two distinct values of {sym}.")
+            self.notes.append(f"No fit for {what_g} against {sym}: fewer than two distinct values of {sym}.")
             return None
         try:
             fit = law.fit_power_law(x, y, bootstrap=self.bootstrap, seed=self.seed)
         except (ValueError, UserError) as exc:
-            self.notes.append(f"No fit for {what} against {sym}: {exc}")
+            self.notes.append(f"No fit for {what_g} against {sym}: {exc}")
             return None
         pred = getattr(law, "PREDICTED", {}).get(kind, {}).get(attr)
         fit = dict(fit, predicted=pred)
         s["predicted"] = pred
-        fit_rows.append([what, sym, int(len(x)), regime, fit.get("exponent"), fit.get("ci_low"), fit.get("ci_high"),
+        fit_rows.append([group, what, sym, int(len(x)), regime, fit.get("exponent"), fit.get("ci_low"), fit.get("ci_high"),
                          fit.get("r2"), plots.frac_label(pred) if pred is not None else None])
         return fit
 

@@ -17,14 +17,14 @@ DATA = {"name": "digits", "n": None, "n_test": None, "resize": None, "label_nois
 
 
 def make_run(root: Path, name: str, width: int, *, radii=None, test_radii=None, train_acc=1.0, lip=None,
-             lower=None) -> Path:
+             lower=None, data=None, n=1353) -> Path:
     """A run directory by the contract: run.json + model.pt, optional attack results and lipschitz.json."""
     spec = make_spec("mlp", width, input_shape=[1, 8, 8], classes=10)
     path = root / name
     runs.save_model(path / runs.MODEL_FILE, build_model(spec), spec)
     p = param_count(spec)
     runs.atomic_write_json(path / runs.RUN_FILE, {
-        "spec": {"data": DATA, "model": spec}, "params": p, "n": 1353, "d": 64, "classes": 10,
+        "spec": {"data": data or DATA, "model": spec}, "params": p, "n": n, "d": 64, "classes": 10,
         "train_accuracy": train_acc, "test_accuracy": 0.95,
         "data_meta": {"name": "digits", "scale": 3.86, "mean_l2_centered": 3.39}})
     for split, r in (("train", radii), ("test", test_radii)):
@@ -151,6 +151,50 @@ def test_cli(study, capsys):
     assert run_main(main, [str(root), "--filter", "p>>1"]) == 2
     assert run_main(main, [str(root / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_law_fits_one_per_comparable_group():
+    """Two data sets with opposite exponents: one fit each, each recovering its own exponent."""
+    from advrobust.compare import _format_fit, law_fits
+
+    rows = []
+    for ds, n, a, c in (("digits", 1353, 0.5, 1e-3), ("sphere", 256, -0.5, 30.0)):
+        for i, p in enumerate([1e3, 4e3, 1.6e4, 6.4e4]):
+            rows.append({"run": f"{ds}{i}", "dataset": ds, "n": n, "d": 64, "params": int(p), "family": "mlp",
+                         "width": 8 * 2 ** i, "depth": 1, "labels": "random", "label_noise": 0.0, "flip": 0.0,
+                         "train_accuracy": 1.0, "input_scale": 1.0, "l2_train_radius_median": c * p ** a,
+                         "l2_lip_lower": None})
+    fits = law_fits(rows, norms=["l2"], bootstrap=100)
+    radius = [f for f in fits if f["response"] == "train_radius_median"]
+    assert [(f["group"], f["against"]) for f in radius] == [("digits n=1353 d=64", "params"),
+                                                           ("sphere n=256 d=64", "params")]
+    assert radius[0]["fit"]["exponent"] == pytest.approx(0.5) and radius[1]["fit"]["exponent"] == pytest.approx(-0.5)
+    assert radius[0]["rows_used"] == [f"digits{i}" for i in range(4)]
+    assert all(f["against"] == "params" for f in fits)  # n differs only across data sets: no fit against n
+    lip = [f for f in fits if f["response"] == "lip_lower"]
+    assert len(lip) == 2 and all("error" in f and f["group"] for f in lip)
+    assert _format_fit(radius[1]).startswith("sphere n=256 d=64: l2 train_radius_median vs params [beyond, 4 runs")
+    assert _format_fit(lip[0]).startswith("digits n=1353 d=64: l2 lip_lower vs params: no fit")
+
+
+def test_cli_fits_each_data_set_separately(study, capsys):
+    root, _ = study
+    sphere = dict(DATA, name="sphere")
+    make_run(root, "s8", 8, radii=[0.5] * 5, data=sphere, n=256)
+    make_run(root, "s64", 64, radii=[0.25] * 5, data=sphere, n=256)
+    rows = collect_rows([root])
+    assert {r["depth"] for r in rows} == {1}
+    assert main([str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "digits n=1353 d=64: l2 train_radius_median vs params [beyond, 3 runs" in out
+    assert "sphere n=256 d=64: l2 train_radius_median vs params [beyond, 2 runs" in out
+    assert " vs n " not in out and " vs n:" not in out and " vs n [" not in out
+    assert main([str(root), "--json"]) == 0
+    fits = json.loads(capsys.readouterr().out)["fits"]
+    sph = [f for f in fits if f["group"] == "sphere n=256 d=64" and f["response"] == "train_radius_median"]
+    p8, p64 = (r["params"] for r in sort_rows([r for r in rows if r["dataset"] == "sphere"], "params"))
+    expect = np.log(0.25 / 0.5) / np.log(p64 / p8)  # the two sphere runs alone; digits radii rise with p
+    assert len(sph) == 1 and sph[0]["fit"]["exponent"] == pytest.approx(expect, rel=1e-9) and expect < 0
 
 
 def test_real_trained_runs_lipschitz_and_compare(tmp_path, capsys):

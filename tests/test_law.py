@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from advrobust._cli import UserError
-from advrobust.law import fit_law, fit_power_law, interpolation_thresholds, theorem3_bound
+from advrobust.law import (comparable_groups, fit_law, fit_power_law, group_key, interpolation_thresholds,
+                           theorem3_bound)
 
 
 @pytest.mark.parametrize("a", [-0.5, 0.5, 1.3])
@@ -49,7 +50,8 @@ def _rows(noise=0.05, seed=0):
 def test_fit_law_beyond_threshold_recovers_law():
     rows = _rows()
     thr = interpolation_thresholds(rows)
-    assert thr[("gaussian", 1000, 64)] == 1000
+    assert thr == {group_key(rows[0], "params"): 1000}
+    assert group_key(rows[0], "params")[:3] == ("gaussian", 1000, 64)
     lip = fit_law(rows, response="lip_lower", against="params", bootstrap=300)
     assert lip["rows_used"] == ["w2", "w3", "w4", "w5", "w6"]
     assert lip["predicted_exponent"] == -0.5 and lip["within_ci"] is True
@@ -94,3 +96,66 @@ def test_fit_law_user_errors():
         fit_law(rows, against="width")
     with pytest.raises(UserError):
         fit_law(rows[:1], response="lip_lower", regime="all")
+
+
+def _two_sets():
+    """Digits-like rows with radius ~ p^+0.5 and sphere-like rows with radius ~ p^-0.5 (all memorise).
+    Pooled, the slope is meaningless; per data set each exponent must come back."""
+    rows = []
+    for ds, n, d, a, c in (("digits", 1348, 64, 0.5, 1e-3), ("sphere", 256, 32, -0.5, 50.0)):
+        for i, p in enumerate([1e3, 3e3, 1e4, 3e4, 1e5]):
+            rows.append({"run": f"{ds}{i}", "dataset": ds, "n": n, "d": d, "params": int(p), "family": "mlp",
+                         "width": 2 ** (i + 4), "depth": 1, "labels": "random", "label_noise": 0.0, "flip": 0.0,
+                         "train_accuracy": 1.0, "input_scale": 1.0, "l2_train_radius_median": c * p ** a})
+    return rows
+
+
+def test_comparable_groups_split_data_sets_and_recover_each_exponent():
+    rows = _two_sets()
+    groups = comparable_groups(rows, "params")
+    assert [g for g, _ in groups] == ["digits n=1348 d=64", "sphere n=256 d=32"]
+    assert [[r["run"] for r in m] for _, m in groups] == [[f"digits{i}" for i in range(5)],
+                                                          [f"sphere{i}" for i in range(5)]]
+    fits = [fit_law(m, response="train_radius_median", against="params", bootstrap=100) for _, m in groups]
+    assert fits[0]["fit"]["exponent"] == pytest.approx(0.5) and fits[1]["fit"]["exponent"] == pytest.approx(-0.5)
+    assert [f["group"] for f in fits] == ["digits n=1348 d=64", "sphere n=256 d=32"]
+    assert fits[0]["rows_used"] == [f"digits{i}" for i in range(5)]
+    # pooled rows are refused unless asked for, and then the label says so
+    with pytest.raises(UserError, match="groups"):
+        fit_law(rows, response="train_radius_median", against="params", bootstrap=0)
+    pooled = fit_law(rows, response="train_radius_median", against="params", bootstrap=0, pool=True)
+    assert pooled["group"].startswith("pooled") and pooled["fit"]["n"] == 10
+    # n and d take one value per data set here: nothing to fit against them
+    assert comparable_groups(rows, "n") == [] and comparable_groups(rows, "d") == []
+    assert len(comparable_groups(rows, "n", min_distinct=1)) == 10  # each width is its own n-group
+
+
+def test_comparable_groups_keys_per_variable():
+    base = {"dataset": "gaussian", "n": 100, "d": 8, "family": "mlp", "width": 16, "depth": 1, "labels": "random",
+            "label_noise": None, "flip": None, "params": 1000}
+    rows = [dict(base, run="a"), dict(base, run="b", n=200), dict(base, run="c", n=400, width=32, params=2000),
+            dict(base, run="e", n=800.0, label_noise=0.1), dict(base, run="f", n=1600, label_noise=0.1)]
+    # against n: width and label noise must agree; 800.0 and 800 read alike
+    got = {g: [r["run"] for r in m] for g, m in comparable_groups(rows, "n")}
+    assert got == {"gaussian d=8 width=16": ["a", "b"], "gaussian d=8 width=16 label_noise=0.1": ["e", "f"]}
+    # against params: n must agree, width may vary; different families never pool
+    rows = [dict(base, run="a"), dict(base, run="b", width=64, params=4000),
+            dict(base, run="c", family="cnn", params=500), dict(base, run="d", family="cnn", width=64, params=900)]
+    groups = comparable_groups(rows, "params")
+    assert [[r["run"] for r in m] for _, m in groups] == [["a", "b"], ["c", "d"]]
+    assert [g for g, _ in groups] == ["gaussian n=100 d=8 family=mlp", "gaussian n=100 d=8 family=cnn"]
+    with pytest.raises(UserError):
+        comparable_groups(rows, "width")
+
+
+def test_interpolation_thresholds_per_group():
+    base = {"dataset": "digits", "n": 100, "d": 64, "labels": "random", "depth": 1}
+    rows = [dict(base, family="mlp", params=100, train_accuracy=0.9),
+            dict(base, family="mlp", params=400, train_accuracy=1.0),
+            dict(base, family="cnn", params=50, train_accuracy=1.0),
+            dict(base, family="cnn", params=800, train_accuracy=1.0),
+            dict(base, family="mlp", label_noise=0.2, params=100, train_accuracy=0.5)]
+    thr = interpolation_thresholds(rows)
+    assert thr[group_key(rows[0], "params")] == 400  # the cnn's smaller threshold does not leak into the mlp's
+    assert thr[group_key(rows[2], "params")] == 50
+    assert thr[group_key(rows[4], "params")] is None and len(thr) == 3

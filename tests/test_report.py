@@ -290,3 +290,38 @@ def test_non_image_data_gets_bar_chart_gallery(tmp_path):
     md = Path(res["markdown"]).read_text(encoding="utf-8")
     assert "Inputs are not images" in md
     assert res["figures"]["radii-l2"]["ylabel"] == "L2 radius (input units)"
+
+
+def test_mixed_data_sets_one_series_per_group_and_both_galleries(runs_root, tmp_path):
+    """An image run (digits) beside a vector run (gaussian): one scaling series and fit-table row per
+    comparable group (never one slope across data sets), one gallery per kind of input."""
+    from advrobust import attack
+    from advrobust.train import TrainConfig, train_run
+
+    img = _copy_run(runs_root / "mlp8", tmp_path / "runs" / "mlp8", results=True)
+    vec = tmp_path / "runs" / "g16"
+    train_run(vec, data_kwargs={"name": "gaussian", "n": 20, "n_test": 20, "dim": 16, "seed": 0},
+              model_spec={"family": "mlp", "width": 8, "depth": 1}, config=TrainConfig(epochs=200, device="cpu"),
+              command="pytest", progress=False)
+    for split in ("train", "test"):
+        assert attack.main([str(vec), "--split", split, "--norm", "l2", "--attacks", "fmn", "--steps", "10",
+                            "--quiet", "--random-checks", "0", "--device", "cpu"]) == 0
+    res = report.build_report([img, vec], tmp_path / "rep", norms=["l2"], samples=2, bootstrap=0)
+    figs = res["figures"]
+    g_img, g_vec = figs["gallery-l2-test"], figs["gallery-l2-test-vectors"]
+    assert g_img["image"] is True and g_img["runs"] == ["mlp8"]
+    assert g_vec["image"] is False and g_vec["runs"] == ["g16"]
+    sc = figs["scaling-radius-l2-vs-p"]
+    assert sc["groups"] == ["digits n=30 d=64", "gaussian n=20 d=16"]
+    by_group = {}
+    for s in sc["series"]:
+        by_group.setdefault(s["group"], set()).update(s["runs"])
+        assert s["label"].startswith(s["group"] + ": ")
+    assert by_group == {"digits n=30 d=64": {"mlp8"}, "gaussian n=20 d=16": {"g16"}}
+    labels = [s["label"] for s in sc["series"]]
+    assert len(labels) == len(set(labels)) <= 4  # per data set at most a test and a train median series
+    assert {"digits n=30 d=64: median train radius", "gaussian n=20 d=16: median train radius"} <= set(labels)
+    assert all(s["fit"] is None for s in sc["series"])  # one run per group: nothing to fit, nothing pooled
+    md = Path(res["markdown"]).read_text(encoding="utf-8")
+    assert "No fit for median l2 train radius (digits n=30 d=64) against p" in md
+    assert "scaling-radius-l2-vs-n" not in figs and "scaling-radius-l2-vs-d" not in figs
