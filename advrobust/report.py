@@ -740,11 +740,12 @@ class _Builder:
 
     @staticmethod
     def _interpolated(r: RunData) -> bool:
-        v = _get(r.meta, "interpolated")
-        if v is not None:
-            return bool(v)
+        """Memorises its training set: train accuracy 1, the same definition as compare and law use
+        for the interpolation threshold (the trainer's own ``interpolated`` also asks for a small loss)."""
         acc = _num(_get(r.meta, "train_accuracy", "train_acc"))
-        return acc >= 1.0
+        if math.isfinite(acc):
+            return acc >= 1.0
+        return bool(_get(r.meta, "interpolated"))
 
     def _fit(self, law, s: dict, fit_rows: list, what: str, attr: str, kind: str) -> dict | None:
         if law is None:
@@ -862,6 +863,10 @@ class _Builder:
             split = "test" if self.with_results(norm, "test") else "train"
             rows = []
             shown = self.with_results(norm, split)
+            left_out = [r.name for r in self.with_results(norm, "train") if r not in shown]
+            if left_out:
+                self.notes.append(f"{norm} gallery shows {split} points; not shown, for want of {split} results: "
+                                  f"{', '.join(left_out)}.")
             if len(shown) > GALLERY_MAX_RUNS:
                 self.notes.append(f"{norm} gallery: the first {GALLERY_MAX_RUNS} of {len(shown)} runs (smallest models).")
                 shown = shown[:GALLERY_MAX_RUNS]
