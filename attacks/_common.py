@@ -104,8 +104,12 @@ def label_margin(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tens
     Untargeted: logit[label] - max_{j != label} logit[j]. Targeted (labels are targets):
     max_{j != target} logit[j] - logit[target].
     """
-    true = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
-    best_other = logits.scatter(1, labels.unsqueeze(1), -INF).amax(dim=1)
+    lab = labels.unsqueeze(1)
+    with torch.no_grad():  # index of the best other class; its logit is then gathered, so the
+        # backward pass is a cheap scatter (amax's backward is several full-size kernels)
+        other = logits.scatter(1, lab, -INF).argmax(dim=1, keepdim=True)
+    pair = logits.gather(1, torch.cat((lab, other), 1))
+    true, best_other = pair[:, 0], pair[:, 1]
     return best_other - true if targeted else true - best_other
 
 

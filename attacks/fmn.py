@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (INF, check_inputs, check_norm, clamp_box, dual, flat, label_margin, lp_norm,
+from ._common import (INF, check_inputs, check_norm, dual, flat, label_margin, lp_norm,
                       project_ball, view_as_batch)
 
 
@@ -132,12 +132,17 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
         best_adv = torch.where(view_as_batch(better, x), x_adv, best_adv)
         found |= is_adv
 
-        to_boundary = margin.abs() / lp_norm(grad, q).clamp_min(1e-12)
+        g_dual = lp_norm(grad, q).clamp_min(1e-12)
+        to_boundary = margin.abs() / g_dual
         eps = torch.where(is_adv, torch.minimum(eps * (1 - gam), best_norm),
                           torch.where(found, eps * (1 + gam), (d_norm + to_boundary) * (1 + gam)))
         eps = torch.minimum(eps, worst_norm)
 
-        delta = delta + _step(-grad, x_adv, alpha * eps, p)
-        delta = clamp_box(x, project_ball(delta, eps, p))
+        if p == 2:  # fused: normalised gradient step (||grad||_2 = g_dual), then ball projection
+            delta = delta.addcmul(grad, view_as_batch(eps * (-alpha) / g_dual, x))
+            delta.mul_(view_as_batch((eps / lp_norm(delta, 2).clamp_min(1e-12)).clamp_(max=1.0), x))
+        else:
+            delta = project_ball(delta + _step(-grad, x_adv, alpha * eps, p), eps, p)
+        delta = (x + delta).clamp_(0, 1).sub_(x)  # clamp_box, in place
 
     return best_adv
