@@ -198,8 +198,10 @@ def _adversary(cfg: TrainConfig):
     def adversarial(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, step: int) -> torch.Tensor:
         model.eval()  # the attack contract: a model in eval mode
         try:
+            # early_stop=False: the highest-loss point of the ball (Madry et al.'s inner max),
+            # not the first adversarial one, for every sample
             adv = pgd(model, xb, yb, norm=norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
-                      seed=cfg.seed * 1_000_003 + step)
+                      seed=cfg.seed * 1_000_003 + step, early_stop=False)
         finally:
             model.train()
         return adv.detach()
