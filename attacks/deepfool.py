@@ -37,20 +37,23 @@ def _deepfool_run(model, x0, start, labels, cands, targeted, p, steps, overshoot
             break
         if it == steps:
             with torch.no_grad():
-                hit = is_adversarial(model(x[a]), labels[a], targeted)
-            out[a[hit]] = x[a[hit]]
+                xa = x[a]
+                hit = is_adversarial(model(xa), labels[a], targeted)
+            out[a[hit]] = xa[hit]
             found[a[hit]] = True
             break
-        logits, h, g = pair_grads(model, x[a], labels[a], None if cands is None else cands[a], targeted)
-        hit = is_adversarial(logits, labels[a], targeted)
-        out[a[hit]] = x[a[hit]]
-        found[a[hit]] = True
+        xa, la = x[a], labels[a]
+        logits, h, g = pair_grads(model, xa, la, None if cands is None else cands[a], targeted)
+        hit = is_adversarial(logits, la, targeted)
+        ah = a[hit]
+        out[ah] = xa[hit]
+        found[ah] = True
         keep = ~hit
-        a, h, g = a[keep], h[keep], g[keep]
+        a, h, g, xa = a[keep], h[keep], g[keep], xa[keep]
         if a.numel() == 0:
             break
         n, kk = h.shape
-        fx = flat(x[a])
+        fx = flat(xa)
         # nudge the target level slightly past each boundary so a step never lands short
         target = -(h + 1e-6 * h.abs().clamp_min(1e-6))
         steps_all, ok = project_hyperplane_box(
@@ -60,7 +63,7 @@ def _deepfool_run(model, x0, start, labels, cands, targeted, p, steps, overshoot
         dist = torch.where(ok.reshape(n, kk), dist, dist + 1e12)  # unreachable planes last
         j = dist.argmin(1)  # nearest linearised boundary within the box
         r = steps_all.reshape(n, kk, -1)[torch.arange(n, device=x0.device), j]
-        x[a] = (fx + (1 + overshoot) * r).clamp(0, 1).view_as(x[a])
+        x[a] = (fx + (1 + overshoot) * r).clamp_(0, 1).view_as(xa)
     return found, out
 
 
