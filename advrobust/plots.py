@@ -207,7 +207,10 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
                             xytext=(0, -4), textcoords="offset points", ha="center", va="top", fontsize=5.5,
                             linespacing=1.1)
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([g["run"] for g in groups], rotation=0)
+        # long run names side by side overlap: slant them when there are several models
+        slant = len(groups) > 3 or max((len(str(g["run"])) for g in groups), default=0) > 14
+        ax.set_xticklabels([g["run"] for g in groups], rotation=30 if slant else 0, ha="right" if slant else "center",
+                           rotation_mode="anchor" if slant else "default")
         ax.tick_params(axis="x", pad=27, length=0)
         ax.grid(False, axis="x")
         ax.set_xlim(-0.6, len(groups) - 0.4)
