@@ -353,15 +353,7 @@ def pgd(
             if a.numel() == 0:
                 break
             step = view_as_batch(rel * es[a], xa)
-            if p == INF:
-                direction = grad.sign()
-            elif p == 2:
-                direction = grad / view_as_batch(lp_norm(grad, 2).clamp_min(1e-30), grad)
-            else:
-                frac = t / max(steps - 1, 1)
-                k = max(1, int(round(k0 ** (1.0 - frac))))
-                direction = sparse_l1_direction(grad, xa, torch.full((a.numel(),), k, device=x0.device))
-            x[a] = project_budget(xs[a], xa + step * direction, es[a], p)
+            x[a] = project_budget(xs[a], xa + step * _ascent_direction(grad, xa, p, t, steps, k0), es[a], p)
     return adv
 
 
@@ -391,13 +383,17 @@ def _pgd_max_loss(model: nn.Module, x0: Tensor, labels: Tensor, e: Tensor, p: fl
             if t == steps:
                 break
             step = view_as_batch(rel * e, x)
-            if p == INF:
-                direction = grad.sign()
-            elif p == 2:
-                direction = grad / view_as_batch(lp_norm(grad, 2).clamp_min(1e-30), grad)
-            else:
-                frac = t / max(steps - 1, 1)
-                k = max(1, int(round(k0 ** (1.0 - frac))))
-                direction = sparse_l1_direction(grad, x, torch.full((x.shape[0],), k, device=x.device))
-            x = project_budget(x0, x + step * direction, e, p)
+            x = project_budget(x0, x + step * _ascent_direction(grad, x, p, t, steps, k0), e, p)
     return best
+
+
+def _ascent_direction(grad: Tensor, x: Tensor, p: float, t: int, steps: int, k0: int) -> Tensor:
+    """Steepest-ascent direction of unit Lp norm at step ``t``: the gradient's sign (Linf), its
+    normalised form (L2), or a sparse box-aware step over ``k`` coordinates (L1), ``k`` shrinking
+    geometrically from ``k0`` to 1 over the steps."""
+    if p == INF:
+        return grad.sign()
+    if p == 2:
+        return grad / view_as_batch(lp_norm(grad, 2).clamp_min(1e-30), grad)
+    k = max(1, int(round(k0 ** (1.0 - t / max(steps - 1, 1)))))
+    return sparse_l1_direction(grad, x, torch.full((x.shape[0],), k, device=x.device))
