@@ -19,6 +19,7 @@ Prints Markdown tables and the provenance (versions, device, threads, seed).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import gc
 import math
 import sys
@@ -169,6 +170,9 @@ def bench(width, model, x, y, norm, steps, device, seed, skip, bb_n, bb_steps, r
         info = foolbox_info(cls)
         bb = "BrendelBethge" in cls
         if bb and bb_n == 0:
+            continue
+        if bb and importlib.util.find_spec("numba") is None:
+            rows.append((f"fb:{cls}", "skipped: foolbox's Brendel-Bethge needs numba (pip install numba)"))
             continue
         xs, ys = (x[:bb_n], y[:bb_n]) if bb else (x, y)
         st = bb_steps if bb else steps
