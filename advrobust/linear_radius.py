@@ -132,7 +132,6 @@ def linear_radii(weight, bias, inputs, labels, *, norm: float, return_delta: boo
     if W.ndim != 2 or W.shape[1] != x.shape[1] or b.shape != (W.shape[0],) or y.shape != (x.shape[0],):
         raise ValueError(f"shape mismatch: weight {W.shape}, bias {b.shape}, inputs {x.shape}, labels {y.shape}")
     B, D = x.shape
-    K = W.shape[0]
     z = x @ W.T + b  # (B, K)
     a = W[y][:, None, :] - W[None, :, :]  # (B, K, D)
     c = z[np.arange(B), y][:, None] - z  # (B, K)

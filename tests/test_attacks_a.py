@@ -20,6 +20,8 @@ from attacks.cw import cw
 from attacks.ddn import ddn
 from attacks.fmn import fmn
 
+from _linear_reference import exact_radius
+
 INF = math.inf
 torch.set_num_threads(1)  # the suite runs on two shared cores; tiny models gain nothing from threads
 
@@ -37,32 +39,6 @@ def linear_problem(seed: int, half: float, batch: int = 32, d: int = 64, k: int 
     with torch.no_grad():
         y = model(x).argmax(1)
     return model, x, y
-
-
-def exact_radius(model: nn.Linear, x, y, p: float):
-    """Exact minimal radius per sample (unconstrained), after checking the minimiser is in the box."""
-    with torch.no_grad():
-        w = model.weight.double()
-        z = model(x).double()
-        a = w[y][:, None, :] - w[None]  # (B, K, D): w_y - w_j
-        q = dual(p)
-        a_dual = a.abs().amax(2) if q == INF else (a.abs().sum(2) if q == 1 else a.norm(dim=2))
-        r = (z.gather(1, y[:, None]) - z) / a_dual.clamp_min(1e-30)
-        r[torch.arange(len(y)), y] = INF
-        radius, j = r.min(1)
-        a_j = a[torch.arange(len(y)), j]  # (B, D)
-        if p == 2:
-            delta = -radius[:, None] * a_j / a_j.norm(dim=1, keepdim=True)
-        elif p == INF:
-            delta = -radius[:, None] * a_j.sign()
-        else:
-            top = a_j.abs().argmax(1)
-            delta = torch.zeros_like(a_j)
-            delta[torch.arange(len(y)), top] = -radius * a_j[torch.arange(len(y)), top].sign()
-        x_star = x.double() + delta
-        assert float(x_star.min()) >= 0 and float(x_star.max()) <= 1, "test problem leaves the box"
-        assert torch.allclose(lp_norm(delta, p), radius)
-    return radius.float()
 
 
 def small_mlp(seed: int, batch: int = 32, d: int = 64, k: int = 10):
