@@ -16,25 +16,15 @@ from advrobust.certify import (certified_radii, check_bracket, layer_bounds, mar
 from advrobust.linear_radius import linear_radii
 from attacks._common import clamp_box, make_generator, random_in_ball
 
+import _nets
+
 INF = math.inf
 NORMS = [1.0, 2.0, INF]
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def random_mlp(seed: int, d: int, widths: list[int], classes: int = 3) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = [nn.Flatten()]
-    prev = d
-    for w in widths:
-        layers += [nn.Linear(prev, w), nn.ReLU()]
-        prev = w
-    layers.append(nn.Linear(prev, classes))
-    model = nn.Sequential(*layers).double().eval()
-    # put the decision boundaries through the box: equal logits at its centre, plus a little noise
-    with torch.no_grad():
-        centre = torch.full((1, d), 0.5, dtype=model[1].weight.dtype)
-        model[-1].bias -= model(centre)[0] + 0.05 * torch.randn(classes, dtype=centre.dtype)
-    return model
+    return _nets.random_mlp(seed, d, widths, classes, dtype=torch.float64)
 
 
 @pytest.fixture(autouse=True)

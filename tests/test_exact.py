@@ -17,23 +17,9 @@ from advrobust.exact import exact_radii
 from advrobust.linear_radius import linear_radii
 from attacks._common import clamp_box, label_margin, lp_norm, make_generator, project_ball, random_in_ball
 
+from _nets import random_mlp
+
 INF = math.inf
-
-
-def random_mlp(seed: int, d: int, widths: list[int], classes: int = 3) -> nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = [nn.Flatten()]
-    prev = d
-    for w in widths:
-        layers += [nn.Linear(prev, w), nn.ReLU()]
-        prev = w
-    layers.append(nn.Linear(prev, classes))
-    model = nn.Sequential(*layers).eval()
-    # put the decision boundaries through the box: equal logits at its centre, plus a little noise
-    with torch.no_grad():
-        centre = torch.full((1, d), 0.5, dtype=model[1].weight.dtype)
-        model[-1].bias -= model(centre)[0] + 0.05 * torch.randn(classes, dtype=centre.dtype)
-    return model
 
 
 @pytest.fixture(autouse=True)
