@@ -28,13 +28,7 @@ from _linear_reference import exact_radius
 INF = math.inf
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: thread start-up dominates on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_problem(seed: int = 0, batch: int = 16, d: int = 64, k: int = 10):

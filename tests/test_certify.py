@@ -27,13 +27,7 @@ def random_mlp(seed: int, d: int, widths: list[int], classes: int = 3) -> nn.Seq
     return _nets.random_mlp(seed, d, widths, classes, dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: thread start-up dominates, and the test machine is shared
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sampled_margins(model, x, y, eps, p, n=400, seed=0):

@@ -22,13 +22,7 @@ from _nets import random_mlp
 INF = math.inf
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: thread start-up dominates, and the test machine is shared
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def closest_found(model, x, y, radius, p, *, restarts=8, steps=60, samples=2000, seed=0):

@@ -20,13 +20,7 @@ from advrobust.train import TrainConfig, find_min_width, main, train, train_run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine's 2 cores are shared; one thread is faster than two fighting for them
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
