@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 INF = math.inf
 
@@ -111,6 +111,47 @@ def label_margin(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tens
     pair = logits.gather(1, torch.cat((lab, other), 1))
     true, best_other = pair[:, 0], pair[:, 1]
     return best_other - true if targeted else true - best_other
+
+
+def margin_weights(logits: Tensor, labels: Tensor, targeted: bool = False,
+                   onehot: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The margin of :func:`label_margin` and its gradient with respect to the logits.
+
+    For detached ``logits`` (B, C) returns ``(w, margin)``: ``w`` (B, C) is +1 at the label and
+    -1 at the best other class (signs flipped when ``targeted``), ``margin`` (B,) as in
+    :func:`label_margin`. Pass it to :func:`input_grad` (its ``w`` is the incoming gradient).
+    ``onehot``: the labels' one-hot rows (B, C) in the logits' dtype, when the caller keeps them
+    across steps (saves two small kernels per call).
+    """
+    lab = labels.unsqueeze(1)
+    best_other, other = logits.scatter(1, lab, -INF).max(dim=1, keepdim=True)
+    margin = (logits.gather(1, lab) - best_other).squeeze(1)
+    if onehot is None:
+        onehot = torch.zeros_like(logits).scatter_(1, lab, 1.0)
+    w = onehot.scatter(1, other, -1.0)
+    if targeted:
+        return w.neg_(), margin.neg_()
+    return w, margin
+
+
+def input_grad(model: nn.Module, x: Tensor, weigh) -> tuple[Tensor, object, Tensor]:
+    """Logits at ``x`` and the input gradient of a loss given by its gradient in logit space.
+
+    One forward and one backward pass. ``weigh(logits)`` receives the detached logits (B, C) and
+    returns ``(w, aux)``: ``w`` (B, C) is the loss's gradient with respect to the logits (for a
+    per-sample loss summed over the batch) and ``aux`` anything the caller wants back (the loss
+    values, say). The backward pass starts at the logits with ``w`` as incoming gradient, so the
+    loss itself never enters the autograd graph: for the small models this toolkit studies, the
+    handful of nodes a loss adds to a backward pass costs as much as the model's own layers.
+    Works under ``torch.no_grad()`` too. Returns ``(logits, aux, grad)``, grad shaped like ``x``.
+    """
+    xa = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(xa)
+    zd = z.detach()
+    w, aux = weigh(zd)
+    (g,) = torch.autograd.grad(z, xa, w)
+    return zd, aux, g
 
 
 def is_adversarial(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tensor:

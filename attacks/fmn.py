@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (INF, check_inputs, check_norm, dual, flat, label_margin, lp_norm,
+from ._common import (INF, check_inputs, check_norm, dual, flat, input_grad, lp_norm, margin_weights,
                       project_ball, view_as_batch)
 
 
@@ -114,16 +114,14 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     eps = worst_norm.clone()
     delta = torch.zeros_like(x)
 
+    def weigh(z):
+        return margin_weights(z, labels, targeted)
+
     for i in range(steps):
         alpha = _cosine(i, steps, step_size, step_size / 100)
         gam = _cosine(i, steps, gamma, gamma / 50)
-        delta.requires_grad_(True)
         x_adv = x + delta
-        margin = label_margin(model(x_adv), labels, targeted)  # > 0 while not adversarial
-        (grad,) = torch.autograd.grad(margin.sum(), delta)
-        delta = delta.detach()
-        margin = margin.detach()
-        x_adv = x_adv.detach()
+        _, margin, grad = input_grad(model, x_adv, weigh)  # margin > 0 while not adversarial
 
         d_norm = lp_norm(delta, p)
         is_adv = margin < 0
@@ -132,15 +130,16 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
         best_adv = torch.where(view_as_batch(better, x), x_adv, best_adv)
         found |= is_adv
 
-        g_dual = lp_norm(grad, q).clamp_min(1e-12)
-        to_boundary = margin.abs() / g_dual
-        eps = torch.where(is_adv, torch.minimum(eps * (1 - gam), best_norm),
-                          torch.where(found, eps * (1 + gam), (d_norm + to_boundary) * (1 + gam)))
+        g_dual = lp_norm(grad, q).clamp_min_(1e-12)
+        # radius: shrink while adversarial (never above the best norm), grow once an adversarial
+        # point was seen and lost, before the first success jump past the linear estimate
+        grow = torch.where(found, eps, margin.abs().div_(g_dual).add_(d_norm)).mul_(1 + gam)
+        eps = torch.where(is_adv, torch.minimum(eps * (1 - gam), best_norm), grow)
         eps = torch.minimum(eps, worst_norm)
 
         if p == 2:  # fused: normalised gradient step (||grad||_2 = g_dual), then ball projection
             delta = delta.addcmul(grad, view_as_batch(eps * (-alpha) / g_dual, x))
-            delta.mul_(view_as_batch((eps / lp_norm(delta, 2).clamp_min(1e-12)).clamp_(max=1.0), x))
+            delta.mul_(view_as_batch((eps / lp_norm(delta, 2).clamp_min_(1e-12)).clamp_(max=1.0), x))
         else:
             delta = project_ball(delta + _step(-grad, x_adv, alpha * eps, p), eps, p)
         delta = (x + delta).clamp_(0, 1).sub_(x)  # clamp_box, in place

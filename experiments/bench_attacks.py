@@ -12,8 +12,9 @@ overhead of the attack's own bookkeeping). Our cascade's per-sample radius (the 
 default cascade's attacks, which all run on every point) is compared with the per-sample best of
 all foolbox attacks: ratio of medians and median of per-sample ratios.
 
-Peak memory: CUDA's max_memory_allocated on GPU; on CPU the growth of the process's peak resident
-set (VmHWM, reset through /proc/self/clear_refs before each run), which includes allocator slack.
+Peak memory: the largest extra tensor memory held at once during one more call of each attack and
+bare loop (CUDA's max_memory_allocated on GPU; on CPU the allocation events that torch.profiler
+records, see peak_bytes). The timed calls run without the profiler.
 Prints Markdown tables and the provenance (versions, device, threads, seed).
 """
 from __future__ import annotations
@@ -60,55 +61,56 @@ def train_mlp(width: int, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, ep
     return model.eval()
 
 
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
+def peak_bytes(fn, device: torch.device) -> float:
+    """Peak bytes of tensors alive at once while ``fn()`` runs, beyond those alive before it.
 
+    CUDA: the caching allocator's max_memory_allocated. CPU: ``torch.profiler`` with
+    ``profile_memory=True`` records every allocation and free of PyTorch's CPU allocator; the
+    peak of their running sum, in time order, is the largest extra tensor memory held at once.
+    (The process's resident set is no use here: the tensors of these attacks are kilobytes, below
+    the C allocator's granularity, and what it keeps cached depends on what ran before.)
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return float(torch.cuda.max_memory_allocated(device) - base)
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
 
-class PeakMemory:
-    """Peak extra memory (bytes) used inside the block."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak = math.nan
-
-    def __enter__(self):
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-                self.base = _rss_kb("VmRSS:") * 1024
-            except OSError:
-                self.base = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
-        elif self.base is not None:
-            self.peak = _rss_kb("VmHWM:") * 1024 - self.base
-        return False
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()  # > 0 allocation, < 0 free
+        peak = max(peak, live)
+    return float(peak)
 
 
 def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, forward: int, backward: int) -> None:
-    """``forward`` forward passes on the batch, ``backward`` of them followed by an input gradient."""
+    """``forward`` forward passes and ``backward`` input-gradient passes on the batch.
+
+    Each forward pass is followed by a backward pass while backward passes remain, then by a
+    signed step; an attack with more backward than forward passes (one backward per candidate
+    class, say) gets the extra backward passes through the last graph.
+    """
     xa = x.clone()
-    for i in range(forward):
-        if i < backward:
-            xa.requires_grad_(True)
-            loss = nn.functional.cross_entropy(model(xa), y)
-            (g,) = torch.autograd.grad(loss, xa)
-            xa = (xa.detach() + 1e-3 * g.sign()).clamp(0, 1)
-        else:
-            with torch.no_grad():
-                model(xa)
+    for i in range(max(forward, backward)):
+        if i < forward:
+            xin = xa.detach().requires_grad_(i < backward)
+            out = model(xin)
+            if i >= backward:
+                continue
+            loss = nn.functional.cross_entropy(out, y)
+        (g,) = torch.autograd.grad(loss, xin, retain_graph=i + 1 < backward and i + 1 >= forward)
+        if i < forward:
+            xa = (xin.detach() + 1e-3 * g.sign()).clamp(0, 1)
 
 
 def timed(fn, device):
@@ -122,12 +124,13 @@ def timed(fn, device):
 
 
 def run_one(fn, model, x, y, norm, device, repeats=1):
-    with PeakMemory(device) as mem, count_passes(model) as c:
+    with count_passes(model) as c:
         adv, dt = timed(lambda: fn(model, x, y), device)
     for _ in range(repeats - 1):  # the machine may be shared: keep the fastest of the repeats
         dt = min(dt, timed(lambda: fn(model, x, y), device)[1])
+    mem = peak_bytes(lambda: fn(model, x, y), device)
     r, oob, nan = verify(model, x, y, adv.detach(), norm=norm)
-    return {"radius": r.cpu().numpy(), "time": dt, "mem": mem.peak, "fwd": c.forward, "bwd": c.backward,
+    return {"radius": r.cpu().numpy(), "time": dt, "mem": mem, "fwd": c.forward, "bwd": c.backward,
             "oob": int(oob.sum()), "nan": int(nan.sum())}
 
 
@@ -160,11 +163,11 @@ def bench(width, model, x, y, norm, steps, device, seed, skip, bb_n, bb_steps, r
             continue
         nb = len(x)
         f, b = round(res["fwd"] / nb), round(res["bwd"] / nb)
-        with PeakMemory(device) as mem:
-            _, bt = timed(lambda: bare_loop(model, x, y, f, b), device)
+        _, bt = timed(lambda: bare_loop(model, x, y, f, b), device)
         for _ in range(repeats - 1):
             bt = min(bt, timed(lambda: bare_loop(model, x, y, f, b), device)[1])
-        res["bare_time"], res["bare_mem"] = bt, mem.peak
+        res["bare_time"] = bt
+        res["bare_mem"] = peak_bytes(lambda: bare_loop(model, x, y, f, b), device)
         results[name] = res
     for cls in FOOLBOX[norm]:
         info = foolbox_info(cls)
