@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import (check_inputs, check_norm, label_margin, lp_norm, view_as_batch)
+from ._common import check_inputs, check_norm, flat, input_grad, lp_norm, margin_weights, update_rows_
 
 
 def _cosine(i: int, steps: int, start: float, end: float) -> float:
@@ -76,37 +76,42 @@ def ddn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     x = inputs.detach()
     if x.shape[0] == 0:
         return x.clone()
-    batch = x.shape[0]
-    worst_norm = lp_norm(torch.maximum(x, 1 - x), 2)  # largest radius the box allows
-    best_norm = torch.full((batch,), math.inf, device=x.device, dtype=x.dtype)
+    shape = x.shape
+    x = flat(x)  # the state is kept flat, (B, D); only the model sees the input's shape
+    lo, hi = -x, 1 - x  # box bounds on delta
+    worst_norm = lp_norm(torch.maximum(x, hi), 2)  # largest radius the box allows
+    best_norm = torch.full_like(worst_norm, math.inf)
     best_adv = x.clone()
     radius = worst_norm if eps is None else torch.full_like(worst_norm, eps).minimum(worst_norm)
     delta = torch.zeros_like(x)
+    d_norm = torch.zeros_like(worst_norm)  # ||delta||_2, kept up to date at the end of each step
+
+    def weigh(z):
+        return margin_weights(z, labels, targeted)
 
     for i in range(steps):
         alpha = _cosine(i, steps, step_size, step_size / 100)
         gam = _cosine(i, steps, gamma, gamma / 50)
-        delta.requires_grad_(True)
         x_adv = x + delta
-        margin = label_margin(model(x_adv), labels, targeted)  # > 0 while not adversarial
-        (grad,) = torch.autograd.grad(margin.sum(), delta)
-        delta, margin, x_adv = delta.detach(), margin.detach(), x_adv.detach()
+        _, margin, grad = input_grad(model, x_adv.view(shape), weigh)  # margin > 0 while not adversarial
+        grad = grad.view_as(x)
 
-        d_norm = lp_norm(delta, 2)
         is_adv = margin < 0
-        better = is_adv & (d_norm < best_norm)
-        best_norm = torch.where(better, d_norm, best_norm)
-        best_adv = torch.where(view_as_batch(better, x), x_adv, best_adv)
+        cand = torch.where(is_adv, d_norm, math.inf)
+        update_rows_(best_adv, x_adv, cand < best_norm)
+        best_norm = torch.minimum(best_norm, cand)
 
-        g_norm = lp_norm(grad, 2)
+        g_norm = lp_norm(grad, 2).clamp_min_(1e-12)
         if i == 0 and eps is None:
             # start just past the linearised boundary (exactly on it a linear model never crosses)
-            radius = torch.minimum(margin.abs() / g_norm.clamp_min(1e-12) * (1 + gam), worst_norm)
+            radius = torch.minimum(margin.abs().div_(g_norm).mul_(1 + gam), worst_norm)
         else:
-            radius = torch.minimum(radius * (1 + gam - (2 * gam) * is_adv), worst_norm)
+            radius = torch.minimum(radius * torch.where(is_adv, 1 - gam, 1 + gam), worst_norm)
         # step of length alpha * radius against the gradient, then rescale onto the sphere
-        delta = delta.addcmul(grad, view_as_batch(radius * (-alpha) / g_norm.clamp_min(1e-12), x))
-        delta.mul_(view_as_batch(radius / lp_norm(delta, 2).clamp_min(1e-12), x))
-        delta = (x + delta).clamp_(0, 1).sub_(x)  # clamp_box, in place
+        delta.addcmul_(grad, radius.div(g_norm).mul_(-alpha).unsqueeze(1))
+        delta.mul_(radius.div(lp_norm(delta, 2).clamp_min_(1e-12)).unsqueeze(1))
+        delta.clamp_(lo, hi)
+        d_norm = lp_norm(delta, 2)
 
-    return best_adv
+    return best_adv.clamp_(0, 1).view(shape)
+

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import (INF, check_inputs, check_norm, dual, flat, input_grad, lp_norm, margin_weights,
-                      project_ball, view_as_batch)
+                      project_ball, update_rows_, view_as_batch)
 
 
 def _cosine(i: int, steps: int, start: float, end: float) -> float:
@@ -105,14 +105,16 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     x = inputs.detach()
     if x.shape[0] == 0:
         return x.clone()
-    batch = x.shape[0]
+    shape = x.shape
+    x = flat(x)  # the state is kept flat, (B, D); only the model sees the input's shape
+    lo, hi = -x, 1 - x  # box bounds on delta
     q = dual(p)
-    worst_norm = lp_norm(torch.maximum(x, 1 - x), p)  # largest radius the box allows
-    best_norm = torch.full((batch,), INF, device=x.device, dtype=x.dtype)
+    worst_norm = lp_norm(torch.maximum(x, hi), p)  # largest radius the box allows
+    best_norm = torch.full_like(worst_norm, INF)
     best_adv = x.clone()
-    found = torch.zeros(batch, dtype=torch.bool, device=x.device)
     eps = worst_norm.clone()
     delta = torch.zeros_like(x)
+    d_norm = torch.zeros_like(worst_norm)  # ||delta||_p, kept up to date at the end of each step
 
     def weigh(z):
         return margin_weights(z, labels, targeted)
@@ -121,27 +123,30 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
         alpha = _cosine(i, steps, step_size, step_size / 100)
         gam = _cosine(i, steps, gamma, gamma / 50)
         x_adv = x + delta
-        _, margin, grad = input_grad(model, x_adv, weigh)  # margin > 0 while not adversarial
+        _, margin, grad = input_grad(model, x_adv.view(shape), weigh)  # margin > 0 while not adversarial
+        grad = grad.view_as(x)
 
-        d_norm = lp_norm(delta, p)
         is_adv = margin < 0
-        better = is_adv & (d_norm < best_norm)
-        best_norm = torch.where(better, d_norm, best_norm)
-        best_adv = torch.where(view_as_batch(better, x), x_adv, best_adv)
-        found |= is_adv
+        cand = torch.where(is_adv, d_norm, INF)
+        better = cand < best_norm
+        best_norm = torch.minimum(best_norm, cand)
+        update_rows_(best_adv, x_adv, better)
 
         g_dual = lp_norm(grad, q).clamp_min_(1e-12)
         # radius: shrink while adversarial (never above the best norm), grow once an adversarial
-        # point was seen and lost, before the first success jump past the linear estimate
-        grow = torch.where(found, eps, margin.abs().div_(g_dual).add_(d_norm)).mul_(1 + gam)
-        eps = torch.where(is_adv, torch.minimum(eps * (1 - gam), best_norm), grow)
-        eps = torch.minimum(eps, worst_norm)
+        # point was seen and lost, before the first success jump just past the linear estimate
+        # of the boundary, ||delta|| + margin / ||grad||_dual
+        base = torch.where(best_norm < INF, eps, torch.addcdiv(d_norm, margin.abs(), g_dual))
+        cap = torch.where(is_adv, best_norm, worst_norm)  # best_norm <= worst_norm (in the box)
+        eps = torch.minimum(base.mul_(torch.where(is_adv, 1 - gam, 1 + gam)), cap)
 
         if p == 2:  # fused: normalised gradient step (||grad||_2 = g_dual), then ball projection
-            delta = delta.addcmul(grad, view_as_batch(eps * (-alpha) / g_dual, x))
-            delta.mul_(view_as_batch((eps / lp_norm(delta, 2).clamp_min_(1e-12)).clamp_(max=1.0), x))
+            delta.addcmul_(grad, eps.div(g_dual).mul_(-alpha).unsqueeze(1))
+            delta.mul_(eps.div(lp_norm(delta, 2).clamp_min_(1e-12)).clamp_(max=1.0).unsqueeze(1))
         else:
             delta = project_ball(delta + _step(-grad, x_adv, alpha * eps, p), eps, p)
-        delta = (x + delta).clamp_(0, 1).sub_(x)  # clamp_box, in place
+        delta.clamp_(lo, hi)
+        d_norm = lp_norm(delta, p)
 
-    return best_adv
+    return best_adv.clamp_(0, 1).view(shape)
+

@@ -222,3 +222,37 @@ def test_cw_pixels_on_box_edge_move():
     ratio = lp_norm(adv - x, 2.0) / exact
     assert float(ratio.min()) > 1 - 1e-3
     assert float(ratio.median()) <= 1.02, f"median ratio {float(ratio.median()):.4f}"
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_input_grad_matches_autograd_of_the_margin(targeted):
+    """The closed-form logit weights give the same margin and input gradient as autograd."""
+    from attacks._common import input_grad, label_margin, margin_weights
+
+    gen = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 7)).double()
+    x = torch.rand(40, 3, 4, dtype=torch.float64, generator=gen)
+    y = torch.randint(0, 7, (40,), generator=gen)
+    xa = x.clone().requires_grad_(True)
+    ref = label_margin(model(xa), y, targeted)
+    (g_ref,) = torch.autograd.grad(ref.sum(), xa)
+    with torch.no_grad():  # input_grad must not depend on the caller's grad mode
+        z, margin, g = input_grad(model, x, lambda logits: margin_weights(logits, y, targeted))
+    assert torch.equal(margin, ref.detach())
+    assert torch.allclose(g, g_ref, rtol=0, atol=1e-12)
+    assert g.shape == x.shape and not g.requires_grad and not z.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_update_rows_copies_rows_bit_for_bit(dtype):
+    """update_rows_ is dst[rows] = src[rows] exactly (it relies on lerp being exact at 0 and 1)."""
+    from attacks._common import update_rows_
+
+    gen = torch.Generator().manual_seed(0)
+    dst = torch.rand(300, 2, 5, generator=gen).to(dtype)
+    src = torch.rand(300, 2, 5, generator=gen).to(dtype) * 1e-3 + torch.rand(300, 2, 5, generator=gen).to(dtype)
+    rows = torch.rand(300, generator=gen) < 0.5
+    expect = dst.clone()
+    expect[rows] = src[rows]
+    out = update_rows_(dst, src, rows)
+    assert out is dst and torch.equal(dst, expect)
