@@ -78,13 +78,13 @@ def ddn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
         return x.clone()
     shape = x.shape
     x = flat(x)  # the state is kept flat, (B, D); only the model sees the input's shape
-    lo, hi = -x, 1 - x  # box bounds on delta
-    worst_norm = lp_norm(torch.maximum(x, hi), 2)  # largest radius the box allows
+    worst_norm = lp_norm(torch.maximum(x, 1 - x), 2)  # largest radius the box allows
     best_norm = torch.full_like(worst_norm, math.inf)
     best_adv = x.clone()
     radius = worst_norm if eps is None else torch.full_like(worst_norm, eps).minimum(worst_norm)
+    x_adv = x.clone()  # the iterate, in the box; delta = x_adv - x and its norm are kept with it
     delta = torch.zeros_like(x)
-    d_norm = torch.zeros_like(worst_norm)  # ||delta||_2, kept up to date at the end of each step
+    d_norm = torch.zeros_like(worst_norm)
 
     def weigh(z):
         return margin_weights(z, labels, targeted)
@@ -92,7 +92,6 @@ def ddn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     for i in range(steps):
         alpha = _cosine(i, steps, step_size, step_size / 100)
         gam = _cosine(i, steps, gamma, gamma / 50)
-        x_adv = x + delta
         _, margin, grad = input_grad(model, x_adv.view(shape), weigh)  # margin > 0 while not adversarial
         grad = grad.view_as(x)
 
@@ -107,11 +106,12 @@ def ddn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
             radius = torch.minimum(margin.abs().div_(g_norm).mul_(1 + gam), worst_norm)
         else:
             radius = torch.minimum(radius * torch.where(is_adv, 1 - gam, 1 + gam), worst_norm)
-        # step of length alpha * radius against the gradient, then rescale onto the sphere
+        # step of length alpha * radius against the gradient, rescale onto the sphere, clip to the box
         delta.addcmul_(grad, radius.div(g_norm).mul_(-alpha).unsqueeze(1))
-        delta.mul_(radius.div(lp_norm(delta, 2).clamp_min_(1e-12)).unsqueeze(1))
-        delta.clamp_(lo, hi)
+        scale = radius.div(lp_norm(delta, 2).clamp_min_(1e-12))
+        x_adv = torch.addcmul(x, delta, scale.unsqueeze(1)).clamp_(0, 1)
+        delta = x_adv - x
         d_norm = lp_norm(delta, 2)
 
-    return best_adv.clamp_(0, 1).view(shape)
+    return best_adv.view(shape)
 

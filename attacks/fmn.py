@@ -107,14 +107,14 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
         return x.clone()
     shape = x.shape
     x = flat(x)  # the state is kept flat, (B, D); only the model sees the input's shape
-    lo, hi = -x, 1 - x  # box bounds on delta
     q = dual(p)
-    worst_norm = lp_norm(torch.maximum(x, hi), p)  # largest radius the box allows
+    worst_norm = lp_norm(torch.maximum(x, 1 - x), p)  # largest radius the box allows
     best_norm = torch.full_like(worst_norm, INF)
     best_adv = x.clone()
     eps = worst_norm.clone()
+    x_adv = x.clone()  # the iterate, in the box; delta = x_adv - x and its norm are kept with it
     delta = torch.zeros_like(x)
-    d_norm = torch.zeros_like(worst_norm)  # ||delta||_p, kept up to date at the end of each step
+    d_norm = torch.zeros_like(worst_norm)
 
     def weigh(z):
         return margin_weights(z, labels, targeted)
@@ -122,15 +122,13 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     for i in range(steps):
         alpha = _cosine(i, steps, step_size, step_size / 100)
         gam = _cosine(i, steps, gamma, gamma / 50)
-        x_adv = x + delta
         _, margin, grad = input_grad(model, x_adv.view(shape), weigh)  # margin > 0 while not adversarial
         grad = grad.view_as(x)
 
         is_adv = margin < 0
         cand = torch.where(is_adv, d_norm, INF)
-        better = cand < best_norm
+        update_rows_(best_adv, x_adv, cand < best_norm)
         best_norm = torch.minimum(best_norm, cand)
-        update_rows_(best_adv, x_adv, better)
 
         g_dual = lp_norm(grad, q).clamp_min_(1e-12)
         # radius: shrink while adversarial (never above the best norm), grow once an adversarial
@@ -140,13 +138,15 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
         cap = torch.where(is_adv, best_norm, worst_norm)  # best_norm <= worst_norm (in the box)
         eps = torch.minimum(base.mul_(torch.where(is_adv, 1 - gam, 1 + gam)), cap)
 
-        if p == 2:  # fused: normalised gradient step (||grad||_2 = g_dual), then ball projection
+        if p == 2:  # fused: normalised gradient step (||grad||_2 = g_dual), ball projection, box
             delta.addcmul_(grad, eps.div(g_dual).mul_(-alpha).unsqueeze(1))
-            delta.mul_(eps.div(lp_norm(delta, 2).clamp_min_(1e-12)).clamp_(max=1.0).unsqueeze(1))
+            shrink = eps.div(lp_norm(delta, 2).clamp_min_(1e-12)).clamp_(max=1.0)
+            x_adv = torch.addcmul(x, delta, shrink.unsqueeze(1)).clamp_(0, 1)
         else:
             delta = project_ball(delta + _step(-grad, x_adv, alpha * eps, p), eps, p)
-        delta.clamp_(lo, hi)
+            x_adv = (x + delta).clamp_(0, 1)
+        delta = x_adv - x
         d_norm = lp_norm(delta, p)
 
-    return best_adv.clamp_(0, 1).view(shape)
+    return best_adv.view(shape)
 

@@ -1,20 +1,22 @@
-"""Benchmark: our attacks vs foolbox 3's at equal steps on trained digits MLPs.
+"""Benchmark: our attacks vs foolbox 3's at equal steps on trained digits MLPs, and their cost.
 
     python experiments/bench_attacks.py                # n=200, steps=100, widths 16 and 512
-    python experiments/bench_attacks.py --n 50 --steps 50 --norms l2
+    python experiments/bench_attacks.py --n 50 --steps 50 --norms l2 --sections strength
 
-For each model (a narrow and a wide MLP trained here on scikit-learn's digits, full batch, to
-interpolation) and each norm, every attack runs on the same n training points. Reported per
-attack: median verified radius over the correctly classified points (inf counts as larger than
-any radius), success rate, wall time; for our attacks also time and peak memory relative to a
-bare loop that does the same number of forward and backward passes on the same batch (the
-overhead of the attack's own bookkeeping). Our cascade's per-sample radius (the minimum over the
-default cascade's attacks, which all run on every point) is compared with the per-sample best of
-all foolbox attacks: ratio of medians and median of per-sample ratios.
+Strength section: for each model (a narrow and a wide MLP trained here on scikit-learn's digits,
+full batch, to interpolation) and each norm, every attack, ours and foolbox's, runs on the same n
+training points. Reported per attack: median verified radius (inf counts as larger than any
+radius), success rate, wall time, passes per point. Our cascade's per-sample radius (the minimum
+over the default cascade's attacks, which all run on every point) is compared with the
+per-sample best of all foolbox attacks: ratio of medians and median of per-sample ratios.
 
-Peak memory: the largest extra tensor memory held at once during one more call of each attack and
-bare loop (CUDA's max_memory_allocated on GPU; on CPU the allocation events that torch.profiler
-records, see peak_bytes). The timed calls run without the profiler.
+Cost section: each of our minimal attacks against a bare loop that does the same number of
+forward and backward passes per sample on the same batch (cross-entropy, input gradient, signed
+step; see bare_loop), at each batch size of --cost-batches: wall time (fastest of alternating
+repeats) and peak memory, the largest extra tensor memory held at once during one more call of
+each (CUDA's max_memory_allocated on GPU; on CPU the allocation events torch.profiler records,
+see peak_bytes). The timed calls run without the profiler.
+
 Prints Markdown tables and the provenance (versions, device, threads, seed).
 """
 from __future__ import annotations
@@ -128,10 +130,58 @@ def run_one(fn, model, x, y, norm, device, repeats=1):
         adv, dt = timed(lambda: fn(model, x, y), device)
     for _ in range(repeats - 1):  # the machine may be shared: keep the fastest of the repeats
         dt = min(dt, timed(lambda: fn(model, x, y), device)[1])
-    mem = peak_bytes(lambda: fn(model, x, y), device)
     r, oob, nan = verify(model, x, y, adv.detach(), norm=norm)
-    return {"radius": r.cpu().numpy(), "time": dt, "mem": mem, "fwd": c.forward, "bwd": c.backward,
+    return {"radius": r.cpu().numpy(), "time": dt, "fwd": c.forward, "bwd": c.backward,
             "oob": int(oob.sum()), "nan": int(nan.sum())}
+
+
+def _attack_kwargs(info, norm, steps, seed):
+    kw = {"norm": norm, "steps": steps}
+    if "seed" in info.fn.__code__.co_varnames:
+        kw["seed"] = seed
+    return kw
+
+
+def cost(model, x, y, norm, steps, device, seed, names, repeats):
+    """Time and peak memory of each attack against a bare loop of the same passes on the same batch.
+
+    Passes are counted per sample (attacks/counting.py); the bare loop does the rounded per-sample
+    numbers of forward and backward passes on the whole batch. Attack and bare loop alternate,
+    ``repeats`` times each, and the fastest of each is kept; the memory of each is measured in one
+    more call.
+    """
+    rows = {}
+    for name in names:
+        info = ATTACKS[name]
+        kw = _attack_kwargs(info, norm, steps, seed)
+        run = lambda: info.fn(model, x, y, **kw)  # noqa: E731
+        with count_passes(model) as c:
+            run()
+        f, b = round(c.forward / len(x)), round(c.backward / len(x))
+        bare = lambda: bare_loop(model, x, y, f, b)  # noqa: E731
+        t_att, t_bare = math.inf, math.inf
+        for _ in range(repeats):
+            t_att = min(t_att, timed(run, device)[1])
+            t_bare = min(t_bare, timed(bare, device)[1])
+        rows[name] = {"fwd": f, "bwd": b, "time": t_att, "bare_time": t_bare,
+                      "mem": peak_bytes(run, device), "bare_mem": peak_bytes(bare, device)}
+    return rows
+
+
+def report_cost(width, norm, rows, steps, n):
+    nm = {1.0: "L1", 2.0: "L2", INF: "Linf"}[norm]
+    print(f"\n### Cost: MLP width {width}, {nm}, batch of {n}, {steps} steps\n")
+    print("| attack | fwd/pt | bwd/pt | time ms | bare loop ms | time / bare | peak MiB | bare MiB | peak mem / bare |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        tr, mr = r["time"] / r["bare_time"], r["mem"] / r["bare_mem"]
+        print(f"| {name} | {r['fwd']} | {r['bwd']} | {1e3 * r['time']:.1f} | {1e3 * r['bare_time']:.1f} | {tr:.3f} | "
+              f"{r['mem'] / 2**20:.2f} | {r['bare_mem'] / 2**20:.2f} | {mr:.3f} |")
+    if rows:
+        tmax = max(rows, key=lambda k: rows[k]["time"] / rows[k]["bare_time"])
+        mmax = max(rows, key=lambda k: rows[k]["mem"] / rows[k]["bare_mem"])
+        print(f"\nworst time ratio {rows[tmax]['time'] / rows[tmax]['bare_time']:.3f} ({tmax}), "
+              f"worst memory ratio {rows[mmax]['mem'] / rows[mmax]['bare_mem']:.3f} ({mmax})")
 
 
 def _med(r: np.ndarray) -> float:
@@ -153,21 +203,12 @@ def bench(width, model, x, y, norm, steps, device, seed, skip, bb_n, bb_steps, r
     results = {}
     for name in ours:
         info = ATTACKS[name]
-        kw = {"norm": norm, "steps": steps}
-        if "seed" in info.fn.__code__.co_varnames:
-            kw["seed"] = seed
+        kw = _attack_kwargs(info, norm, steps, seed)
         try:
             res = run_one(lambda m, a, b: info.fn(m, a, b, **kw), model, x, y, norm, device, repeats)
         except Exception as exc:  # an unfinished attack is reported, not fatal
             rows.append((name, f"error: {type(exc).__name__}: {str(exc)[:60]}"))
             continue
-        nb = len(x)
-        f, b = round(res["fwd"] / nb), round(res["bwd"] / nb)
-        _, bt = timed(lambda: bare_loop(model, x, y, f, b), device)
-        for _ in range(repeats - 1):
-            bt = min(bt, timed(lambda: bare_loop(model, x, y, f, b), device)[1])
-        res["bare_time"] = bt
-        res["bare_mem"] = peak_bytes(lambda: bare_loop(model, x, y, f, b), device)
         results[name] = res
     for cls in FOOLBOX[norm]:
         info = foolbox_info(cls)
@@ -195,23 +236,20 @@ def bench(width, model, x, y, norm, steps, device, seed, skip, bb_n, bb_steps, r
 def report(width, norm, results, errors, steps, n):
     nm = {1.0: "L1", 2.0: "L2", INF: "Linf"}[norm]
     print(f"\n### MLP width {width}, {nm}, {n} points, {steps} steps\n")
-    print("| attack | median radius | success | time s | fwd/pt | bwd/pt | time / bare loop | peak mem / bare loop |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| attack | median radius | success | time s | fwd/pt | bwd/pt |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         if "subset" in r:
             ref = {k: _med(v["radius"][: r["subset"]]) for k, v in results.items() if "subset" not in v}
             best = min(ref, key=ref.get)
             print(f"| {name} (first {r['subset']} points, {r['steps']} steps) | {_f(_med(r['radius']))} "
                   f"(best other on these points: {best} {_f(ref[best])}) | {np.isfinite(r['radius']).mean():.3f} | "
-                  f"{r['time']:.2f} | {r['fwd'] / r['subset']:.0f} | {r['bwd'] / r['subset']:.0f} | - | - |")
+                  f"{r['time']:.2f} | {r['fwd'] / r['subset']:.0f} | {r['bwd'] / r['subset']:.0f} |")
             continue
-        tr = r["time"] / r["bare_time"] if "bare_time" in r else math.nan
-        mr = (r["mem"] / r["bare_mem"]) if ("bare_mem" in r and r["bare_mem"] and r["bare_mem"] > 0) else math.nan
-        mem_s = f"{_f(mr, 3)} ({r['mem'] / 2**20:.2f} / {r['bare_mem'] / 2**20:.2f} MiB)" if "bare_mem" in r else "-"
         print(f"| {name} | {_f(_med(r['radius']))} | {np.isfinite(r['radius']).mean():.3f} | {r['time']:.2f} | "
-              f"{r['fwd'] / n:.0f} | {r['bwd'] / n:.0f} | {_f(tr, 3)} | {mem_s} |")
+              f"{r['fwd'] / n:.0f} | {r['bwd'] / n:.0f} |")
     for name, msg in errors:
-        print(f"| {name} | {msg} | | | | | | |")
+        print(f"| {name} | {msg} | | | | |")
     ours = {k: v for k, v in results.items() if not k.startswith("fb:")}
     fb = {k: v for k, v in results.items() if k.startswith("fb:") and "subset" not in v}
     if not ours or not fb:
@@ -244,15 +282,26 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1, help="time each attack and bare loop this often, keep the fastest")
     ap.add_argument("--bb-n", type=int, default=25, help="points for foolbox's Brendel-Bethge (0: skip it)")
     ap.add_argument("--bb-steps", type=int, default=20, help="steps for foolbox's Brendel-Bethge")
+    ap.add_argument("--sections", default="strength,cost", help="strength (ours vs foolbox), cost (ours vs bare loop)")
+    ap.add_argument("--cost-batches", default="200,all",
+                    help="batch sizes of the cost section (first training points; all: the whole training set)")
+    ap.add_argument("--cost-skip", default="", help="our attacks to leave out of the cost section")
+    ap.add_argument("--cost-repeats", type=int, default=3, help="alternating repeats of attack and bare loop")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = ap.parse_args(argv)
     from advrobust.data import load_dataset
     from advrobust.runs import device_info, versions
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    sections = set(args.sections.split(","))
     device = torch.device(args.device)
     ds = load_dataset("digits")
     x_tr, y_tr = ds.x_train.to(device), ds.y_train.to(device)
+    batches = [len(x_tr) if b == "all" else int(b) for b in args.cost_batches.split(",")]
     print(f"# attack benchmark: digits ({len(x_tr)} train points), n={args.n}, steps={args.steps}, seed={args.seed}, "
-          f"repeats={args.repeats}, skip={args.skip}, Brendel-Bethge on {args.bb_n} points with {args.bb_steps} steps")
+          f"repeats={args.repeats}, skip={args.skip}, Brendel-Bethge on {args.bb_n} points with {args.bb_steps} steps; "
+          f"cost batches {batches}, cost repeats {args.cost_repeats}, cost skip {args.cost_skip or '-'}")
     print("command: python " + " ".join(sys.argv))
     print(f"versions: {versions()}\ndevice: {device_info(device)}")
     t0 = time.perf_counter()
@@ -265,9 +314,18 @@ def main(argv=None):
         print(f"\nMLP width {width}: {sum(p.numel() for p in model.parameters())} params, train accuracy {acc:.4f}")
         x, y = x_tr[: args.n], y_tr[: args.n]
         for norm in (NAMES[s] for s in args.norms.split(",")):
-            results, errors = bench(width, model, x, y, norm, args.steps, device, args.seed,
-                                    set(filter(None, args.skip.split(","))), args.bb_n, args.bb_steps, args.repeats)
-            report(width, norm, results, errors, args.steps, len(x))
+            if "strength" in sections:
+                results, errors = bench(width, model, x, y, norm, args.steps, device, args.seed,
+                                        set(filter(None, args.skip.split(","))), args.bb_n, args.bb_steps,
+                                        args.repeats)
+                report(width, norm, results, errors, args.steps, len(x))
+            if "cost" in sections:
+                skip = set(filter(None, args.cost_skip.split(",")))
+                names = [k for k, i in ATTACKS.items() if i.kind == "minimal" and i.supports(norm) and k not in skip]
+                for nb in batches:
+                    rows = cost(model, x_tr[:nb], y_tr[:nb], norm, args.steps, device, args.seed, names,
+                                args.cost_repeats)
+                    report_cost(width, norm, rows, args.steps, nb)
     print(f"\ntotal wall time {time.perf_counter() - t0:.0f}s")
 
 
