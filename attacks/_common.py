@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -45,8 +46,31 @@ def flat(x: Tensor) -> Tensor:
 
 
 def lp_norm(x: Tensor, p: float) -> Tensor:
-    """Per-sample Lp norm of a batch, (B, ...) -> (B,)."""
-    return torch.linalg.vector_norm(flat(x), ord=p, dim=1)
+    """Per-sample Lp norm of a batch, (B, ...) -> (B,).
+
+    (On the CPU, linalg.vector_norm is fast for L2 but 5-10x slower than abs().sum() and
+    abs().amax() for L1 and Linf on short rows.)
+    """
+    f = flat(x)
+    if p == 2:
+        return torch.linalg.vector_norm(f, dim=1)
+    return f.abs().amax(dim=1) if p == INF else f.abs().sum(dim=1)
+
+
+def sort_rows(x: Tensor, descending: bool = False) -> tuple[Tensor, Tensor]:
+    """``torch.sort(x, dim=1, descending=descending)`` for a 2-D tensor, fast on the CPU.
+
+    PyTorch's CPU sort costs about 1.5 us per row of 64 (300 us for a batch of 200, more than
+    a forward and backward pass of the benchmark MLPs); NumPy's argsort is about 6x faster. CPU
+    float tensors that need no gradient go through NumPy, anything else through torch.sort.
+    Values are the same; among equal values the order may differ (neither sort is stable).
+    Rows must not contain NaN.
+    """
+    if x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64):
+        a = x.numpy()
+        order = torch.from_numpy(np.argsort(-a if descending else a, axis=1))
+        return x.gather(1, order), order
+    return torch.sort(x, dim=1, descending=descending)
 
 
 def update_rows_(dst: Tensor, src: Tensor, rows: Tensor) -> Tensor:
@@ -76,7 +100,7 @@ def project_l1_ball(delta: Tensor, eps: Tensor) -> Tensor:
     f = flat(delta)
     abs_f = f.abs()
     inside = abs_f.sum(1) <= eps
-    mu, _ = abs_f.sort(dim=1, descending=True)
+    mu, _ = sort_rows(abs_f, descending=True)
     cum = mu.cumsum(dim=1)
     ar = torch.arange(1, f.shape[1] + 1, device=f.device, dtype=f.dtype)
     cond = mu * ar > (cum - eps.unsqueeze(1))

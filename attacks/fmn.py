@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import (INF, check_inputs, check_norm, dual, flat, input_grad, lp_norm, margin_weights,
-                      project_ball, update_rows_, view_as_batch)
+                      project_ball, sort_rows, update_rows_, view_as_batch)
 
 
 def _cosine(i: int, steps: int, start: float, end: float) -> float:
@@ -31,7 +31,7 @@ def _l1_box_step(direction: Tensor, x_adv: Tensor, length: Tensor) -> Tensor:
     xa = flat(x_adv)
     room = torch.where(d > 0, 1 - xa, xa).clamp_min(0)
     room = torch.where(d == 0, torch.zeros_like(room), room)
-    order = d.abs().argsort(dim=1, descending=True)
+    order = sort_rows(d.abs(), descending=True)[1]
     room_sorted = room.gather(1, order)
     before = room_sorted.cumsum(1) - room_sorted  # room used by the coordinates ahead
     take = torch.minimum(room_sorted, (length.unsqueeze(1) - before).clamp_min(0))

@@ -256,3 +256,18 @@ def test_update_rows_copies_rows_bit_for_bit(dtype):
     expect[rows] = src[rows]
     out = update_rows_(dst, src, rows)
     assert out is dst and torch.equal(dst, expect)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_rows_matches_torch_sort(descending):
+    """The NumPy path of sort_rows sorts like torch.sort, and its indices point at the values."""
+    from attacks._common import sort_rows
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(50, 33, generator=gen)
+    x[:, :5] = 0.25  # ties
+    values, order = sort_rows(x, descending=descending)
+    ref = torch.sort(x, dim=1, descending=descending).values
+    assert torch.equal(values, ref) and order.dtype == torch.int64
+    assert torch.equal(x.gather(1, order), values)
+    assert torch.equal(order.sort(dim=1).values, torch.arange(33).expand(50, 33))
