@@ -96,19 +96,20 @@ def view_as_batch(v: Tensor, like: Tensor) -> Tensor:
 
 
 def project_l1_ball(delta: Tensor, eps: Tensor) -> Tensor:
-    """Euclidean projection of each sample onto the L1 ball of radius eps (B,) (sort-based, exact)."""
+    """Euclidean projection of each sample onto the L1 ball of radius eps (B,) (sort-based, exact).
+
+    The projection soft-thresholds at ``theta = max(0, (sum_{k <= rho} mu_k - eps) / rho)``, with
+    ``mu`` the sorted magnitudes and ``rho`` the number of k with ``k mu_k > sum_{j <= k} mu_j - eps``
+    (they form a prefix). Rows already inside get ``theta <= 0`` and come back unchanged.
+    """
     f = flat(delta)
     abs_f = f.abs()
-    inside = abs_f.sum(1) <= eps
     mu, _ = sort_rows(abs_f, descending=True)
-    cum = mu.cumsum(dim=1)
+    excess = mu.cumsum(dim=1).sub_(eps.unsqueeze(1))  # sum_{j <= k} mu_j - eps
     ar = torch.arange(1, f.shape[1] + 1, device=f.device, dtype=f.dtype)
-    cond = mu * ar > (cum - eps.unsqueeze(1))
-    rho = cond.to(torch.int64).cumsum(1).argmax(1, keepdim=True)  # last index where cond holds
-    rho = torch.where(cond.any(1, keepdim=True), rho, torch.zeros_like(rho))
-    theta = (cum.gather(1, rho) - eps.unsqueeze(1)) / (rho + 1).to(f.dtype)
-    proj = f.sign() * (abs_f - theta).clamp_min(0)
-    out = torch.where(inside.unsqueeze(1), f, proj)
+    rho = (mu * ar > excess).sum(dim=1, keepdim=True).clamp_min_(1)
+    theta = excess.gather(1, rho - 1).div_(rho).clamp_min_(0)
+    out = abs_f.sub_(theta).clamp_min_(0).mul_(f.sign())
     return out.view_as(delta)
 
 

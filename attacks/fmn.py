@@ -28,15 +28,15 @@ def _l1_box_step(direction: Tensor, x_adv: Tensor, length: Tensor) -> Tensor:
     linear model it is the exact minimal-L1 move in the box.
     """
     d = flat(direction)  # (B, D)
-    xa = flat(x_adv)
-    room = torch.where(d > 0, 1 - xa, xa).clamp_min(0)
-    room = torch.where(d == 0, torch.zeros_like(room), room)
+    s = d.sign()
+    # room to the bound in the direction of d: 1 - x moving up, x moving down (0.5 where d = 0:
+    # those coordinates sort last and their sign zeroes whatever they would take)
+    room = torch.addcmul(torch.full_like(d, 0.5), s, 0.5 - flat(x_adv)).clamp_min_(0)
     order = sort_rows(d.abs(), descending=True)[1]
     room_sorted = room.gather(1, order)
-    before = room_sorted.cumsum(1) - room_sorted  # room used by the coordinates ahead
-    take = torch.minimum(room_sorted, (length.unsqueeze(1) - before).clamp_min(0))
-    amount = torch.zeros_like(d).scatter_(1, order, take)
-    return (d.sign() * amount).view_as(direction)
+    before = room_sorted.cumsum(1).sub_(room_sorted)  # room used by the coordinates ahead
+    take = torch.minimum(room_sorted, before.neg_().add_(length.unsqueeze(1)).clamp_min_(0))
+    return room.zero_().scatter_(1, order, take).mul_(s).view_as(direction)
 
 
 def _step(direction: Tensor, x_adv: Tensor, length: Tensor, p: float) -> Tensor:
