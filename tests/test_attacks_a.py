@@ -271,3 +271,12 @@ def test_sort_rows_matches_torch_sort(descending):
     assert torch.equal(values, ref) and order.dtype == torch.int64
     assert torch.equal(x.gather(1, order), values)
     assert torch.equal(order.sort(dim=1).values, torch.arange(33).expand(50, 33))
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_rows_values_only(descending):
+    from attacks._common import sort_rows
+
+    x = torch.randn(20, 17, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    values, order = sort_rows(x, descending=descending, indices=False)
+    assert order is None and torch.equal(values, torch.sort(x, dim=1, descending=descending).values)
