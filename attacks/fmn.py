@@ -142,6 +142,10 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
             delta.addcmul_(grad, eps.div(g_dual).mul_(-alpha).unsqueeze(1))
             shrink = eps.div(lp_norm(delta, 2).clamp_min_(1e-12)).clamp_(max=1.0)
             x_adv = torch.addcmul(x, delta, shrink.unsqueeze(1)).clamp_(0, 1)
+        elif p == INF:  # fused: signed step, then the Linf ball and the box
+            delta.addcmul_(grad.sign(), eps.mul(-alpha).unsqueeze(1))
+            e = eps.unsqueeze(1)
+            x_adv = delta.clamp_(-e, e).add_(x).clamp_(0, 1)
         else:
             delta = project_ball(delta + _step(-grad, x_adv, alpha * eps, p), eps, p)
             x_adv = (x + delta).clamp_(0, 1)
