@@ -12,8 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, flat, is_adversarial, lp_norm, make_generator, view_as_batch
-from .pgd import as_eps, loss_and_grad, objective, project_budget, rival_classes, sparse_l1_direction, start_in_ball
+from ._common import INF, check_inputs, check_norm, flat, input_grad, is_adversarial, make_generator
+from .pgd import _Budget, as_eps, logit_weights, take_rows_, rival_classes, sparse_l1_direction, start_in_ball
 
 _NORMS = (1.0, 2.0, INF)
 _MOMENTUM = 0.75  # weight of the new step; 0.25 of the previous displacement (paper's alpha)
@@ -42,6 +42,7 @@ def apgd(
     loss: str = "ce",
     restarts: int = 1,
     seed: int = 0,
+    rivals: Tensor | None = None,
 ) -> Tensor:
     """APGD: projected gradient ascent with momentum and an adaptive step size (budget attack).
 
@@ -80,6 +81,9 @@ def apgd(
         Number of runs (see above).
     seed : int
         Seed of the local generator for the random starts.
+    rivals : Tensor, optional
+        (B, K) rival classes as :func:`attacks.pgd.rival_classes` returns them, for callers that
+        attack the same points repeatedly; computed here when needed and not given.
 
     Returns
     -------
@@ -102,7 +106,9 @@ def apgd(
     with torch.no_grad():
         clean_logits = model(x0)
     done = is_adversarial(clean_logits, labels, targeted)
-    rivals = rival_classes(model, x0, clean_logits, labels, p) if restarts > 1 and not targeted else None
+    if rivals is None and restarts > 1 and not targeted:
+        rivals = rival_classes(model, x0, clean_logits, labels, p)
+    adv_f = flat(adv)
     for r in range(restarts):
         idx = (~done).nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -111,101 +117,131 @@ def apgd(
             kind, riv = loss, None
         else:
             kind, riv = "dlr-pair", rivals[idx, (r - 1) % rivals.shape[1]]
-        found, xadv = _single_run(model, x0[idx], labels[idx], riv, e[idx], p, steps, kind, targeted, gen)
-        adv[idx[found]] = xadv[found]
-        done[idx[found]] = True
+        found, xadv = _single_run(model, x0[idx], labels[idx], riv, e[idx], p, steps, kind, targeted, gen,
+                                  clean_logits.shape[1])
+        hit = idx[found]
+        adv_f[hit] = xadv[found]
+        done[hit] = True
     return adv
 
 
-def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen):
-    """One APGD run on a sub-batch; returns (found (b,), first adversarial points (b, ...))."""
+_COMPACT = 0.5  # a run drops its finished samples from the batch once at most this share is left
+
+
+def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen, num_classes):
+    """One APGD run on a sub-batch; returns (found (b,), first adversarial points (b, D) flat).
+
+    The iterates are kept flat (b, D) and reshaped for the model only. Finished samples stay in
+    the batch (their updates are ignored) until at most ``_COMPACT`` of it is still searching;
+    then every per-sample state is cut down to those.
+    """
     b = xs.shape[0]
+    shape = xs.shape[1:]
     dev = xs.device
-    d = flat(xs).shape[1]
+    x0 = flat(xs)
+    d = x0.shape[1]
     found = torch.zeros(b, dtype=torch.bool, device=dev)
-    xadv = xs.clone()
-    x = start_in_ball(xs, es, p, gen)
+    xadv = x0.clone()
+    x = flat(start_in_ball(xs, es, p, gen))
 
-    def evaluate(a, xa):
-        obj = objective(kind, ys[a], None if riv is None else riv[a], targeted)
-        logits, lv, g = loss_and_grad(model, xa, obj)
-        hit = is_adversarial(logits, ys[a], targeted)
-        if hit.any():
-            xadv[a[hit]] = xa[hit]
-            found[a[hit]] = True
-        return lv, g
+    # per-sample state, all indexed like the current batch; ``pos`` maps it to the outputs
+    st = {"pos": torch.arange(b, device=dev), "y": ys, "riv": riv, "es": es,
+          "alive": torch.ones(b, dtype=torch.bool, device=dev)}
+    budget = _Budget(x0, es, p)
+    weigh = logit_weights(kind, ys, riv, targeted, num_classes, x0.dtype)
+    n_alive = b
 
-    all_idx = torch.arange(b, device=dev)
-    loss_cur, grad = evaluate(all_idx, x)
+    def evaluate(xe):
+        """Loss and gradient at ``xe``; records the samples that are adversarial for the first time."""
+        nonlocal n_alive
+        logits, lv, g = input_grad(model, xe.view(-1, *shape), weigh)
+        newly = is_adversarial(logits, st["y"], targeted).logical_and_(st["alive"])
+        cnt = int(newly.sum())
+        if cnt:
+            hit = st["pos"][newly]
+            xadv[hit] = xe[newly]
+            found[hit] = True
+            st["alive"].logical_xor_(newly)
+            n_alive -= cnt
+        return lv, g.view(xe.shape)
+
+    loss_cur, grad = evaluate(x)
     loss_best = loss_cur.clone()
     x_best, grad_best = x.clone(), grad.clone()
     x_prev = x.clone()
+    st.update(loss_cur=loss_cur, loss_best=loss_best, x=x, x_best=x_best, grad=grad, grad_best=grad_best,
+              x_prev=x_prev)
 
     if p == 1:
         alpha = 1.0
-        step = alpha * es.clone()
-        topk = torch.full((b,), 0.2 * d, device=dev)  # number of coordinates per sparse step
-        sp_old = torch.full((b,), float(d), device=dev)
+        st["step"] = alpha * es.clone()
+        st["topk"] = torch.full((b,), 0.2 * d, dtype=es.dtype, device=dev)  # number of coordinates per sparse step
+        st["sp_old"] = torch.full((b,), float(d), dtype=es.dtype, device=dev)
         period = max(int(0.04 * steps), 1)
     else:
-        step = 2.0 * es.clone()
+        st["step"] = 2.0 * es.clone()
         checks = _checkpoints(steps)
         last_check = 0
-        n_up = torch.zeros(b, device=dev)  # steps since the last checkpoint that raised the loss
-        best_at_check = loss_best.clone()
-        reduced_at_check = torch.ones(b, dtype=torch.bool, device=dev)
+        st["n_up"] = torch.zeros(b, dtype=es.dtype, device=dev)  # steps since the last checkpoint that raised the loss
+        st["best_at_check"] = loss_best.clone()
+        st["reduced_at_check"] = torch.ones(b, dtype=torch.bool, device=dev)
 
     for k in range(steps):
-        a = (~found).nonzero().squeeze(1)
-        if a.numel() == 0:
+        if n_alive == 0:
             break
-        xa, ga, xpa, sa = x[a], grad[a], x_prev[a], view_as_batch(step[a], x[a])
+        if n_alive <= _COMPACT * st["alive"].shape[0]:
+            keep = st["alive"].nonzero().squeeze(1)
+            st = {key: (None if v is None else v[keep]) for key, v in st.items()}
+            budget = budget.subset(keep)
+            weigh = logit_weights(kind, st["y"], st["riv"], targeted, num_classes, x0.dtype)
+        x, grad, x_prev, es = st["x"], st["grad"], st["x_prev"], st["es"]
+        step = st["step"].unsqueeze(1)
         if p == INF:
-            z = project_budget(xs[a], xa + sa * ga.sign(), es[a], p)
+            z = budget.project_(torch.addcmul(x, step, grad.sign()))
         elif p == 2:
-            z = project_budget(xs[a], xa + sa * ga / view_as_batch(lp_norm(ga, 2).clamp_min(1e-30), ga), es[a], p)
+            z = budget.project_(torch.addcmul(x, step / torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min_(1e-30), grad))
         else:
-            z = project_budget(xs[a], xa + sa * sparse_l1_direction(ga, xa, topk[a].floor()), es[a], p)
-        if p != 1 and k > 0:  # momentum (the L1 version of the paper uses none)
-            z = project_budget(xs[a], xa + _MOMENTUM * (z - xa) + (1 - _MOMENTUM) * (xa - xpa), es[a], p)
-        x_prev[a] = xa
-        x[a] = z
-        lv, g = evaluate(a, z)
-        grad[a] = g
+            z = budget.project_(torch.addcmul(x, step, sparse_l1_direction(grad, x, st["topk"].floor())))
+        if p != 1 and k > 0:  # momentum (the L1 version of the paper uses none):
+            # x + m (z - x) + (1 - m)(x - x_prev) = m z + 2 (1 - m) x - (1 - m) x_prev
+            z = budget.project_(z.mul_(_MOMENTUM).add_(x, alpha=2 * (1 - _MOMENTUM)).sub_(x_prev, alpha=1 - _MOMENTUM))
+        lv, g = evaluate(z)
+        st["x_prev"], st["x"], st["grad"] = x, z, g
         if p != 1:
-            n_up[a] += (lv > loss_cur[a]).to(n_up.dtype)
-        loss_cur[a] = lv
-        better = lv > loss_best[a]
-        ab = a[better]
-        loss_best[ab] = lv[better]
-        x_best[ab] = z[better]
-        grad_best[ab] = g[better]
+            st["n_up"] += lv > st["loss_cur"]
+        st["loss_cur"] = lv
+        better = lv > st["loss_best"]
+        st["loss_best"] = torch.where(better, lv, st["loss_best"])
+        take_rows_(st["x_best"], z, better)
+        take_rows_(st["grad_best"], g, better)
 
         it = k + 1
         if p == 1:
             if it % period == 0:
-                sp = (flat(x_best[a] - xs[a]) != 0).sum(1).to(step.dtype)
-                shrink = sp / sp_old[a] < 0.95
-                topk[a] = (sp / 1.5).clamp(1.0, float(d))
-                new_step = torch.where(shrink, alpha * es[a], step[a] / 1.5)
-                step[a] = torch.minimum(torch.maximum(new_step, alpha * es[a] / 10), alpha * es[a])
-                sp_old[a] = sp
-                back = a[shrink]
-                x[back] = x_best[back]
-                grad[back] = grad_best[back]
-                x_prev[back] = x_best[back]
+                es = st["es"]
+                sp = (st["x_best"] != budget.x0).sum(1).to(st["step"].dtype)
+                shrink = sp / st["sp_old"] < 0.95
+                st["topk"] = (sp / 1.5).clamp(1.0, float(d))
+                new_step = torch.where(shrink, alpha * es, st["step"] / 1.5)
+                st["step"] = torch.minimum(torch.maximum(new_step, alpha * es / 10), alpha * es)
+                st["sp_old"] = sp
+                _back_to_best(st, shrink)
         elif it in checks:
             span = it - last_check
-            osc = n_up[a] < _RHO * span
-            stuck = (~reduced_at_check[a]) & (best_at_check[a] >= loss_best[a])
+            osc = st["n_up"] < _RHO * span
+            stuck = (~st["reduced_at_check"]) & (st["best_at_check"] >= st["loss_best"])
             halve = osc | stuck
-            reduced_at_check[a] = halve
-            best_at_check[a] = loss_best[a]
-            n_up[a] = 0
-            h = a[halve]
-            step[h] = step[h] / 2
-            x[h] = x_best[h]
-            grad[h] = grad_best[h]
-            x_prev[h] = x_best[h]
+            st["reduced_at_check"] = halve
+            st["best_at_check"] = st["loss_best"].clone()
+            st["n_up"].zero_()
+            st["step"] = torch.where(halve, st["step"] / 2, st["step"])
+            _back_to_best(st, halve)
             last_check = it
     return found, xadv
+
+
+def _back_to_best(st: dict, sel: Tensor) -> None:
+    """Restart the samples ``sel`` (bool) from their best point: iterate, gradient, momentum."""
+    take_rows_(st["x"], st["x_best"], sel)
+    take_rows_(st["grad"], st["grad_best"], sel)
+    take_rows_(st["x_prev"], st["x_best"], sel)
