@@ -42,6 +42,7 @@ INF = math.inf
 STATUS = {0: "optimal", 1: "time limit (bounds only)", 2: "infeasible or error", -1: "not run"}
 REL_GAP = 1e-6  # relative optimality gap asked of the solvers
 _MARGIN = 1e-6  # a verified point must beat the label by this much (relative to the logits' scale, >= 1e-2)
+_ROUNDING = 4  # ... and by this many units of roundoff of the logits' magnitudes (see _roundoff)
 _TIES = (3e-6, 1e-4)  # margins demanded when the optimum is an unbreakable tie (relative to the logits' scale)
 _WIDEN = 1e-7  # relative widening of the big-M bounds, against rounding in the bound computation
 
@@ -253,6 +254,23 @@ def _solve_scip(prog: _Program, xv: list, x0: np.ndarray, radius: float, time_li
     return "error", x, dual
 
 
+def _roundoff(model: nn.Module, x: Tensor) -> float:
+    """Roundoff scale of the model's logits at ``x``: machine epsilon times the largest logit
+    computed with absolute weights on ``|x|`` (which bounds every partial sum of the forward pass).
+
+    A margin a few times this survives any summation order, so a point verified with it stays
+    adversarial in a batched forward pass too (a margin relative to the logits alone does not
+    when the logits nearly cancel).
+    """
+    h = x.detach().reshape(1, -1).abs().to(torch.float64)
+    for _, layer in _walk(model):
+        if isinstance(layer, nn.Linear):
+            h = h @ layer.weight.detach().abs().to(torch.float64).T
+            if layer.bias is not None:
+                h = h + layer.bias.detach().abs().to(torch.float64)
+    return float(torch.finfo(x.dtype).eps * h.max())
+
+
 def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float):
     """A point on the ray from ``x`` through ``cand`` (clipped to the box) that the model
     misclassifies, as close to ``x`` as a short bisection finds, and its radius; or None.
@@ -262,6 +280,14 @@ def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float):
     with a margin above rounding noise, then bisect the scale down towards the boundary.
     """
     x0 = x.detach().reshape(-1).to(torch.float64)
+    noise = _ROUNDING * _roundoff(model, x)
+
+    def enough(logits: Tensor) -> bool:
+        # demand a margin above rounding noise, so that batched re-checks agree
+        other = torch.cat([logits[:y], logits[y + 1:]]).max()
+        need = max(_MARGIN * float(logits.abs().max().clamp_min(1e-2)), noise)
+        return float(other - logits[y]) > need
+
     delta = torch.as_tensor(cand, dtype=torch.float64, device=x.device) - x0
 
     def point(factor: float) -> Tensor:
@@ -269,12 +295,16 @@ def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float):
 
     def flips(factor: float) -> bool:
         with torch.no_grad():
-            logits = model(point(factor).unsqueeze(0))[0]
-        # demand a margin above rounding noise, so that batched re-checks agree
-        other = torch.cat([logits[:y], logits[y + 1:]]).max()
-        return float(other - logits[y]) > _MARGIN * float(logits.abs().max().clamp_min(1e-2))
+            return enough(model(point(factor).unsqueeze(0))[0])
 
-    hi = next((f for f in (1.0, 1 + 1e-6, 1 + 1e-5, 1 + 1e-4, 1 + 1e-3) if flips(f)), None)
+    factors = (1.0, 1 + 1e-6, 1 + 1e-5, 1 + 1e-4, 1 + 1e-3)
+    k = next((k for k, f in enumerate(factors) if flips(f)), None)
+    hi = None if k is None else factors[k]
+    if k:  # bisect between the last factor that fell short and the first that flips
+        lo = factors[k - 1]
+        for _ in range(30):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if flips(mid) else (mid, hi)
     if hi is None:
         # the ray does not cross (the optimum sits on a kink): step along the margin's gradient
         xc = point(1.0).detach().requires_grad_(True)
@@ -290,8 +320,7 @@ def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float):
             xa = (x0 + delta2).clamp(0.0, 1.0).to(x.dtype).reshape(x.shape)
             with torch.no_grad():
                 lg = model(xa.unsqueeze(0))[0]
-            oth = torch.cat([lg[:y], lg[y + 1:]]).max()
-            if float(oth - lg[y]) > _MARGIN * float(lg.abs().max().clamp_min(1e-2)):
+            if enough(lg):
                 r = xa.reshape(-1).to(torch.float64) - x0
                 rad = float(r.abs().max() if p == INF else (r.abs().sum() if p == 1 else r.norm()))
                 return xa, rad

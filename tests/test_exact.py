@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -80,6 +80,7 @@ def test_linear_model_matches_closed_form(norm):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), d=st.integers(4, 8), widths=st.lists(st.integers(4, 8), min_size=1, max_size=2),
        norm=st.sampled_from([1.0, INF]))
+@example(seed=282, d=4, widths=[4], norm=1.0)  # logits nearly cancel: needed a roundoff-aware margin
 def test_mlp_exact_radius_brackets(seed, d, widths, norm):
     _check_brackets(seed, d, widths, norm, batch=3)
 
