@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import check_inputs, check_norm, clamp_box, label_margin, lp_norm, view_as_batch
+from ._common import check_inputs, check_norm, flat, input_grad, margin_weights
 
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
@@ -84,62 +84,82 @@ def cw(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, s
         raise ValueError("cw: need step_size > 0 and overshoot >= 0")
     if init_const is not None and not init_const > 0:
         raise ValueError(f"cw: init_const must be > 0, got {init_const}")
-    x = inputs.detach()
-    if x.shape[0] == 0:
-        return x.clone()
+    if inputs.shape[0] == 0:
+        return inputs.detach().clone()
+    shape = inputs.shape
+    # flat (B, D) inputs, reshaped only for the model; per-sample quantities are (B, 1) columns
+    x = flat(inputs.detach())
     batch = x.shape[0]
     runs = min(search_steps, max(1, steps // _MIN_RUN))
     inner = max(1, steps // runs)
     check_every = max(1, inner // 10)
+    beta1, beta2 = _ADAM_BETAS
 
-    const = None if init_const is None else torch.full((batch,), float(init_const), device=x.device,
-                                                        dtype=x.dtype)
-    lower = torch.zeros((batch,), device=x.device, dtype=x.dtype)
-    upper = torch.full((batch,), math.inf, device=x.device, dtype=x.dtype)
-    best_norm = torch.full((batch,), math.inf, device=x.device, dtype=x.dtype)
+    kw = dict(device=x.device, dtype=x.dtype)
+    const = None if init_const is None else torch.full((batch, 1), float(init_const), **kw)
+    lower = torch.zeros((batch, 1), **kw)
+    upper = torch.full((batch, 1), math.inf, **kw)
+    best_norm = torch.full((batch, 1), math.inf, **kw)
     best_adv = x.clone()
-    delta = torch.zeros_like(x)  # x + delta stays in [0, 1]; carried over from run to run
+    better = torch.empty((batch, 1), **kw)  # 1.0 where the current point is the best so far
+    x_adv = x.clone()  # stays in [0, 1]; carried over from run to run
+    delta = torch.zeros_like(x)  # x_adv - x
+    m1, m2, denom = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)  # Adam buffers
+    onehot = None  # the labels' one-hot rows, once the number of classes is known
+
+    def weigh(logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Logit gradient of ``const * max(margin + overshoot, 0)`` (of the margin while no
+        ``const`` is set yet) and the margin (B, 1), > 0 while not adversarial."""
+        nonlocal onehot
+        if onehot is None:
+            onehot = torch.zeros_like(logits).scatter_(1, labels.unsqueeze(1), 1.0)
+        w, margin = margin_weights(logits, labels, targeted, onehot)
+        margin = margin.unsqueeze(1)
+        if const is not None:
+            w.mul_(torch.where(margin > -overshoot, const, 0.0))
+        return w, margin
 
     for _ in range(runs):
-        m1 = torch.zeros_like(x)
-        m2 = torch.zeros_like(x)
-        run_found = torch.zeros(batch, dtype=torch.bool, device=x.device)
-        prev_loss = torch.full((batch,), math.inf, device=x.device, dtype=x.dtype)
+        m1.zero_()
+        m2.zero_()
+        run_found = torch.zeros((batch, 1), dtype=torch.bool, device=x.device)
+        prev_loss = torch.full((batch, 1), math.inf, **kw)
         for i in range(inner):
-            x_adv = (x + delta).clamp(0, 1).requires_grad_(True)  # clamp: round-off only
-            margin = label_margin(model(x_adv), labels, targeted)  # > 0 while not adversarial
-            (g_margin,) = torch.autograd.grad(margin.sum(), x_adv)  # (B, ...) w.r.t. x_adv
-            x_adv, margin = x_adv.detach(), margin.detach()
-            l2 = lp_norm(x_adv - x, 2)
-            if const is None:
-                g_n = lp_norm(g_margin, 2).clamp_min(1e-12)
+            _, margin, grad = input_grad(model, x_adv.view(shape), weigh)
+            grad = grad.view(batch, -1)  # of the hinge term; the distance's is added below
+            l2 = torch.linalg.vector_norm(delta, dim=1, keepdim=True)
+            if const is None:  # grad is the margin's gradient
+                g_n = torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min_(1e-12)
                 const = 4 * margin.clamp_min(0) / g_n ** 2
                 const = torch.where(const > 0, const, torch.full_like(const, 1e-2))
+                grad.mul_(torch.where(margin > -overshoot, const, 0.0))
 
             is_adv = margin < 0
-            better = is_adv & (l2 < best_norm)
-            best_norm = torch.where(better, l2, best_norm)
-            best_adv = torch.where(view_as_batch(better, x), x_adv, best_adv)
+            dist_adv = torch.where(is_adv, l2, math.inf)
+            torch.lt(dist_adv, best_norm, out=better)
+            best_norm = torch.minimum(best_norm, dist_adv)
+            best_adv.lerp_(x_adv, better)  # weight 0 or 1: an exact copy where better
             run_found |= is_adv
 
-            hinge = margin + overshoot
-            loss = l2 ** 2 + const * hinge.clamp_min(0)
             if i % check_every == 0 and i > 0:
+                loss = torch.addcmul(l2.square(), const, (margin + overshoot).clamp_min_(0))
                 if not (loss < prev_loss * (1 - _ABORT_TOL)).any():
                     break
                 prev_loss = loss
 
-            active = view_as_batch((hinge > 0).to(x.dtype) * const, x)
-            g = 2 * delta + active * g_margin
+            # Adam on ||delta||^2 + const * hinge, projected onto the box [0, 1]
+            grad.add_(delta, alpha=2)
             lr = step_size * (0.01 + 0.99 * (1 + math.cos(math.pi * i / inner)) / 2)
-            m1 = _ADAM_BETAS[0] * m1 + (1 - _ADAM_BETAS[0]) * g
-            m2 = _ADAM_BETAS[1] * m2 + (1 - _ADAM_BETAS[1]) * g * g
-            m1_hat = m1 / (1 - _ADAM_BETAS[0] ** (i + 1))
-            m2_hat = m2 / (1 - _ADAM_BETAS[1] ** (i + 1))
-            delta = clamp_box(x, delta - lr * m1_hat / (m2_hat.sqrt() + _ADAM_EPS))
+            m1.lerp_(grad, 1 - beta1)
+            m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            # bias corrections folded into the scalars: step = lr * m1_hat / (sqrt(m2_hat) + eps)
+            bc1, bc2_sqrt = 1 - beta1 ** (i + 1), math.sqrt(1 - beta2 ** (i + 1))
+            torch.sqrt(m2, out=denom).add_(_ADAM_EPS * bc2_sqrt)
+            x_adv.addcdiv_(m1, denom, value=-lr * bc2_sqrt / bc1).clamp_(0, 1)
+            torch.sub(x_adv, x, out=delta)
 
         upper = torch.where(run_found, torch.minimum(upper, const), upper)
         lower = torch.where(run_found, lower, torch.maximum(lower, const))
         const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
 
-    return best_adv
+    return best_adv.view(shape)
