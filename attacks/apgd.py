@@ -12,8 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, flat, input_grad, is_adversarial, make_generator
-from .pgd import _Budget, as_eps, logit_weights, take_rows_, rival_classes, sparse_l1_direction, start_in_ball
+from ._common import INF, check_inputs, check_norm, flat, input_grad, is_adversarial, make_generator, update_rows_
+from .pgd import _Budget, as_eps, logit_weights, rival_classes, sparse_l1_direction, start_in_ball
 
 _NORMS = (1.0, 2.0, INF)
 _MOMENTUM = 0.75  # weight of the new step; 0.25 of the previous displacement (paper's alpha)
@@ -212,8 +212,8 @@ def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen, num_class
         st["loss_cur"] = lv
         better = lv > st["loss_best"]
         st["loss_best"] = torch.where(better, lv, st["loss_best"])
-        take_rows_(st["x_best"], z, better)
-        take_rows_(st["grad_best"], g, better)
+        update_rows_(st["x_best"], z, better)
+        update_rows_(st["grad_best"], g, better)
 
         it = k + 1
         if p == 1:
@@ -242,6 +242,6 @@ def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen, num_class
 
 def _back_to_best(st: dict, sel: Tensor) -> None:
     """Restart the samples ``sel`` (bool) from their best point: iterate, gradient, momentum."""
-    take_rows_(st["x"], st["x_best"], sel)
-    take_rows_(st["grad"], st["grad_best"], sel)
-    take_rows_(st["x_prev"], st["x_best"], sel)
+    update_rows_(st["x"], st["x_best"], sel)
+    update_rows_(st["grad"], st["grad_best"], sel)
+    update_rows_(st["x_prev"], st["x_best"], sel)
