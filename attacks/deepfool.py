@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import INF, check_inputs, check_norm, flat, is_adversarial, lp_norm, view_as_batch
-from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box
+from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box, row_norm
 
 _NORMS = (2.0, INF)
 
@@ -24,47 +24,41 @@ def _deepfool_run(model, x0, start, labels, cands, targeted, p, steps, overshoot
     """Box-aware DeepFool iterations from ``start``.
 
     Each step projects the iterate onto the nearest of the linearised boundaries intersected
-    with the box (exact minimal-Lp projection) and goes ``1 + overshoot`` times as far. Returns
+    with the box (exact minimal-Lp projection) and goes ``1 + overshoot`` times as far. Only the
+    samples not yet adversarial are stepped (the batch shrinks as they break). Returns
     ``(found (B,), first adversarial iterate (B, ...))``.
     """
     b = x0.shape[0]
+    shape = x0.shape[1:]
     found = torch.zeros(b, dtype=torch.bool, device=x0.device)
-    out = start.clone()
-    x = start.clone()
+    out = flat(start).clone()
+    act = torch.arange(b, device=x0.device)  # the samples still stepped, and their state:
+    x, lab, cnd = flat(start), labels, cands
     for it in range(steps + 1):
-        a = (~found).nonzero().squeeze(1)
-        if a.numel() == 0:
-            break
         if it == steps:
             with torch.no_grad():
-                xa = x[a]
-                hit = is_adversarial(model(xa), labels[a], targeted)
-            out[a[hit]] = xa[hit]
-            found[a[hit]] = True
+                hit = is_adversarial(model(x.view(-1, *shape)), lab, targeted)
+        else:
+            logits, h, g = pair_grads(model, x.view(-1, *shape), lab, cnd, targeted)
+            hit = is_adversarial(logits, lab, targeted)
+        if hit.any():
+            out[act[hit]] = x[hit]
+            found[act[hit]] = True
+            if it == steps or hit.all():
+                break
+            keep = (~hit).nonzero().squeeze(1)
+            act, x, lab, h, g = act[keep], x[keep], lab[keep], h[keep], g[keep]
+            cnd = None if cnd is None else cnd[keep]
+        elif it == steps:
             break
-        xa, la = x[a], labels[a]
-        logits, h, g = pair_grads(model, xa, la, None if cands is None else cands[a], targeted)
-        hit = is_adversarial(logits, la, targeted)
-        ah = a[hit]
-        out[ah] = xa[hit]
-        found[ah] = True
-        keep = ~hit
-        a, h, g, xa = a[keep], h[keep], g[keep], xa[keep]
-        if a.numel() == 0:
-            break
-        n, kk = h.shape
-        fx = flat(xa)
         # nudge the target level slightly past each boundary so a step never lands short
         target = -(h + 1e-6 * h.abs().clamp_min(1e-6))
-        steps_all, ok = project_hyperplane_box(
-            g.reshape(n * kk, -1), target.reshape(-1),
-            (-fx).repeat_interleave(kk, 0), (1 - fx).repeat_interleave(kk, 0), p)
-        dist = lp_norm(steps_all, p).reshape(n, kk)
-        dist = torch.where(ok.reshape(n, kk), dist, dist + 1e12)  # unreachable planes last
-        j = dist.argmin(1)  # nearest linearised boundary within the box
-        r = steps_all.reshape(n, kk, -1)[torch.arange(n, device=x0.device), j]
-        x[a] = (fx + (1 + overshoot) * r).clamp_(0, 1).view_as(xa)
-    return found, out
+        steps_all, ok = project_hyperplane_box(g, target, (-x).unsqueeze(1), (1 - x).unsqueeze(1), p)
+        dist = row_norm(steps_all, p)
+        j = torch.where(ok, dist, dist + 1e12).argmin(1)  # nearest linearised boundary within the box
+        r = steps_all[torch.arange(j.shape[0], device=j.device), j]
+        x = torch.add(x, r, alpha=1 + overshoot).clamp_(0, 1)
+    return found, out.view_as(start)
 
 
 def deepfool(

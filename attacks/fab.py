@@ -10,15 +10,17 @@ combination of the two projections, biased towards the clean input; once adversa
 iterate is pulled back towards the clean input. The smallest verified adversarial point is kept.
 
 Also shared with DeepFool: the gradients of the label-versus-rival logit differences
-(:func:`pair_grads`), the box-constrained projection and the bisection onto the boundary
-(:func:`line_search`).
+(:func:`pair_grads`, one replicated forward and backward pass for all pairs), the
+box-constrained projection (:func:`project_hyperplane_box`, exact, without sorting in L2 and
+Linf), :func:`row_norm` and the bisection onto the boundary (:func:`line_search`).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, flat, is_adversarial, lp_norm, make_generator, random_in_ball, view_as_batch
+from ._common import (INF, check_inputs, check_norm, flat, input_grad, is_adversarial, make_generator, random_in_ball,
+                      sort_rows, update_rows_)
 
 _NORMS = (1.0, 2.0, INF)
 _ALPHA_MAX = 0.1  # largest weight of the projection of the clean input (paper default)
@@ -34,29 +36,46 @@ def candidate_classes(logits: Tensor, labels: Tensor, candidates: int | None) ->
     return masked.topk(k, dim=1).indices
 
 
-def pair_grads(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | None, targeted: bool):
+def pair_weights(labels: Tensor, cands: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(B K, C) logit weights of the untargeted pairs: row ``b K + k`` is +1 at ``labels[b]`` and
+    -1 at ``cands[b, k]``, the gradient of h_k = z_label - z_{cands[b, k]} in logit space."""
+    b, k = cands.shape
+    w = torch.zeros((b, k, num_classes), dtype=dtype, device=cands.device)
+    w.scatter_(2, labels.view(b, 1, 1).expand(b, k, 1), 1.0).scatter_(2, cands.unsqueeze(2), -1.0)
+    return w.view(b * k, num_classes)
+
+
+def pair_grads(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | None, targeted: bool,
+               weights: Tensor | None = None):
     """Logit differences that are positive while the attack has not succeeded, and their gradients.
 
     Untargeted: h_k = z_label - z_{cands[:, k]}, (B, K). Targeted (labels are targets, ``cands``
     ignored): h = max_{j != t} z_j - z_t, (B, 1). Returns ``(logits (B, C), h (B, K),
-    grads (B, K, D))`` using K backward passes of ``torch.autograd.grad``.
+    grads (B, K, D))``. ``weights``: the untargeted pairs' :func:`pair_weights`, for a caller
+    that keeps them across steps (computed here otherwise).
+
+    All K gradients come from one forward and one backward pass on the batch replicated K times
+    (row ``b K + k`` carries pair k of sample b; the backward pass starts at the logits with the
+    pair's +1/-1 weights, see :func:`attacks._common.input_grad`): K forward and K backward
+    passes per sample, in one call each.
     """
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        z = model(x)
-        zl = z.gather(1, labels.unsqueeze(1))
+    b = x.shape[0]
+    k = 1 if targeted else cands.shape[1]
+    lab = labels.unsqueeze(1)
+    xr = x if k == 1 else x.unsqueeze(1).expand(b, k, *x.shape[1:]).reshape(b * k, *x.shape[1:])
+
+    def weigh(zr: Tensor):
+        z = zr[::k]  # the K copies of a sample share its logits
+        zl = z.gather(1, lab)
         if targeted:
-            other = z.detach().clone()
-            other.scatter_(1, labels.unsqueeze(1), -INF)
-            h = z.gather(1, other.argmax(1, keepdim=True)) - zl  # (B, 1)
-        else:
-            h = zl - z.gather(1, cands)  # (B, K)
-        k = h.shape[1]
-        grads = []
-        for j in range(k):
-            (g,) = torch.autograd.grad(h[:, j].sum(), x, retain_graph=j < k - 1)
-            grads.append(flat(g))
-    return z.detach(), h.detach(), torch.stack(grads, dim=1)
+            other = z.scatter(1, lab, -INF).argmax(1, keepdim=True)
+            w = torch.zeros_like(z).scatter_(1, other, 1.0).scatter_(1, lab, -1.0)
+            return w, (z, z.gather(1, other) - zl)
+        w = pair_weights(labels, cands, z.shape[1], z.dtype) if weights is None else weights
+        return w, (z, zl - z.gather(1, cands))
+
+    _, (z, h), g = input_grad(model, xr, weigh)
+    return z, h, g.reshape(b, k, -1)
 
 
 @torch.no_grad()
@@ -65,86 +84,138 @@ def line_search(model: nn.Module, x0: Tensor, adv: Tensor, labels: Tensor, targe
 
     ``adv`` must be adversarial (rows that are not are returned unchanged). After ``steps``
     halvings the returned point is adversarial and within 2^-steps of the segment's crossing.
+    The bracket is ``[hi - width, hi]`` with ``hi`` the closest fraction found adversarial and
+    ``width = 2^-step`` (fractions are dyadic, hence exact); the returned point is recomputed
+    exactly as it was tested.
     """
-    b = x0.shape[0]
-    lo = torch.zeros(b, device=x0.device, dtype=x0.dtype)
-    hi = torch.ones_like(lo)
-    delta = adv - x0
+    x0f = flat(x0)
+    delta = flat(adv) - x0f
+    hi = torch.ones((x0f.shape[0], 1), device=x0.device, dtype=x0.dtype)
+    width = 1.0
     for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        ok = is_adversarial(model(x0 + view_as_batch(mid, x0) * delta), labels, targeted)
-        hi = torch.where(ok, mid, hi)
-        lo = torch.where(ok, lo, mid)
-    return (x0 + view_as_batch(hi, x0) * delta).clamp(0, 1)
+        width *= 0.5
+        mid = hi - width
+        ok = is_adversarial(model(torch.addcmul(x0f, mid, delta).clamp_(0, 1).view_as(x0)), labels, targeted)
+        hi = torch.where(ok.unsqueeze(1), mid, hi)
+    out = torch.where(hi < 1, torch.addcmul(x0f, hi, delta).clamp_(0, 1), flat(adv))
+    return out.view_as(x0)
+
+
+def row_norm(delta: Tensor, p: float) -> Tensor:
+    """Lp norm over the last dimension (of each plane's step in a (B, K, D) batch, say)."""
+    if p == INF:
+        return delta.abs().amax(-1)
+    if p == 1:
+        return delta.abs().sum(-1)
+    return delta.norm(dim=-1)
 
 
 def project_hyperplane_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
     """Minimal-Lp ``delta`` with ``w . delta = c`` and ``lo <= delta <= hi``, per row.
 
-    ``w, lo, hi``: (N, D) with lo <= 0 <= hi; ``c``: (N,). Solved exactly by sorting breakpoints
-    (O(D log D) per row):
+    ``w``: (..., D), ``c``: (...), ``lo, hi``: broadcastable to ``w`` with lo <= 0 <= hi (a
+    batch of N points with K planes each: ``w`` (N, K, D), ``lo, hi`` (N, 1, D)). Solved exactly:
 
-    - L2: delta_i = clip(lam w_i, lo_i, hi_i) with lam >= 0 the root of a piecewise-linear
-      increasing function of lam (the KKT conditions of the projection);
-    - Linf: delta_i = sign(w_i) min(t, cap_i) with cap_i the box room in the direction of w_i and
-      t the smallest level whose best progress reaches c;
+    - L2: delta_i = clip(lam w_i, lo_i, hi_i) and Linf: delta_i = clip(lam sign(w_i), lo_i, hi_i),
+      with lam >= 0 the root of f(lam) = w . delta(lam) = c (the KKT conditions of the
+      projection). f is increasing, piecewise linear and concave (a coordinate stops
+      contributing slope once it reaches its bound), so Newton's method from lam = 0 rises
+      monotonically to the root and stops exactly, on the linear piece that holds it, after at
+      most D steps (typically 2-4): each step solves lam Q + S = c for the slope Q of the free
+      coordinates and the contribution S of those at their bound at the current lam;
     - L1: a fractional knapsack, filling coordinates in decreasing |w_i| up to their box room.
 
     Returns ``(delta, feasible)``; where the box cannot reach the hyperplane, ``delta`` is the
     box point that goes farthest towards it and ``feasible`` is False.
     """
-    flip = c < 0  # solve with c >= 0
-    w = torch.where(flip.unsqueeze(1), -w, w)  # (-w) . delta = -c is the same plane
+    w = w * c.sign().unsqueeze(-1)  # solve with c >= 0: (-w) . delta = -c is the same plane (c = 0: delta = 0)
     c = c.abs()
-    n, d = w.shape
-    aw = w.abs()
-    cap = torch.where(w >= 0, hi, -lo).clamp_min(0)  # room in the direction of sign(w)
-    reach = (aw * cap).sum(1)  # largest w . delta over the box
-    feasible = reach >= c
-    sgn = w.sign()
-    zero = torch.zeros((n, 1), dtype=w.dtype, device=w.device)
+    # the rows are many and short: the steps below write into a few buffers, in place
+    room = w * hi
+    knee = torch.mul(w, lo)
+    torch.maximum(room, knee, out=room)  # |w_i| times the box room in the direction of sign(w_i)
+    reach = room.sum(-1, keepdim=True)  # largest w . delta over the box
+    feasible = (reach >= c.unsqueeze(-1)).squeeze(-1)
     if p == 1:
-        order = aw.argsort(dim=1, descending=True)
-        aws, caps = aw.gather(1, order), cap.gather(1, order)
-        gain = aws * caps
-        before = torch.cat([zero, gain.cumsum(1)[:, :-1]], 1)  # progress of the coordinates before k
-        k = (before + gain < c.unsqueeze(1)).sum(1).clamp(max=d - 1)  # first coordinate not filled
-        amount = torch.where(
-            torch.arange(d, device=w.device).unsqueeze(0) < k.unsqueeze(1),
-            caps,
-            torch.zeros_like(caps),
-        )
-        part = (c - before.gather(1, k.unsqueeze(1)).squeeze(1)) / aws.gather(1, k.unsqueeze(1)).squeeze(1).clamp_min(1e-30)
-        part = torch.minimum(part.clamp_min(0), caps.gather(1, k.unsqueeze(1)).squeeze(1))
-        amount.scatter_(1, k.unsqueeze(1), part.unsqueeze(1))
-        amount = torch.where(feasible.unsqueeze(1), amount, caps)
-        mag = torch.empty_like(amount).scatter_(1, order, amount)
-        delta = sgn * mag
-    elif p == INF:
-        capz = torch.where(aw > 0, cap, torch.full_like(cap, INF))
-        caps, order = capz.sort(dim=1)
-        aws = aw.gather(1, order)
-        done_part = torch.cat([zero, (aws * torch.where(torch.isfinite(caps), caps, zero)).cumsum(1)[:, :-1]], 1)
-        rest = aws.flip(1).cumsum(1).flip(1)  # sum of |w| from k on
-        level = torch.where(torch.isfinite(caps), done_part + caps * rest, torch.full_like(caps, INF))
-        k = (level < c.unsqueeze(1)).sum(1).clamp(max=d - 1)
-        t = (c - done_part.gather(1, k.unsqueeze(1)).squeeze(1)) / rest.gather(1, k.unsqueeze(1)).squeeze(1).clamp_min(1e-30)
-        t = torch.where(feasible, t.clamp_min(0), torch.full_like(t, INF))
-        delta = sgn * torch.minimum(t.unsqueeze(1), cap)
-    else:
-        bound = torch.where(w > 0, hi, lo)
-        bp = torch.where(w != 0, bound / torch.where(w != 0, w, torch.ones_like(w)), torch.full_like(w, INF))
-        bps, order = bp.clamp_min(0).sort(dim=1)
-        ws, bs = w.gather(1, order), bound.gather(1, order)
-        sat = torch.cat([zero, (ws * torch.where(torch.isfinite(bps), bs, zero)).cumsum(1)[:, :-1]], 1)
-        q = (ws * ws).flip(1).cumsum(1).flip(1)  # sum of w^2 from k on
-        level = torch.where(torch.isfinite(bps), sat + bps * q, torch.full_like(bps, INF))
-        k = (level < c.unsqueeze(1)).sum(1).clamp(max=d - 1)
-        lam = (c - sat.gather(1, k.unsqueeze(1)).squeeze(1)) / q.gather(1, k.unsqueeze(1)).squeeze(1).clamp_min(1e-30)
-        lam = torch.where(feasible, lam.clamp_min(0), torch.full_like(lam, INF))
-        delta = torch.where(w != 0, (lam.unsqueeze(1) * w).clamp(min=lo, max=hi), torch.zeros_like(w))
-        delta = torch.where(feasible.unsqueeze(1), delta, sgn * cap)
+        return _knapsack_l1(w, c, room), feasible
+    v = w if p == 2 else w.sign()  # delta(lam) = clip(lam v, lo, hi)
+    slope = w * v  # d(w_i delta_i) / d lam while coordinate i is free
+    torch.div(room, slope, out=knee)  # lam at which coordinate i reaches its bound (nan if w_i = 0: never free)
+    lam = _newton_knees(slope, room, knee, c.unsqueeze(-1) - reach)
+    # infeasible rows end with lam = 1e30 (no free coordinate left): delta is the farthest corner
+    delta = torch.mul(v, lam, out=knee)
+    torch.maximum(delta, lo, out=delta)
+    torch.minimum(delta, hi, out=delta)
     return delta, feasible
+
+
+def _newton_knees(slope: Tensor, room: Tensor, knee: Tensor, short: Tensor) -> Tensor:
+    """Per row, the root lam >= 0 of sum_i slope_i min(lam, knee_i) = sum_i room_i + short.
+
+    ``slope``, ``room = slope * knee``, ``knee``: (..., D); ``short``: (..., 1). Between knees
+    the left side is linear, lam Q + S, with Q the slope of the coordinates still free
+    (knee_i > lam) and S the room of the others: each Newton step solves lam Q + S = c on the
+    current piece. The function is concave, so every step lands at or below the root and the
+    free sets only shrink; a row whose free set stays the same has its root (exactly, after at
+    most D steps; most rows take one or two). Once the rows still moving are few, only they are
+    iterated. Returns lam (..., 1); 1e30 where the sum cannot reach (no free coordinate left).
+    """
+    shape, d = short.shape, knee.shape[-1]
+    slope, room, knee, short = slope.reshape(-1, d), room.reshape(-1, d), knee.reshape(-1, d), short.reshape(-1, 1)
+    lam = torch.zeros_like(short)
+    out, rows = lam, None  # the roots, and the rows still iterated when not all
+    free = torch.gt(knee, lam, out=torch.empty_like(knee))  # 1.0 where coordinate i is free above lam (nan: never)
+    n_free = free.sum(-1, keepdim=True)
+    prod = torch.empty_like(knee)
+    compact = knee.numel() >= 1 << 15  # on small batches, copying rows costs more than it saves
+    for _ in range(d):
+        q = torch.mul(slope, free, out=prod).sum(-1, keepdim=True)
+        s = torch.mul(room, free, out=prod).sum(-1, keepdim=True)
+        lam = torch.fmax((short + s) / q, lam)  # q = 0: inf, or nan (ignored by fmax)
+        torch.gt(knee, lam, out=free)
+        n_new = free.sum(-1, keepdim=True)
+        if not compact:
+            if torch.equal(n_new, n_free):  # no free set changed: lam is the root
+                break
+        else:
+            moved = (n_new != n_free).squeeze(1)  # rows not at their root yet
+            n_moved = int(moved.sum())
+            if n_moved == 0:
+                break
+            if 4 * n_moved <= len(moved):  # iterate on those rows only
+                if rows is None:
+                    out = lam
+                else:
+                    out[rows] = lam
+                keep = moved.nonzero().squeeze(1)
+                rows = keep if rows is None else rows[keep]
+                slope, room, knee, short, lam, free, n_new = (
+                    slope[keep], room[keep], knee[keep], short[keep], lam[keep], free[keep], n_new[keep])
+                prod = prod[:n_moved]
+        n_free = n_new
+    if rows is None:
+        out = lam
+    else:
+        out[rows] = lam
+    return out.clamp_max_(1e30).view(shape)
+
+
+def _knapsack_l1(w: Tensor, c: Tensor, room: Tensor) -> Tensor:
+    """L1 case of :func:`project_hyperplane_box` (``c >= 0`` already): fill in decreasing |w_i|.
+
+    With the coordinates in decreasing |w_i| and ``before_i`` the progress of those ahead of i
+    when they are full, coordinate i moves by ``clip((c - before_i) / |w_i|, 0, cap_i)``: full
+    while the ones ahead fall short of c, partial for the one that reaches it, zero after (all
+    full where the box cannot reach c).
+    """
+    d = w.shape[-1]
+    aw = w.abs().clamp_min_(1e-30)  # (w_i = 0: cap_i = 0 below, so the coordinate never moves)
+    cap = room / aw  # box room in the direction of sign(w_i)
+    _, order = sort_rows(aw.view(-1, d), descending=True)
+    after = room.view(-1, d).gather(1, order).cumsum_(1)  # progress once the coordinates up to k are full
+    before = torch.empty_like(after).scatter_(1, order, after).view_as(room).sub_(room)
+    amount = torch.minimum(before.neg_().add_(c.unsqueeze(-1)).div_(aw).clamp_min_(0), cap)
+    return amount.copysign_(w)
 
 
 def fab(
@@ -221,52 +292,53 @@ def fab(
     cands = None if targeted else candidate_classes(logits[idx], ys, candidates)
     n = xs.shape[0]
     f0 = flat(xs)
+    lo0, hi0 = -f0, 1 - f0  # box room around the clean inputs
     eta = 1.0 + overshoot
     gen = make_generator(seed, x0.device)
     best_norm = torch.full((n,), INF, device=x0.device, dtype=x0.dtype)
-    best_adv = xs.clone()
+    best_adv = f0.clone()
     lin0 = None  # first linearised distance, the scale of the random restarts
+    weights = None if targeted else pair_weights(ys, cands, logits.shape[1], x0.dtype)
+    kk = 1 if targeted else cands.shape[1]
+    first = torch.arange(n, device=x0.device) * kk  # row of each sample's first plane in (n K) rows
 
     for r in range(restarts):
         if r == 0:
-            x = xs.clone()
+            fx = f0.clone()
         else:
             if lin0 is None:  # steps == 0: no linearisation yet
                 lin0 = torch.full_like(best_norm, 1e-2)
             radius = 0.5 * torch.where(torch.isfinite(best_norm), best_norm, lin0)
-            x = (xs + random_in_ball(xs, radius, p, gen)).clamp(0, 1)
+            fx = flat((xs + random_in_ball(xs, radius, p, gen)).clamp(0, 1))
         for _ in range(steps):
-            fx = flat(x)
-            _, h, g = pair_grads(model, x, ys, cands, targeted)  # h (n, K), g (n, K, D)
-            kk = h.shape[1]
+            _, h, g = pair_grads(model, fx.view_as(xs), ys, cands, targeted, weights)  # h (n, K), g (n, K, D)
             # delta_1: project x onto each linearised boundary within the box; keep the nearest
-            d1_all, ok1 = project_hyperplane_box(
-                g.reshape(n * kk, -1), -h.reshape(-1),
-                (-fx).repeat_interleave(kk, 0), (1 - fx).repeat_interleave(kk, 0), p)
-            n1 = lp_norm(d1_all, p).reshape(n, kk)
-            n1 = torch.where(ok1.reshape(n, kk), n1, n1 + 1e12)  # unreachable planes last
-            j = n1.argmin(1)
-            ar = torch.arange(n, device=x0.device)
-            d1 = d1_all.reshape(n, kk, -1)[ar, j]
-            gj, hj = g[ar, j], h[ar, j]
+            d1_all, ok1 = project_hyperplane_box(g, -h, (-fx).unsqueeze(1), (1 - fx).unsqueeze(1), p)
+            n1 = row_norm(d1_all, p)  # (n, K)
+            j = torch.where(ok1, n1, n1 + 1e12).argmin(1).add_(first)  # unreachable planes last
+            d1 = d1_all.view(n * kk, -1).index_select(0, j)
+            gj = g.view(n * kk, -1).index_select(0, j)
+            hj, a1 = h.take(j), n1.take(j)
             if lin0 is None:
-                lin0 = lp_norm(d1, p).clamp_min(1e-6)
+                lin0 = a1.clamp_min(1e-6)
             # delta_2: project x0 onto the same plane: gj . (x0 + d - x) = -hj
-            c2 = -hj - (gj * (f0 - fx)).sum(1)
-            d2, _ = project_hyperplane_box(gj, c2, -f0, 1 - f0, p)
-            a1, a2 = lp_norm(d1, p), lp_norm(d2, p)
-            alpha = (a1 / (a1 + a2).clamp_min(1e-30)).clamp(0, _ALPHA_MAX).unsqueeze(1)
-            nx = ((1 - alpha) * (fx + eta * d1) + alpha * (f0 + eta * d2)).clamp(0, 1).view_as(xs)
+            c2 = (hj + torch.linalg.vecdot(gj, f0 - fx)).neg_()
+            d2, _ = project_hyperplane_box(gj, c2, lo0, hi0, p)
+            a2 = row_norm(d2, p)
+            alpha = (a1 / (a1 + a2).clamp_min(1e-30)).clamp_(0, _ALPHA_MAX).unsqueeze(1)
+            # (1 - alpha) (x + eta delta_1) + alpha (x0 + eta delta_2)
+            nx = torch.lerp(torch.add(fx, d1, alpha=eta), torch.add(f0, d2, alpha=eta), alpha).clamp_(0, 1)
             with torch.no_grad():
-                hit = is_adversarial(model(nx), ys, targeted)
-            dist = lp_norm(nx - xs, p)
+                hit = is_adversarial(model(nx.view_as(xs)), ys, targeted)
+            step = nx - f0
+            dist = row_norm(step, p)
             better = hit & (dist < best_norm)
             best_norm = torch.where(better, dist, best_norm)
-            best_adv = torch.where(view_as_batch(better, xs), nx, best_adv)
-            x = torch.where(view_as_batch(hit, xs), xs + _BETA * (nx - xs), nx)
+            update_rows_(best_adv, nx, better)
+            fx = update_rows_(nx, torch.add(f0, step, alpha=_BETA), hit)  # pulled back where adversarial
     found = torch.isfinite(best_norm)
     if found.any():
         f = found.nonzero().squeeze(1)
-        best_adv[f] = line_search(model, xs[f], best_adv[f], ys[f], targeted, search_steps)
-        out[idx[f]] = best_adv[f]
+        adv = line_search(model, xs[f], best_adv[f].view_as(xs[f]), ys[f], targeted, search_steps)
+        out[idx[f]] = adv
     return out
