@@ -51,8 +51,9 @@ def pair_grads(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | None
 
     Untargeted: h_k = z_label - z_{cands[:, k]}, (B, K). Targeted (labels are targets, ``cands``
     ignored): h = max_{j != t} z_j - z_t, (B, 1). Returns ``(logits (B, C), h (B, K),
-    grads (B, K, D))``. ``weights``: the untargeted pairs' :func:`pair_weights`, for a caller
-    that keeps them across steps (computed here otherwise).
+    grads (B, K, D))``. ``weights``: the untargeted pairs' logit weights, for a caller that keeps
+    them across steps: :func:`pair_weights` (the default, computed here) gives the gradients of
+    h, its negation those of -h.
 
     All K gradients come from one forward and one backward pass on the batch replicated K times
     (row ``b K + k`` carries pair k of sample b; the backward pass starts at the logits with the
@@ -128,8 +129,9 @@ def project_hyperplane_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: floa
     Returns ``(delta, feasible)``; where the box cannot reach the hyperplane, ``delta`` is the
     box point that goes farthest towards it and ``feasible`` is False.
     """
-    w = w * c.sign().unsqueeze(-1)  # solve with c >= 0: (-w) . delta = -c is the same plane (c = 0: delta = 0)
-    c = c.abs()
+    if (c < 0).any():  # solve with c >= 0: (-w) . delta = -c is the same plane (c = 0: delta = 0)
+        w = w * c.sign().unsqueeze(-1)
+        c = c.abs()
     # the rows are many and short: the steps below write into a few buffers, in place
     room = w * hi
     knee = torch.mul(w, lo)
@@ -298,7 +300,8 @@ def fab(
     best_norm = torch.full((n,), INF, device=x0.device, dtype=x0.dtype)
     best_adv = f0.clone()
     lin0 = None  # first linearised distance, the scale of the random restarts
-    weights = None if targeted else pair_weights(ys, cands, logits.shape[1], x0.dtype)
+    # the gradients of -h: the planes are then -g . delta = h, with h > 0 before success
+    weights = None if targeted else pair_weights(ys, cands, logits.shape[1], x0.dtype).neg_()
     kk = 1 if targeted else cands.shape[1]
     first = torch.arange(n, device=x0.device) * kk  # row of each sample's first plane in (n K) rows
 
@@ -311,9 +314,11 @@ def fab(
             radius = 0.5 * torch.where(torch.isfinite(best_norm), best_norm, lin0)
             fx = flat((xs + random_in_ball(xs, radius, p, gen)).clamp(0, 1))
         for _ in range(steps):
-            _, h, g = pair_grads(model, fx.view_as(xs), ys, cands, targeted, weights)  # h (n, K), g (n, K, D)
-            # delta_1: project x onto each linearised boundary within the box; keep the nearest
-            d1_all, ok1 = project_hyperplane_box(g, -h, (-fx).unsqueeze(1), (1 - fx).unsqueeze(1), p)
+            _, h, g = pair_grads(model, fx.view_as(xs), ys, cands, targeted, weights)  # h (n, K), g (n, K, D) of -h
+            if targeted:
+                g = g.neg()
+            # delta_1: project x onto each linearised boundary -g . delta = h within the box; keep the nearest
+            d1_all, ok1 = project_hyperplane_box(g, h, (-fx).unsqueeze(1), (1 - fx).unsqueeze(1), p)
             n1 = row_norm(d1_all, p)  # (n, K)
             j = torch.where(ok1, n1, n1 + 1e12).argmin(1).add_(first)  # unreachable planes last
             d1 = d1_all.view(n * kk, -1).index_select(0, j)
@@ -321,8 +326,8 @@ def fab(
             hj, a1 = h.take(j), n1.take(j)
             if lin0 is None:
                 lin0 = a1.clamp_min(1e-6)
-            # delta_2: project x0 onto the same plane: gj . (x0 + d - x) = -hj
-            c2 = (hj + torch.linalg.vecdot(gj, f0 - fx)).neg_()
+            # delta_2: project x0 onto the same plane: -gj . (x0 + d - x) = hj
+            c2 = hj - torch.linalg.vecdot(gj, f0 - fx)
             d2, _ = project_hyperplane_box(gj, c2, lo0, hi0, p)
             a2 = row_norm(d2, p)
             alpha = (a1 / (a1 + a2).clamp_min(1e-30)).clamp_(0, _ALPHA_MAX).unsqueeze(1)
