@@ -300,8 +300,18 @@ def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float):
     factors = (1.0, 1 + 1e-6, 1 + 1e-5, 1 + 1e-4, 1 + 1e-3)
     k = next((k for k, f in enumerate(factors) if flips(f)), None)
     hi = None if k is None else factors[k]
-    if k:  # bisect between the last factor that fell short and the first that flips
+    lo = None
+    if k:  # the last factor that fell short
         lo = factors[k - 1]
+    elif k == 0:
+        # the solver's point already flips with room to spare (e.g. it was asked for a
+        # positive margin): walk back along the ray to the last factor that still flips
+        for f in (1 - 1e-6, 1 - 1e-5, 1 - 1e-4, 1 - 1e-3, 1 - 1e-2, 0.9, 0.5):
+            if not flips(f):
+                lo = f
+                break
+            hi = f
+    if lo is not None:  # bisect between a factor that falls short and one that flips
         for _ in range(30):
             mid = 0.5 * (lo + hi)
             lo, hi = (lo, mid) if flips(mid) else (mid, hi)
@@ -357,7 +367,9 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
     -------
     dict of numpy arrays, one entry per sample:
     ``radius`` (float64): norm of the verified adversarial point the solver found (for status 0,
-    the minimal radius up to the solver gap 1e-6 and the verification nudge <= 1e-3 relative;
+    the minimal radius up to the solver gap 1e-6 and the verification: the point must beat the
+    label by a margin above the logits' float roundoff, which costs about that margin over the
+    margin gradient's dual norm in radius (relative 1e-6 or less unless the logits nearly tie);
     for status 1, the best verified upper bound: the incumbent or ``upper``; ``inf`` when the
     whole box holds no adversarial point; 0 for misclassified samples; NaN on error).
     ``lower`` (float64): a proven lower bound on the minimal radius (the solver's dual bound,
@@ -448,8 +460,9 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
             if checked is None:
                 # the optimum is a tie no nudge breaks (an isolated touching point of the
                 # decision regions): ask for a strictly positive margin instead
+                floor = 2 * _ROUNDING * _roundoff(model, x)  # below this the nudge cannot verify it
                 for tie in _TIES:
-                    tau = tie * float(logits[s].abs().max().clamp_min(1e-2))
+                    tau = max(tie * float(logits[s].abs().max().clamp_min(1e-2)), floor)
                     prog, xv, _ = _encode(ops, bounds, x0, cur, p, y, j, margin=tau)
                     remaining = time_limit - (time.monotonic() - start)
                     kind2, sol2, _ = _run(prog, xv, x0, cur, p, max(remaining, 0.01), lb_cert)
