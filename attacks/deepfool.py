@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import INF, check_inputs, check_norm, flat, is_adversarial, lp_norm, view_as_batch
-from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box, row_norm
+from .fab import candidate_classes, line_search, nearest_plane, pair_grads
 
 _NORMS = (2.0, INF)
 
@@ -39,7 +39,9 @@ def _deepfool_run(model, x0, start, labels, cands, targeted, p, steps, overshoot
             with torch.no_grad():
                 hit = is_adversarial(model(x.view(-1, *shape)), lab, targeted)
         else:
-            logits, h, g = pair_grads(model, x.view(-1, *shape), lab, cnd, targeted)
+            # the nearest linearised boundary within the box, aimed slightly past so that a
+            # step never lands short
+            logits, _, _, r, _, _ = nearest_plane(model, x.view(-1, *shape), lab, cnd, targeted, p, nudge=1e-6)
             hit = is_adversarial(logits, lab, targeted)
         if hit.any():
             out[act[hit]] = x[hit]
@@ -47,16 +49,10 @@ def _deepfool_run(model, x0, start, labels, cands, targeted, p, steps, overshoot
             if it == steps or hit.all():
                 break
             keep = (~hit).nonzero().squeeze(1)
-            act, x, lab, h, g = act[keep], x[keep], lab[keep], h[keep], g[keep]
+            act, x, lab, r = act[keep], x[keep], lab[keep], r[keep]
             cnd = None if cnd is None else cnd[keep]
         elif it == steps:
             break
-        # nudge the target level slightly past each boundary so a step never lands short
-        target = -(h + 1e-6 * h.abs().clamp_min(1e-6))
-        steps_all, ok = project_hyperplane_box(g, target, (-x).unsqueeze(1), (1 - x).unsqueeze(1), p)
-        dist = row_norm(steps_all, p)
-        j = torch.where(ok, dist, dist + 1e12).argmin(1)  # nearest linearised boundary within the box
-        r = steps_all[torch.arange(j.shape[0], device=j.device), j]
         x = torch.add(x, r, alpha=1 + overshoot).clamp_(0, 1)
     return found, out.view_as(start)
 
@@ -142,13 +138,8 @@ def deepfool(
     if p == 2:
         for _ in range(max(1, steps // 5)):
             # tangent plane of the boundary at the current boundary point (h ~ 0 there)
-            if targeted:
-                _, h, g = pair_grads(model, adv, ys, None, True)
-            else:
-                with torch.no_grad():
-                    top = model(adv).argmax(1, keepdim=True)
-                _, h, g = pair_grads(model, adv, ys, top, False)
-            h, g = h[:, 0], g[:, 0]
+            # (adv is adversarial: untargeted, its top class other than the label is its top class)
+            _, h, g = pair_grads(model, adv, ys, targeted)
             gn2 = (g * g).sum(1).clamp_min(1e-24)
             # orthogonal projection of the input onto {h + g.(z - adv) = 0}
             coef = (h + (g * flat(xs - adv)).sum(1)) / gn2

@@ -9,10 +9,16 @@ clean input onto the nearest linearised decision hyperplane intersected with the
 combination of the two projections, biased towards the clean input; once adversarial the
 iterate is pulled back towards the clean input. The smallest verified adversarial point is kept.
 
-Also shared with DeepFool: the gradients of the label-versus-rival logit differences
-(:func:`pair_grads`, one replicated forward and backward pass for all pairs), the
-box-constrained projection (:func:`project_hyperplane_box`, exact, without sorting in L2 and
-Linf), :func:`row_norm` and the bisection onto the boundary (:func:`line_search`).
+Also shared with DeepFool: the nearest linearised boundary within the box
+(:func:`nearest_plane`: one forward pass, one backward pass per candidate pair through it, and
+exact projections only onto the planes that can still be nearest), the box-constrained
+projection (:func:`project_hyperplane_box`, exact, without sorting in L2 and Linf), the logit
+differences and gradients of a single pair (:func:`pair_grads`), :func:`row_norm` and the
+bisection onto the boundary (:func:`line_search`).
+
+No pass puts more rows through the model than the batch it was given: the K pair gradients
+come from K backward passes through one forward graph, and are reduced as they come (their
+dual norms), so memory stays that of a plain gradient loop on the batch.
 """
 from __future__ import annotations
 
@@ -36,47 +42,115 @@ def candidate_classes(logits: Tensor, labels: Tensor, candidates: int | None) ->
     return masked.topk(k, dim=1).indices
 
 
-def pair_weights(labels: Tensor, cands: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """(B K, C) logit weights of the untargeted pairs: row ``b K + k`` is +1 at ``labels[b]`` and
-    -1 at ``cands[b, k]``, the gradient of h_k = z_label - z_{cands[b, k]} in logit space."""
-    b, k = cands.shape
-    w = torch.zeros((b, k, num_classes), dtype=dtype, device=cands.device)
-    w.scatter_(2, labels.view(b, 1, 1).expand(b, k, 1), 1.0).scatter_(2, cands.unsqueeze(2), -1.0)
-    return w.view(b * k, num_classes)
+def pair_grads(model: nn.Module, x: Tensor, labels: Tensor, targeted: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One logit difference per sample that is positive while the attack has not succeeded, and
+    its input gradient (one forward and one backward pass).
+
+    Untargeted: h = z_label - z_j with j the top class other than the label at ``x``;
+    targeted (labels are targets): h = z_j - z_target with j the top class other than the
+    target. Returns ``(logits (B, C), h (B,), grad h (B, D))``.
+    """
+    lab = labels.unsqueeze(1)
+
+    def weigh(z: Tensor):
+        other = z.scatter(1, lab, -INF).argmax(1, keepdim=True)
+        sign = -1.0 if targeted else 1.0
+        w = torch.zeros_like(z).scatter_(1, lab, sign).scatter_(1, other, -sign)
+        return w, (z.gather(1, lab) - z.gather(1, other)).squeeze(1) * sign
+
+    z, h, g = input_grad(model, x, weigh)
+    return z, h, flat(g)
 
 
-def pair_grads(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | None, targeted: bool,
-               weights: Tensor | None = None):
-    """Logit differences that are positive while the attack has not succeeded, and their gradients.
+def nearest_plane(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | None, targeted: bool, p: float,
+                  nudge: float = 0.0):
+    """The nearest linearised decision boundary of each sample within the box, exactly.
 
-    Untargeted: h_k = z_label - z_{cands[:, k]}, (B, K). Targeted (labels are targets, ``cands``
-    ignored): h = max_{j != t} z_j - z_t, (B, 1). Returns ``(logits (B, C), h (B, K),
-    grads (B, K, D))``. ``weights``: the untargeted pairs' logit weights, for a caller that keeps
-    them across steps: :func:`pair_weights` (the default, computed here) gives the gradients of
-    h, its negation those of -h.
+    ``x`` (B, ...) is the iterate. Each pair (``a``, ``b``) of a class that must lose its lead
+    and one that must take it (untargeted: the label and each of ``cands`` (B, K); targeted:
+    the current top other class and the target ``labels``) has the logit difference
+    ``h = z_a - z_b`` (> 0 before success) and, linearised at ``x``, the boundary plane
+    ``G . delta = c`` with ``G = grad(z_b - z_a)`` and ``c = h + nudge * max(|h|, 1e-6)``
+    (``nudge`` > 0 aims just past it). Returned per sample: the plane whose minimal-Lp step
+    ``delta`` within the box [0, 1] is shortest (planes the box cannot reach count after all
+    that it can, as in :func:`project_hyperplane_box`).
 
-    All K gradients come from one forward and one backward pass on the batch replicated K times
-    (row ``b K + k`` carries pair k of sample b; the backward pass starts at the logits with the
-    pair's +1/-1 weights, see :func:`attacks._common.input_grad`): K forward and K backward
-    passes per sample, in one call each.
+    Cost: one forward pass on the batch and one backward pass through it per pair, plus one
+    more per further plane projected. Every plane's unconstrained distance ``|c| / ||G||_q``
+    (q dual to p) is a lower bound on its distance within the box, so after projecting the
+    plane that is nearest without the box, planes are projected, nearest-first, only on the
+    samples where that bound is below the best distance so far (in L2 and Linf one projection
+    is usually enough; L1, where the box matters most, may need a few).
+
+    Returns ``(logits (B, C), g (B, D), c (B,), delta (B, D), dist (B,), feasible (B,))``: the
+    logits at ``x`` and, for the chosen plane, ``G``, ``c``, the step and its Lp length, and
+    whether the box reaches the plane.
     """
     b = x.shape[0]
-    k = 1 if targeted else cands.shape[1]
+    xf = flat(x.detach())
+    xa = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(xa)
+    zd = z.detach()
     lab = labels.unsqueeze(1)
-    xr = x if k == 1 else x.unsqueeze(1).expand(b, k, *x.shape[1:]).reshape(b * k, *x.shape[1:])
+    if targeted:  # a: the best class other than the target; b: the target
+        lead = zd.scatter(1, lab, -INF).argmax(1, keepdim=True)
+        take = lab
+    else:
+        lead, take = lab, cands
+    k = take.shape[1]
+    h = zd.gather(1, lead) - zd.gather(1, take)  # (B, K)
+    c_all = h + nudge * h.abs().clamp_min(1e-6) if nudge else h
+    base = torch.zeros_like(zd).scatter_(1, lead, -1.0)  # + 1 at the class b of each pair, below
+    lo, hi = xf.neg(), 1 - xf
 
-    def weigh(zr: Tensor):
-        z = zr[::k]  # the K copies of a sample share its logits
-        zl = z.gather(1, lab)
-        if targeted:
-            other = z.scatter(1, lab, -INF).argmax(1, keepdim=True)
-            w = torch.zeros_like(z).scatter_(1, other, 1.0).scatter_(1, lab, -1.0)
-            return w, (z, z.gather(1, other) - zl)
-        w = pair_weights(labels, cands, z.shape[1], z.dtype) if weights is None else weights
-        return w, (z, zl - z.gather(1, cands))
+    def grad_of(cols: Tensor) -> Tensor:  # G of the pairs take[i, cols[i]], one backward pass
+        w = base.scatter(1, take.gather(1, cols.unsqueeze(1)), 1.0)
+        (g,) = torch.autograd.grad(z, xa, w, retain_graph=True)
+        return flat(g)
 
-    _, (z, h), g = input_grad(model, xr, weigh)
-    return z, h, g.reshape(b, k, -1)
+    rows = torch.arange(b, device=x.device)
+    if k == 1:
+        g = grad_of(torch.zeros(b, dtype=torch.long, device=x.device))
+        c = c_all[:, 0]
+        delta, ok = project_hyperplane_box(g, c, lo, hi, p)
+        return zd, g, c, delta, row_norm(delta, p), ok
+    q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
+    # all pairs: the unconstrained distances, keeping G of the nearest so far
+    bound = h.new_empty((k, b))  # unconstrained distance of pair j in row j
+    g = nearest = None
+    for j in range(k):
+        gj = grad_of(torch.full((b,), j, dtype=torch.long, device=x.device))
+        bj = torch.div(c_all[:, j].abs(), row_norm(gj, q).clamp_min_(1e-30), out=bound[j])
+        if g is None:
+            g, nearest = gj, bj.clone()
+        else:  # strictly nearer: the first of equals is kept, as the stable sort below orders them
+            update_rows_(g, gj, bj < nearest)
+            torch.minimum(nearest, bj, out=nearest)
+    bound = bound.t()
+    order = torch.sort(bound, dim=1, stable=True).indices
+    c = c_all[rows, order[:, 0]]
+    delta, ok = project_hyperplane_box(g, c, lo, hi, p)
+    dist = row_norm(delta, p)
+    key = torch.where(ok, dist, dist + 1e12)  # unreachable planes after all reachable ones
+    for m in range(1, k):
+        cols = order[:, m]
+        todo = bound[rows, cols] < key  # this plane can still be nearer within the box
+        if not bool(todo.any()):
+            break
+        gm = grad_of(cols)
+        cm = c_all[rows, cols]
+        dm, okm = project_hyperplane_box(gm, cm, lo, hi, p)
+        nm = row_norm(dm, p)
+        km = torch.where(okm, nm, nm + 1e12)
+        better = todo & (km < key)
+        update_rows_(g, gm, better)
+        update_rows_(delta, dm, better)
+        c = torch.where(better, cm, c)
+        dist = torch.where(better, nm, dist)
+        ok = torch.where(better, okm, ok)
+        key = torch.where(better, km, key)
+    return zd, g, c, delta, dist, ok
 
 
 @torch.no_grad()
@@ -246,6 +320,10 @@ def fab(
     so far (or half the first linearised distance), on every sample. A final bisection towards x0
     lands on the boundary.
 
+    Cost per step: one forward pass for the gradients and one for the new point, one backward
+    pass per candidate class and one per further plane projected (see :func:`nearest_plane`);
+    no pass holds more rows than the batch.
+
     Parameters
     ----------
     model : nn.Module
@@ -300,10 +378,6 @@ def fab(
     best_norm = torch.full((n,), INF, device=x0.device, dtype=x0.dtype)
     best_adv = f0.clone()
     lin0 = None  # first linearised distance, the scale of the random restarts
-    # the gradients of -h: the planes are then -g . delta = h, with h > 0 before success
-    weights = None if targeted else pair_weights(ys, cands, logits.shape[1], x0.dtype).neg_()
-    kk = 1 if targeted else cands.shape[1]
-    first = torch.arange(n, device=x0.device) * kk  # row of each sample's first plane in (n K) rows
 
     for r in range(restarts):
         if r == 0:
@@ -314,19 +388,11 @@ def fab(
             radius = 0.5 * torch.where(torch.isfinite(best_norm), best_norm, lin0)
             fx = flat((xs + random_in_ball(xs, radius, p, gen)).clamp(0, 1))
         for _ in range(steps):
-            _, h, g = pair_grads(model, fx.view_as(xs), ys, cands, targeted, weights)  # h (n, K), g (n, K, D) of -h
-            if targeted:
-                g = g.neg()
-            # delta_1: project x onto each linearised boundary -g . delta = h within the box; keep the nearest
-            d1_all, ok1 = project_hyperplane_box(g, h, (-fx).unsqueeze(1), (1 - fx).unsqueeze(1), p)
-            n1 = row_norm(d1_all, p)  # (n, K)
-            j = torch.where(ok1, n1, n1 + 1e12).argmin(1).add_(first)  # unreachable planes last
-            d1 = d1_all.view(n * kk, -1).index_select(0, j)
-            gj = g.view(n * kk, -1).index_select(0, j)
-            hj, a1 = h.take(j), n1.take(j)
+            # delta_1: x projected onto the nearest linearised boundary gj . delta = hj within the box
+            _, gj, hj, d1, a1, _ = nearest_plane(model, fx.view_as(xs), ys, cands, targeted, p)
             if lin0 is None:
                 lin0 = a1.clamp_min(1e-6)
-            # delta_2: project x0 onto the same plane: -gj . (x0 + d - x) = hj
+            # delta_2: project x0 onto the same plane: gj . (x0 + d - x) = hj
             c2 = hj - torch.linalg.vecdot(gj, f0 - fx)
             d2, _ = project_hyperplane_box(gj, c2, lo0, hi0, p)
             a2 = row_norm(d2, p)

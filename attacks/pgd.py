@@ -85,9 +85,9 @@ def rival_classes(model: nn.Module, x0: Tensor, logits: Tensor, labels: Tensor, 
     """(B, K) wrong classes to push above the label, nearest linearised boundary first.
 
     The ``top`` most likely wrong classes at the clean point are ranked by the DeepFool
-    estimate (z_label - z_j) / ||grad(z_label - z_j)||_q (q dual to p). All K gradients come
-    from one forward and one backward pass over the batch replicated K times (row j * B + i
-    holds sample i and its j-th candidate): K * B sample passes each way.
+    estimate (z_label - z_j) / ||grad(z_label - z_j)||_q (q dual to p). One forward pass on the
+    batch and one backward pass through it per candidate (K * B sample passes backward), each
+    gradient reduced to its norm as it comes.
     """
     b, c = logits.shape
     k = max(1, min(top, c - 1))
@@ -96,15 +96,19 @@ def rival_classes(model: nn.Module, x0: Tensor, logits: Tensor, labels: Tensor, 
     cand = masked.topk(k, dim=1).indices  # (B, K)
     if k == 1:
         return cand
-    rep = x0.detach().unsqueeze(0).expand(k, *x0.shape).reshape(k * b, *x0.shape[1:])
-    lab = labels.repeat(k).unsqueeze(1)  # (K*B, 1)
-    other = cand.t().reshape(-1, 1)  # (K*B, 1): candidate j of sample i at row j * B + i
-    w = torch.zeros((k * b, c), dtype=logits.dtype, device=logits.device)
-    w.scatter_(1, lab, 1.0).scatter_(1, other, -1.0)  # gradient of z_label - z_cand
-    z, _, g = input_grad(model, rep, lambda zd: (w, None))
-    diff = (z.gather(1, lab) - z.gather(1, other)).squeeze(1)
-    dist = (diff / lp_norm(g, dual(p)).clamp_min(1e-30)).view(k, b).t()
-    return cand.gather(1, dist.argsort(dim=1))
+    lab = labels.unsqueeze(1)
+    xa = x0.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(xa)
+    zd = z.detach()
+    diff = zd.gather(1, lab) - zd.gather(1, cand)  # (B, K)
+    base = torch.zeros_like(zd).scatter_(1, lab, 1.0)
+    dist = torch.empty((k, b), dtype=zd.dtype, device=zd.device)
+    q = dual(p)
+    for j in range(k):  # gradient of z_label - z_cand[:, j]
+        (g,) = torch.autograd.grad(z, xa, base.scatter(1, cand[:, j:j + 1], -1.0), retain_graph=j + 1 < k)
+        torch.div(diff[:, j], lp_norm(g, q).clamp_min_(1e-30), out=dist[j])
+    return cand.gather(1, dist.t().argsort(dim=1))
 
 
 def pair_loss(logits: Tensor, rival: Tensor, labels: Tensor) -> Tensor:

@@ -82,6 +82,7 @@ def test_linear_model_matches_closed_form(norm):
        norm=st.sampled_from([1.0, INF]))
 @example(seed=282, d=4, widths=[4], norm=1.0)  # logits nearly cancel: needed a roundoff-aware margin
 @example(seed=7, d=4, widths=[4, 4], norm=1.0)  # a tie broken by a margin above roundoff: walk back along the ray
+@example(seed=27, d=7, widths=[4, 4], norm=1.0)  # float32 flips a near-tie just inside the exact-arithmetic bound
 def test_mlp_exact_radius_brackets(seed, d, widths, norm):
     _check_brackets(seed, d, widths, norm, batch=3)
 
@@ -128,11 +129,15 @@ def _check_brackets(seed, d, widths, norm, batch):
     assert check_bracket(cert, res["lower"], r, rtol=1e-6) == []
     # (the verified point must beat the label by a margin above float32 roundoff, which costs
     # up to that margin over the dual norm of the margin's gradient in radius)
-    assert (r[fin] <= res["lower"][fin] * (1 + 2e-3) + 1e-6 + _roundoff_slack(model, x, y, adv, norm)[fin]).all()
+    slack = _roundoff_slack(model, x, y, adv, norm)
+    assert (r[fin] <= res["lower"][fin] * (1 + 2e-3) + 1e-6 + slack[fin]).all()
     # no attack finds anything strictly inside the proven lower bound (argmax ties count as
     # adversarial here, so the bound itself is where the search must come up empty)
     if fin.any():
-        inside = closest_found(model, x[fin], y[fin], res["lower"][fin] * (1 - 1e-4), norm, seed=seed)
+        # (the bound is for the network in exact arithmetic; its float32 evaluation can flip a
+        # near-tie within the roundoff slack of the boundary, seed 27 L1: 1.3% of the radius)
+        shrunk = np.clip(res["lower"][fin] * (1 - 1e-4) - slack[fin], 0, None)
+        inside = closest_found(model, x[fin], y[fin], shrunk, norm, seed=seed)
         assert not inside.any()
         # ... while the same search does find points outside it (the search has teeth)
         outside = closest_found(model, x[fin], y[fin], r[fin] * 3.0, norm, seed=seed)
