@@ -101,27 +101,28 @@ def nearest_plane(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | N
     k = take.shape[1]
     h = zd.gather(1, lead) - zd.gather(1, take)  # (B, K)
     c_all = h + nudge * h.abs().clamp_min(1e-6) if nudge else h
-    base = torch.zeros_like(zd).scatter_(1, lead, -1.0)  # + 1 at the class b of each pair, below
+    # logit weights of every pair, (K, B, C): -1 at the class a, +1 at the class b of pair j
+    weights = torch.zeros_like(zd).scatter_(1, lead, -1.0).expand(k, -1, -1).clone()
+    weights.scatter_(2, take.t().unsqueeze(2), 1.0)
     lo, hi = xf.neg(), 1 - xf
 
-    def grad_of(cols: Tensor) -> Tensor:  # G of the pairs take[i, cols[i]], one backward pass
-        w = base.scatter(1, take.gather(1, cols.unsqueeze(1)), 1.0)
+    def grad_of(w: Tensor) -> Tensor:  # G of the pairs whose logit weights are w (B, C)
         (g,) = torch.autograd.grad(z, xa, w, retain_graph=True)
         return flat(g)
 
     rows = torch.arange(b, device=x.device)
     if k == 1:
-        g = grad_of(torch.zeros(b, dtype=torch.long, device=x.device))
+        g = grad_of(weights[0])
         c = c_all[:, 0]
         delta, ok = project_hyperplane_box(g, c, lo, hi, p)
         return zd, g, c, delta, row_norm(delta, p), ok
     q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
     # all pairs: the unconstrained distances, keeping G of the nearest so far
-    bound = h.new_empty((k, b))  # unconstrained distance of pair j in row j
+    bound = c_all.abs().t().contiguous()  # (K, B), divided in place by the dual norms below
     g = nearest = None
     for j in range(k):
-        gj = grad_of(torch.full((b,), j, dtype=torch.long, device=x.device))
-        bj = torch.div(c_all[:, j].abs(), row_norm(gj, q).clamp_min_(1e-30), out=bound[j])
+        gj = grad_of(weights[j])
+        bj = bound[j].div_(row_norm(gj, q).clamp_min_(1e-30))
         if g is None:
             g, nearest = gj, bj.clone()
         else:  # strictly nearer: the first of equals is kept, as the stable sort below orders them
@@ -138,7 +139,7 @@ def nearest_plane(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | N
         todo = bound[rows, cols] < key  # this plane can still be nearer within the box
         if not bool(todo.any()):
             break
-        gm = grad_of(cols)
+        gm = grad_of(weights[cols, rows])
         cm = c_all[rows, cols]
         dm, okm = project_hyperplane_box(gm, cm, lo, hi, p)
         nm = row_norm(dm, p)
