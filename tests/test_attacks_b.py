@@ -20,7 +20,7 @@ from attacks._common import lp_norm
 from attacks.apgd import apgd
 from attacks.deepfool import deepfool
 from attacks.eps_search import apgd_min, minimal_by_eps_search, pgd_min
-from attacks.fab import fab, project_hyperplane_box
+from attacks.fab import candidate_classes, fab, nearest_plane, project_hyperplane_box, row_norm
 from attacks.pgd import pgd, project_l1_box
 
 from _linear_reference import exact_radius
@@ -164,6 +164,47 @@ def test_projection_onto_hyperplane_and_box_is_exact():
                 ref = float(np.linalg.norm(np.clip(s * b_ * wi, li, hi_)))
             got = float(lp_norm(delta[i : i + 1], p))
             assert abs(got - ref) <= 1e-7 * max(1.0, ref), (p, i, got, ref)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, INF])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_nearest_plane_matches_projecting_every_plane(p, targeted):
+    """The pruned search (one backward pass per pair, exact projections only where the
+    unconstrained distance can still win) picks the plane that projecting onto every pair's
+    plane and taking the nearest would; the planes come from autograd on the model."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 6)).double().eval()
+    x = torch.rand(40, 12, dtype=torch.float64)
+    x[:, :4] = 0.0  # pixels on the box face: the box changes which plane is nearest
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmin(1) if targeted else logits.argmax(1)
+    cands = None if targeted else candidate_classes(logits, y, None)
+    z, g, c, delta, dist, ok = nearest_plane(model, x, y, cands, targeted, p)
+    assert torch.allclose(z, logits)
+    # reference: every pair's plane from its own autograd gradient, each projected exactly
+    xr = x.clone().requires_grad_(True)
+    zr = model(xr)
+    lead = zr.detach().scatter(1, y[:, None], -INF).argmax(1, keepdim=True) if targeted else y[:, None]
+    take = y[:, None] if targeted else cands
+    best_key, best = torch.full((40,), INF, dtype=x.dtype), None
+    for j in range(take.shape[1]):
+        hj = zr.gather(1, lead).squeeze(1) - zr.gather(1, take[:, j:j + 1]).squeeze(1)
+        (gj,) = torch.autograd.grad(-hj.sum(), xr, retain_graph=True)
+        dj, okj = project_hyperplane_box(gj, hj.detach(), -x, 1 - x, p)
+        nj = row_norm(dj, p)
+        key = torch.where(okj, nj, nj + 1e12)
+        if best is None:
+            best_key, best = key, (gj, hj.detach(), dj, nj)
+        else:
+            better = key < best_key
+            best_key = torch.where(better, key, best_key)
+            best = tuple(torch.where(better.view(-1, *[1] * (t.ndim - 1)), tn, t) for t, tn in zip(best, (gj, hj.detach(), dj, nj)))
+    assert torch.allclose(dist, best[3], rtol=1e-10, atol=1e-12)
+    assert torch.allclose(c, best[1], rtol=1e-10, atol=1e-12)
+    assert torch.allclose(g, best[0], rtol=1e-10, atol=1e-12)
+    # the step lands on the chosen plane where the box reaches it
+    assert torch.allclose((g * delta).sum(1)[ok], c[ok], atol=1e-9)
 
 
 def test_l1_box_projection_matches_bisection():
