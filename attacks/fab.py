@@ -104,7 +104,6 @@ def nearest_plane(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | N
     # logit weights of every pair, (K, B, C): -1 at the class a, +1 at the class b of pair j
     weights = torch.zeros_like(zd).scatter_(1, lead, -1.0).expand(k, -1, -1).clone()
     weights.scatter_(2, take.t().unsqueeze(2), 1.0)
-    lo, hi = xf.neg(), 1 - xf
 
     def grad_of(w: Tensor) -> Tensor:  # G of the pairs whose logit weights are w (B, C)
         (g,) = torch.autograd.grad(z, xa, w, retain_graph=True)
@@ -114,6 +113,7 @@ def nearest_plane(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | N
     if k == 1:
         g = grad_of(weights[0])
         c = c_all[:, 0]
+        lo, hi = xf.neg(), 1 - xf  # the box room (made after the backward passes: a smaller peak)
         delta, ok = project_hyperplane_box(g, c, lo, hi, p)
         return zd, g, c, delta, row_norm(delta, p), ok
     q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
@@ -129,6 +129,7 @@ def nearest_plane(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | N
             update_rows_(g, gj, bj < nearest)
             torch.minimum(nearest, bj, out=nearest)
     bound = bound.t()
+    lo, hi = xf.neg(), 1 - xf  # the box room (made after the backward passes: a smaller peak)
     order = torch.sort(bound, dim=1, stable=True).indices
     c = c_all[rows, order[:, 0]]
     delta, ok = project_hyperplane_box(g, c, lo, hi, p)
@@ -373,7 +374,6 @@ def fab(
     cands = None if targeted else candidate_classes(logits[idx], ys, candidates)
     n = xs.shape[0]
     f0 = flat(xs)
-    lo0, hi0 = -f0, 1 - f0  # box room around the clean inputs
     eta = 1.0 + overshoot
     gen = make_generator(seed, x0.device)
     best_norm = torch.full((n,), INF, device=x0.device, dtype=x0.dtype)
@@ -395,7 +395,7 @@ def fab(
                 lin0 = a1.clamp_min(1e-6)
             # delta_2: project x0 onto the same plane: gj . (x0 + d - x) = hj
             c2 = hj - torch.linalg.vecdot(gj, f0 - fx)
-            d2, _ = project_hyperplane_box(gj, c2, lo0, hi0, p)
+            d2, _ = project_hyperplane_box(gj, c2, f0.neg(), 1 - f0, p)  # (box room made here: a smaller peak)
             a2 = row_norm(d2, p)
             alpha = (a1 / (a1 + a2).clamp_min(1e-30)).clamp_(0, _ALPHA_MAX).unsqueeze(1)
             # (1 - alpha) (x + eta delta_1) + alpha (x0 + eta delta_2)
