@@ -271,22 +271,27 @@ def _roundoff(model: nn.Module, x: Tensor) -> float:
     return float(torch.finfo(x.dtype).eps * h.max())
 
 
-def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float):
+def margin_needed(logits: Tensor, noise: float) -> float:
+    """The margin by which a verified point's logits (C,) must beat the label: ``_MARGIN``
+    relative to their scale, and at least ``noise``, the rounding noise of the input's logits
+    (``_ROUNDING * _roundoff``), so that batched re-checks agree."""
+    return max(_MARGIN * float(logits.abs().max().clamp_min(1e-2)), noise)
+
+
+def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float, noise: float):
     """A point on the ray from ``x`` through ``cand`` (clipped to the box) that the model
     misclassifies, as close to ``x`` as a short bisection finds, and its radius; or None.
 
     Solvers stop at tolerances, so the optimum may sit on the decision boundary or a hair
     short of it: scale the perturbation up by at most 1e-3 (relative) until the label flips
-    with a margin above rounding noise, then bisect the scale down towards the boundary.
+    with the margin of :func:`margin_needed` (``noise``: the rounding noise at ``x``), then
+    bisect the scale down towards the boundary.
     """
     x0 = x.detach().reshape(-1).to(torch.float64)
-    noise = _ROUNDING * _roundoff(model, x)
 
     def enough(logits: Tensor) -> bool:
-        # demand a margin above rounding noise, so that batched re-checks agree
         other = torch.cat([logits[:y], logits[y + 1:]]).max()
-        need = max(_MARGIN * float(logits.abs().max().clamp_min(1e-2)), noise)
-        return float(other - logits[y]) > need
+        return float(other - logits[y]) > margin_needed(logits, noise)
 
     delta = torch.as_tensor(cand, dtype=torch.float64, device=x.device) - x0
 
@@ -419,6 +424,7 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
         known = bool(np.isfinite(up[s]) and up[s] > 0)
         r_max = min(float(up[s]), full) * (1 + 1e-6) + 1e-9 if known else full
         xs, ys = x.unsqueeze(0), torch.tensor([y], device=inputs.device)
+        noise = _ROUNDING * _roundoff(model, x)  # rounding noise of this input's logits
         lb_cert = float(certified_radii(model, xs, ys, norm=p, method="crown", tol=1e-3, eps_hi=r_max)[0])
         x0 = x.detach().reshape(-1).to(torch.float64).cpu().numpy()
         others = other_classes(ys, n_classes)[0].cpu().numpy()
@@ -456,19 +462,18 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
             class_lower.append(dual)
             if sol is None:
                 continue
-            checked = _verify(model, x, y, sol[xv], p)
+            checked = _verify(model, x, y, sol[xv], p, noise)
             if checked is None:
                 # the optimum is a tie no nudge breaks (an isolated touching point of the
                 # decision regions): ask for a strictly positive margin instead
-                floor = 2 * _ROUNDING * _roundoff(model, x)  # below this the nudge cannot verify it
-                for tie in _TIES:
-                    tau = max(tie * float(logits[s].abs().max().clamp_min(1e-2)), floor)
+                for tie in _TIES:  # (below twice the noise, the verification could not accept it)
+                    tau = max(tie * float(logits[s].abs().max().clamp_min(1e-2)), 2 * noise)
                     prog, xv, _ = _encode(ops, bounds, x0, cur, p, y, j, margin=tau)
                     remaining = time_limit - (time.monotonic() - start)
                     kind2, sol2, _ = _run(prog, xv, x0, cur, p, max(remaining, 0.01), lb_cert)
                     if kind2 == "limit":
                         timed_out = True
-                    checked = None if sol2 is None else _verify(model, x, y, sol2[xv], p)
+                    checked = None if sol2 is None else _verify(model, x, y, sol2[xv], p, noise)
                     if checked is not None or kind2 in ("infeasible", "limit"):
                         break
                 if checked is None and kind2 not in ("infeasible", "limit"):

@@ -191,6 +191,32 @@ def input_grad(model: nn.Module, x: Tensor, weigh) -> tuple[Tensor, object, Tens
     return zd, aux, g
 
 
+def pair_backward(model: nn.Module, x: Tensor, pairs):
+    """One forward pass at ``x``, then input gradients of logit pairs, one backward pass each.
+
+    ``pairs(logits)`` receives the detached logits (B, C) and returns ``(lead, take)``, class
+    indices (B, 1) and (B, K): pair j of sample i is ``z[i, take[i, j]] - z[i, lead[i]]``.
+    Returns ``(logits, lead, take, weights, grad)``: the detached logits; the pairs; ``weights``
+    (K, B, C), the logit-space gradient of pair j in row j (+1 at ``take``, -1 at ``lead``); and
+    ``grad(w)``, the flat (B, D) input gradient of ``sum_i w[i] . z[i]`` for any ``w`` (B, C),
+    by one backward pass through the same graph. No pass holds more rows than the batch: the K
+    gradients of a sample cost K backward passes and one forward pass, not a replicated batch.
+    """
+    xa = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(xa)
+    zd = z.detach()
+    lead, take = pairs(zd)
+    weights = torch.zeros_like(zd).scatter_(1, lead, -1.0).expand(take.shape[1], -1, -1).clone()
+    weights.scatter_(2, take.t().unsqueeze(2), 1.0)
+
+    def grad(w: Tensor) -> Tensor:
+        (g,) = torch.autograd.grad(z, xa, w, retain_graph=True)
+        return flat(g)
+
+    return zd, lead, take, weights, grad
+
+
 def is_adversarial(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tensor:
     """(B,) bool: prediction differs from the label (untargeted) or equals the target."""
     pred = logits.argmax(dim=1)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import (INF, check_inputs, check_norm, flat, input_grad, is_adversarial, make_generator, random_in_ball,
-                      sort_rows, update_rows_)
+from ._common import (INF, check_inputs, check_norm, dual, flat, input_grad, is_adversarial, make_generator, pair_backward,
+                      random_in_ball, sort_rows, update_rows_)
 
 _NORMS = (1.0, 2.0, INF)
 _ALPHA_MAX = 0.1  # largest weight of the projection of the clean input (paper default)
@@ -87,36 +87,18 @@ def nearest_plane(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | N
     whether the box reaches the plane.
     """
     b = x.shape[0]
-    xf = flat(x.detach())
-    xa = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        z = model(xa)
-    zd = z.detach()
     lab = labels.unsqueeze(1)
-    if targeted:  # a: the best class other than the target; b: the target
-        lead = zd.scatter(1, lab, -INF).argmax(1, keepdim=True)
-        take = lab
-    else:
-        lead, take = lab, cands
+
+    def pairs(z: Tensor):
+        if targeted:  # a: the best class other than the target; b: the target
+            return z.scatter(1, lab, -INF).argmax(1, keepdim=True), lab
+        return lab, cands
+
+    zd, lead, take, weights, grad_of = pair_backward(model, x, pairs)
     k = take.shape[1]
     h = zd.gather(1, lead) - zd.gather(1, take)  # (B, K)
     c_all = h + nudge * h.abs().clamp_min(1e-6) if nudge else h
-    # logit weights of every pair, (K, B, C): -1 at the class a, +1 at the class b of pair j
-    weights = torch.zeros_like(zd).scatter_(1, lead, -1.0).expand(k, -1, -1).clone()
-    weights.scatter_(2, take.t().unsqueeze(2), 1.0)
-
-    def grad_of(w: Tensor) -> Tensor:  # G of the pairs whose logit weights are w (B, C)
-        (g,) = torch.autograd.grad(z, xa, w, retain_graph=True)
-        return flat(g)
-
-    rows = torch.arange(b, device=x.device)
-    if k == 1:
-        g = grad_of(weights[0])
-        c = c_all[:, 0]
-        lo, hi = xf.neg(), 1 - xf  # the box room (made after the backward passes: a smaller peak)
-        delta, ok = project_hyperplane_box(g, c, lo, hi, p)
-        return zd, g, c, delta, row_norm(delta, p), ok
-    q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
+    q = dual(p)
     # all pairs: the unconstrained distances, keeping G of the nearest so far
     bound = c_all.abs().t().contiguous()  # (K, B), divided in place by the dual norms below
     g = nearest = None
@@ -129,7 +111,9 @@ def nearest_plane(model: nn.Module, x: Tensor, labels: Tensor, cands: Tensor | N
             update_rows_(g, gj, bj < nearest)
             torch.minimum(nearest, bj, out=nearest)
     bound = bound.t()
+    xf = flat(x.detach())
     lo, hi = xf.neg(), 1 - xf  # the box room (made after the backward passes: a smaller peak)
+    rows = torch.arange(b, device=x.device)
     order = torch.sort(bound, dim=1, stable=True).indices
     c = c_all[rows, order[:, 0]]
     delta, ok = project_hyperplane_box(g, c, lo, hi, p)

@@ -28,6 +28,7 @@ from ._common import (
     label_margin,
     lp_norm,
     make_generator,
+    pair_backward,
     random_in_ball,
     sort_rows,
     update_rows_,
@@ -97,17 +98,11 @@ def rival_classes(model: nn.Module, x0: Tensor, logits: Tensor, labels: Tensor, 
     if k == 1:
         return cand
     lab = labels.unsqueeze(1)
-    xa = x0.detach().requires_grad_(True)
-    with torch.enable_grad():
-        z = model(xa)
-    zd = z.detach()
-    diff = zd.gather(1, lab) - zd.gather(1, cand)  # (B, K)
-    base = torch.zeros_like(zd).scatter_(1, lab, 1.0)
-    dist = torch.empty((k, b), dtype=zd.dtype, device=zd.device)
+    zd, _, _, weights, grad = pair_backward(model, x0, lambda z: (lab, cand))
+    dist = (zd.gather(1, lab) - zd.gather(1, cand)).t().contiguous()  # (K, B), divided by the norms below
     q = dual(p)
-    for j in range(k):  # gradient of z_label - z_cand[:, j]
-        (g,) = torch.autograd.grad(z, xa, base.scatter(1, cand[:, j:j + 1], -1.0), retain_graph=j + 1 < k)
-        torch.div(diff[:, j], lp_norm(g, q).clamp_min_(1e-30), out=dist[j])
+    for j in range(k):
+        dist[j].div_(lp_norm(grad(weights[j]), q).clamp_min_(1e-30))
     return cand.gather(1, dist.t().argsort(dim=1))
 
 

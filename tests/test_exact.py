@@ -15,7 +15,7 @@ from advrobust._cli import UserError
 from advrobust.certify import certified_radii, check_bracket
 from advrobust.exact import exact_radii
 from advrobust.linear_radius import linear_radii
-from attacks._common import clamp_box, label_margin, lp_norm, make_generator, project_ball, random_in_ball
+from attacks._common import clamp_box, dual, label_margin, lp_norm, make_generator, project_ball, random_in_ball
 
 from _nets import random_mlp
 
@@ -97,16 +97,14 @@ def test_mlp_exact_radius_brackets_l2(seed, widths):
 
 def _roundoff_slack(model, x, y, adv, norm):
     """Per sample: the radius a margin of twice exact.py's demanded margin costs at ``adv``."""
-    from advrobust.exact import _MARGIN, _ROUNDING, _roundoff
+    from advrobust.exact import _ROUNDING, _roundoff, margin_needed
 
     xa = adv.clone().requires_grad_(True)
     logits = model(xa)
     (g,) = torch.autograd.grad(label_margin(logits, y).sum(), xa)
     logits = logits.detach()
-    dual = {1.0: INF, 2.0: 2.0, INF: 1.0}[norm]
-    slope = lp_norm(g.double(), dual).clamp_min(1e-12)
-    need = [max(_MARGIN * float(logits[i].abs().max().clamp_min(1e-2)), _ROUNDING * _roundoff(model, x[i]))
-            for i in range(len(x))]
+    slope = lp_norm(g.double(), dual(norm)).clamp_min(1e-12)
+    need = [margin_needed(logits[i], _ROUNDING * _roundoff(model, x[i])) for i in range(len(x))]
     return (2 * torch.tensor(need, dtype=torch.float64) / slope).numpy()
 
 
