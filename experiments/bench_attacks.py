@@ -15,7 +15,8 @@ forward and backward passes per sample on the same batch (cross-entropy, input g
 step; see bare_loop), at each batch size of --cost-batches: wall time (fastest of alternating
 repeats) and peak memory, the largest extra tensor memory held at once during one more call of
 each (CUDA's max_memory_allocated on GPU; on CPU the allocation events torch.profiler records,
-see peak_bytes). The timed calls run without the profiler.
+see peak_bytes). The timed calls run without the profiler. foolbox's FMN and DDN (--cost-foolbox)
+are measured the same way, as a reference for what a published implementation costs.
 
 Prints Markdown tables and the provenance (versions, device, threads, seed).
 """
@@ -142,19 +143,24 @@ def _attack_kwargs(info, norm, steps, seed):
     return kw
 
 
-def cost(model, x, y, norm, steps, device, seed, names, repeats):
+def cost(model, x, y, norm, steps, device, seed, names, repeats, foolbox=()):
     """Time and peak memory of each attack against a bare loop of the same passes on the same batch.
 
     Passes are counted per sample (attacks/counting.py); the bare loop does the rounded per-sample
     numbers of forward and backward passes on the whole batch. Attack and bare loop alternate,
     ``repeats`` times each, and the fastest of each is kept; the memory of each is measured in one
-    more call.
+    more call. ``foolbox`` names foolbox 3 attack classes measured the same way, as a reference:
+    what the published implementations cost against the same bare loop.
     """
     rows = {}
+    runs = []
     for name in names:
         info = ATTACKS[name]
-        kw = _attack_kwargs(info, norm, steps, seed)
-        run = lambda: info.fn(model, x, y, **kw)  # noqa: E731
+        runs.append((name, info.fn, _attack_kwargs(info, norm, steps, seed)))
+    for cls in foolbox:
+        runs.append((f"fb:{cls}", foolbox_info(cls).fn, {"norm": norm, "steps": steps, "seed": seed}))
+    for name, fn, kw in runs:
+        run = lambda: fn(model, x, y, **kw)  # noqa: E731
         with count_passes(model) as c:
             run()
         f, b = round(c.forward / len(x)), round(c.backward / len(x))
@@ -286,6 +292,8 @@ def main(argv=None):
     ap.add_argument("--cost-batches", default="200,all",
                     help="batch sizes of the cost section (first training points; all: the whole training set)")
     ap.add_argument("--cost-skip", default="", help="our attacks to leave out of the cost section")
+    ap.add_argument("--cost-foolbox", default="L2FMNAttack,DDNAttack,LInfFMNAttack,L1FMNAttack",
+                    help="foolbox attacks timed against the same bare loop, as a reference ('': none)")
     ap.add_argument("--cost-repeats", type=int, default=3, help="alternating repeats of attack and bare loop")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = ap.parse_args(argv)
@@ -323,8 +331,9 @@ def main(argv=None):
                 skip = set(filter(None, args.cost_skip.split(",")))
                 names = [k for k, i in ATTACKS.items() if i.kind == "minimal" and i.supports(norm) and k not in skip]
                 for nb in batches:
+                    fb = [c for c in filter(None, args.cost_foolbox.split(",")) if c in FOOLBOX[norm]]
                     rows = cost(model, x_tr[:nb], y_tr[:nb], norm, args.steps, device, args.seed, names,
-                                args.cost_repeats)
+                                args.cost_repeats, fb)
                     report_cost(width, norm, rows, args.steps, nb)
     print(f"\ntotal wall time {time.perf_counter() - t0:.0f}s")
 
