@@ -297,6 +297,10 @@ def main(argv=None):
     ap.add_argument("--cost-repeats", type=int, default=3, help="alternating repeats of attack and bare loop")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = ap.parse_args(argv)
+    known_fb = {c for v in FOOLBOX.values() for c in v}
+    unknown_fb = [c for c in filter(None, args.cost_foolbox.split(",")) if c not in known_fb]
+    if unknown_fb:
+        ap.error(f"--cost-foolbox: unknown {', '.join(unknown_fb)}; known: {', '.join(sorted(known_fb))}")
     from advrobust.data import load_dataset
     from advrobust.runs import device_info, versions
 
