@@ -297,8 +297,9 @@ def main(argv=None):
     ap.add_argument("--cost-repeats", type=int, default=3, help="alternating repeats of attack and bare loop")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = ap.parse_args(argv)
+    cost_fb = list(filter(None, args.cost_foolbox.split(",")))
     known_fb = {c for v in FOOLBOX.values() for c in v}
-    unknown_fb = [c for c in filter(None, args.cost_foolbox.split(",")) if c not in known_fb]
+    unknown_fb = [c for c in cost_fb if c not in known_fb]
     if unknown_fb:
         ap.error(f"--cost-foolbox: unknown {', '.join(unknown_fb)}; known: {', '.join(sorted(known_fb))}")
     from advrobust.data import load_dataset
@@ -334,8 +335,8 @@ def main(argv=None):
             if "cost" in sections:
                 skip = set(filter(None, args.cost_skip.split(",")))
                 names = [k for k, i in ATTACKS.items() if i.kind == "minimal" and i.supports(norm) and k not in skip]
+                fb = [c for c in cost_fb if c in FOOLBOX[norm]]
                 for nb in batches:
-                    fb = [c for c in filter(None, args.cost_foolbox.split(",")) if c in FOOLBOX[norm]]
                     rows = cost(model, x_tr[:nb], y_tr[:nb], norm, args.steps, device, args.seed, names,
                                 args.cost_repeats, fb)
                     report_cost(width, norm, rows, args.steps, nb)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from attacks.counting import count_passes
+from _nets import random_mlp
 
 _SPEC = importlib.util.spec_from_file_location(
     "bench_attacks", Path(__file__).resolve().parents[1] / "experiments" / "bench_attacks.py")
@@ -17,8 +17,7 @@ _SPEC.loader.exec_module(bench)
 
 
 def _model_and_data(n=6):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    model = random_mlp(0, 8, [5])
     for p in model.parameters():
         p.requires_grad_(False)
     x = torch.rand(n, 1, 2, 4)
