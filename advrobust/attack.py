@@ -7,6 +7,7 @@ Examples::
     python -m advrobust.attack runs/d64 --attacks fmn,foolbox:L2BrendelBethgeAttack --certify crown
     python -m advrobust.attack --model net.ts --dataset digits --out results/   # TorchScript
     python -m advrobust.attack --model mynet.py:build --state-dict sd.pt --dataset digits --out results/
+    python -m advrobust.attack runs/s64 --norm linf --attacks boundary --starts runs/s64/attack-linf-train.npz
 
 Writes ``attack-<norm>-<split>.npz`` and ``.json`` (format in ``docs/internals.md``) atomically
 into the run directory (or ``--out``), and prints a summary per norm.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import math
 import sys
 import time
@@ -45,11 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--norm", action="append", default=None, help="l1, l2 or linf; repeatable (default l2)")
     ap.add_argument("--attacks", default=None,
                     help="comma-separated attack names (default: the cascade for the norm); foolbox:ClassName allowed")
+    ap.add_argument("--starts", default=None,
+                    help="adversarial starting points for the boundary attack: a .npy array (N, ...) or (N, S, ...) "
+                         "with one row per attacked point, or an attack-*.npz from an earlier run (its best points, "
+                         "'adv'); rows equal to the input mean none")
     ap.add_argument("--steps", type=int, default=None,
                     help="iterations per attack (default: each attack's own default, see docs/attacks.md)")
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=256, help="points per attack call (default 256)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
     ap.add_argument("--eps", default=None, help="comma-separated radii for robust accuracy (default per norm)")
     ap.add_argument("--certify", choices=("ibp", "crown"), default=None, help="also compute certified lower bounds")
     ap.add_argument("--exact", action=argparse.BooleanOptionalAction, default=False,
@@ -78,7 +84,7 @@ def _wrap(module):
 
 
 def load_target(args, device):
-    """Returns (model, x_split, y_split, out_dir, source dict)."""
+    """Returns (model, x_split, y_split, out_dir, source dict, training inputs)."""
     import torch
 
     from .data import load_dataset, split
@@ -89,7 +95,7 @@ def load_target(args, device):
         run = runs.load_run(args.run_dir, device=device)
         x, y = split(run.data, args.split)
         out = Path(args.out) if args.out else run.path
-        return run.model.eval(), x, y, out, {"run_dir": str(run.path)}
+        return run.model.eval(), x, y, out, {"run_dir": str(run.path)}, split(run.data, "train")[0]
     if not args.model:
         raise UserError("nothing to attack: give a run directory or --model with --dataset")
     if not args.dataset:
@@ -116,7 +122,7 @@ def load_target(args, device):
     data = load_dataset(args.dataset)
     x, y = split(data, args.split)
     out = Path(args.out) if args.out else out_default
-    return model.to(device).eval(), x, y, out, {"model": spec, "dataset": args.dataset}
+    return model.to(device).eval(), x, y, out, {"model": spec, "dataset": args.dataset}, split(data, "train")[0]
 
 
 def _load_factory(spec: str, state_dict: str | None):
@@ -161,6 +167,29 @@ def _load_factory(spec: str, state_dict: str | None):
     return model
 
 
+def _load_starts(path_text: str) -> np.ndarray:
+    """Starting points from a .npy array or an attack .npz (its 'adv'); never unpickles."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise UserError(f"--starts file not found: {path}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if "adv" not in z.files:
+                    raise UserError(f"--starts {path} has no 'adv' array; give an attack-*.npz or a .npy of points")
+                arr = z["adv"]
+        else:
+            arr = np.load(path, allow_pickle=False)
+    except UserError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"cannot read --starts {path}: expected a .npy array of points or an attack-*.npz "
+                        f"({type(exc).__name__}; pickled data is never loaded)") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise UserError(f"--starts {path} must hold a numeric array of points")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
 def _parse_eps(text: str | None, norm: float) -> tuple[float, ...]:
     from .evaluate import DEFAULT_EPS
 
@@ -176,7 +205,7 @@ def _parse_eps(text: str | None, norm: float) -> tuple[float, ...]:
 
 
 def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device, out_dir: Path,
-                source: dict, argv: Sequence[str] | None) -> dict:
+                source: dict, argv: Sequence[str] | None, pool=None, starts=None) -> dict:
     """Run the cascade for one norm, write the npz/json pair, return the JSON record."""
     from .evaluate import make_attack, run_cascade, summarize
 
@@ -191,7 +220,7 @@ def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device,
                                                          method=args.certify), dtype=np.float64)
     result = run_cascade(model, x, y, norm=norm, attacks=configured, batch_size=args.batch_size, device=device,
                          seed=args.seed, progress=not args.quiet, lower=lower.get(args.certify),
-                         random_checks=args.random_checks)
+                         random_checks=args.random_checks, pool=pool, starts=starts)
     exact = None
     if args.exact:
         try:
@@ -319,9 +348,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in names:  # fail fast on unknown names or unsupported norms, before loading anything
             make_attack(n, norm=p, steps=args.steps, seed=args.seed)
         plan.append((p, names))
-    model, x, y, out_dir, source = load_target(args, device)
+    starts = None
+    if args.starts:
+        from attacks import get_attack
+
+        if not any("starts" in inspect.signature(get_attack(n).fn).parameters
+                   for _, names in plan for n in names if not n.startswith("foolbox:")):
+            raise UserError("--starts is used by the boundary attack; add it to --attacks (e.g. --attacks boundary)")
+        starts = _load_starts(args.starts)
+    model, x, y, out_dir, source, pool = load_target(args, device)
+    n_split = len(x)
     if args.n is not None:
         x, y = x[: args.n], y[: args.n]
+    if starts is not None:
+        if starts.shape[0] > len(x):  # rows are the split's first points, as are the attacked ones
+            starts = starts[: len(x)]
+        starts = torch.from_numpy(starts)
     x = x.to(device=device, dtype=torch.float32)
     y = y.to(device)
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
@@ -330,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     for p, names in plan:
         rec = attack_norm(model, x, y, norm=p, names=names, args=args, device=device, out_dir=out_dir,
-                          source=source, argv=argv)
+                          source=source, argv=argv, pool=pool.to(device=device, dtype=torch.float32), starts=starts)
         records.append(rec)
         if not args.quiet and not args.json:
             print(format_table(rec))

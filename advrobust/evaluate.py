@@ -47,10 +47,15 @@ INF = math.inf
 
 #: Default cascades per norm, strongest first. Chosen from experiments/bench_attacks.py on digits
 #: MLPs (see docs/attacks.md); every attack named here supports the norm.
+#: The cheap gradient attacks come first; ``boundary`` comes last: it starts from each sample's best
+#: point so far, from far points (the nearest training points of other classes, other samples'
+#: adversarial points, random box points) and from random rays near the best direction, walks
+#: along the boundary and polishes with cutting planes (see docs/attacks.md, "How the default
+#: cascade decides").
 DEFAULT_CASCADES: dict[float, tuple[str, ...]] = {
-    2.0: ("fmn", "ddn", "alma", "fab", "deepfool"),
-    INF: ("fmn", "fab", "apgd-min", "deepfool"),
-    1.0: ("fmn", "alma", "fab", "apgd-min"),
+    2.0: ("fmn", "ddn", "alma", "fab", "deepfool", "boundary"),
+    INF: ("fmn", "fab", "apgd-min", "deepfool", "boundary"),
+    1.0: ("fmn", "alma", "fab", "apgd-min", "boundary"),
 }
 
 #: Default robust-accuracy epsilons per norm, for inputs in [0, 1].
@@ -118,8 +123,15 @@ def make_attack(name: str, *, norm: float, steps: int | None = None, seed: int =
     # epsilon-search attacks start their search at the current best radius (a budget known to
     # hold an adversarial point), so they bisect below it instead of searching from scratch
     takes_upper = "eps_init" in params
+    # attacks that start from given adversarial points (boundary) get each sample's best point so
+    # far, the candidate pool (the training set) and the other samples' adversarial points
+    takes_starts = "starts" in params
 
-    def configured(model: nn.Module, inputs: Tensor, labels: Tensor, upper: Tensor | None = None) -> Tensor:
+    def configured(model: nn.Module, inputs: Tensor, labels: Tensor, upper: Tensor | None = None, *,
+                   starts: Tensor | None = None, pool: Tensor | None = None, pool_adv: Tensor | None = None) -> Tensor:
+        if takes_starts and (starts is not None or pool is not None):
+            extra = {"bad_starts": "drop"} if starts is not None else {}
+            return fn(model, inputs, labels, starts=starts, pool=pool, pool_adv=pool_adv, **extra, **kwargs)
         if not takes_upper or upper is None:
             return fn(model, inputs, labels, **kwargs)
         known = torch.isfinite(upper) & (upper > 0)
@@ -133,6 +145,7 @@ def make_attack(name: str, *, norm: float, steps: int | None = None, seed: int =
         return adv
 
     configured.takes_upper = takes_upper  # type: ignore[attr-defined]
+    configured.takes_starts = takes_starts  # type: ignore[attr-defined]
     configured.kind = info.kind  # type: ignore[attr-defined]
     configured.__name__ = name
     return configured
@@ -186,7 +199,8 @@ def verify(model: nn.Module, inputs: Tensor, labels: Tensor, adv: Tensor, *, nor
 def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float,
                 attacks: Sequence[tuple[str, Callable]], batch_size: int = 256,
                 device: torch.device | str | None = None, seed: int = 0, progress: bool = False,
-                lower: np.ndarray | None = None, rtol: float = 1e-4, random_checks: int = 8) -> CascadeResult:
+                lower: np.ndarray | None = None, rtol: float = 1e-4, random_checks: int = 8,
+                pool: Tensor | None = None, starts: Tensor | None = None) -> CascadeResult:
     """Run ``attacks`` in order on ``inputs`` and keep verified per-sample radii.
 
     Parameters
@@ -213,6 +227,14 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
         ``rtol`` of it are skipped by later attacks, and radii below it are flagged.
     random_checks : int
         Random directions per sample for the gradient-masking check (0 disables it).
+    pool : Tensor, optional
+        (N, ...) candidate far starting points for attacks that take starts (``boundary``): the
+        nearest ones the model puts in another class start walks (default: ``inputs``; the
+        attack command passes the training split).
+    starts : Tensor, optional
+        (B, ...) or (B, S, ...) adversarial starting points given by the caller, passed (after
+        each sample's best point so far) to the attacks that take starts; a start equal to its
+        input means none. They must be adversarial (checked: UserError otherwise).
 
     Returns
     -------
@@ -243,6 +265,7 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
     y_all = labels.detach().to(device).long()
     if x_all.numel() and (not torch.isfinite(x_all).all() or x_all.min() < 0 or x_all.max() > 1):
         raise UserError("inputs must be finite and lie in [0, 1]; put normalisation inside the model")
+    user_starts = None if starts is None else _check_starts(model, x_all, y_all, starts, batch_size)
     t_start = time.perf_counter()
     torch.manual_seed(int(seed))
     B = x_all.shape[0]
@@ -266,6 +289,10 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
     nan_count = {n: 0 for n in names}
     errors: dict[str, str] = {}
     lower_t = None if lower is None else torch.as_tensor(np.asarray(lower, dtype=np.float64), device=device)
+    if pool is not None:
+        pool = pool.detach().to(device=device, dtype=x_all.dtype)
+        if tuple(pool.shape[1:]) != tuple(x_all.shape[1:]):
+            raise UserError(f"pool points have shape {tuple(pool.shape[1:])}, the inputs {tuple(x_all.shape[1:])}")
 
     from attacks.counting import count_passes
 
@@ -287,10 +314,20 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
                 continue
             xa, ya = x[idx], y[idx]
             upper = best[sl][idx].to(x.dtype) if getattr(fn, "takes_upper", False) else None
+            extra = {}
+            if getattr(fn, "takes_starts", False):
+                gi0 = idx + start
+                have = torch.isfinite(best[gi0])
+                own = torch.where(have.view(-1, *[1] * (xa.ndim - 1)), best_adv[gi0], xa).unsqueeze(1)
+                if user_starts is not None:
+                    own = torch.cat([own, user_starts[gi0]], 1)
+                extra = {"starts": own,
+                         "pool": x_all if pool is None else pool,
+                         "pool_adv": best_adv[torch.isfinite(best) & (best > 0)]}
             t0 = time.perf_counter()
             try:
                 with count_passes(model) as counter:
-                    adv = fn(model, xa, ya, upper=upper) if upper is not None else fn(model, xa, ya)
+                    adv = fn(model, xa, ya, upper=upper, **extra) if upper is not None else fn(model, xa, ya, **extra)
             except UserError:
                 raise
             except Exception as exc:  # one broken attack must not sink the others; it is flagged
@@ -362,6 +399,31 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
         radius={n: v.cpu().numpy() for n, v in radius.items()}, forward=fwd, backward=bwd, time=tpe,
         adv=best_adv.detach().cpu().float().numpy(), flags=flags, lower=None if lower is None else np.asarray(lower),
         wall_time_s=time.perf_counter() - t_start)
+
+
+def _check_starts(model: nn.Module, x: Tensor, y: Tensor, starts, batch_size: int) -> Tensor:
+    """Caller-given starting points as (B, S, ...): the right shape, in the box, adversarial (or equal
+    to their input, meaning none). UserError otherwise."""
+    b, shape = x.shape[0], tuple(x.shape[1:])
+    st = torch.as_tensor(starts)
+    if tuple(st.shape) == (b, *shape):
+        st = st.unsqueeze(1)
+    if st.ndim != len(shape) + 2 or st.shape[0] != b or tuple(st.shape[2:]) != shape:
+        raise UserError(f"starts have shape {tuple(st.shape)}; expected {(b, *shape)} or (B, S, {', '.join(map(str, shape))}) "
+                        f"with B = {b}, one row per attacked point")
+    st = st.to(device=x.device, dtype=x.dtype)
+    if not torch.isfinite(st).all() or st.min() < 0 or st.max() > 1:
+        raise UserError("starts must be finite and lie in [0, 1], like the inputs")
+    s_n = st.shape[1]
+    none = (st == x.unsqueeze(1)).reshape(b, s_n, -1).all(-1)
+    flat_st = st.reshape(b * s_n, *shape)
+    pred = _logits(model, flat_st, batch_size).argmax(1).view(b, s_n)
+    bad = (pred == y.unsqueeze(1)) & ~none
+    if bad.any():
+        rows = bad.any(1).nonzero().squeeze(1)[:5].tolist()
+        raise UserError(f"{int(bad.sum())} starts are not adversarial (the model still predicts the label; rows "
+                        f"{rows}...); give misclassified points, or the input itself for 'no start'")
+    return st
 
 
 def _random_directions(x: Tensor, p: float, gen: torch.Generator) -> Tensor:

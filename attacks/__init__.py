@@ -53,6 +53,9 @@ _ENTRIES = [
                "Moosavi-Dezfooli, Fawzi, Frossard. DeepFool. CVPR 2016; L2 boundary refinement after Abdollahpour et al. SuperDeepFool, 2023"),
     AttackInfo("cw", "cw", "cw", (2.0,), "minimal",
                "Carlini, Wagner. Towards Evaluating the Robustness of Neural Networks. IEEE S&P 2017"),
+    AttackInfo("boundary", "boundary", "boundary", (1.0, 2.0, INF), "minimal",
+               "Brendel, Rauber, Kümmerer, Ustyuzhaninov, Bethge. Accurate, reliable and fast robustness evaluation. "
+               "NeurIPS 2019 (boundary walk with an L-infinity trust box, far and ray starts, cutting-plane polish)"),
     AttackInfo("pgd", "pgd", "pgd", (1.0, 2.0, INF), "budget",
                "Madry et al. Towards Deep Learning Models Resistant to Adversarial Attacks. ICLR 2018"),
     AttackInfo("apgd", "apgd", "apgd", (1.0, 2.0, INF), "budget",

@@ -180,3 +180,40 @@ def test_cascade_flags():
                        lower=np.full(8, 50.0), random_checks=0)
     flag = [f for f in res2.flags if f["name"] == "radius-below-certified"]
     assert flag and flag[0]["count"] == int(np.isfinite(res2.best_radius).sum()) >= 4
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_cli_boundary_attack_every_norm(run_dir, tmp_path, norm):
+    """--attacks boundary alone (its own far and ray starts from the training set), and again from
+    an earlier run's points (--starts): it never ends farther than the points it started from."""
+    out = tmp_path / norm
+    assert main([str(run_dir), "--attacks", "fmn", "--norm", norm, *FAST, "--out", str(out)]) == 0
+    first = runs.load_npz(out / f"attack-{norm}-train.npz")
+    assert main([str(run_dir), "--attacks", "boundary", "--norm", norm, *FAST, "--out", str(out),
+                 "--starts", str(out / f"attack-{norm}-train.npz")]) == 0
+    again = runs.load_npz(out / f"attack-{norm}-train.npz")
+    ok = np.isfinite(first["best_radius"]) & (first["pred"] == first["label"])
+    assert ok.any() and np.isfinite(again["radius__boundary"][ok]).all()
+    assert (again["radius__boundary"][ok] <= first["best_radius"][ok] * (1 + 1e-6)).all()
+    assert main([str(run_dir), "--attacks", "boundary", "--norm", norm, *FAST, "--out", str(tmp_path / "own")]) == 0
+    own = runs.load_npz(tmp_path / "own" / f"attack-{norm}-train.npz")
+    assert np.isfinite(own["radius__boundary"][own["pred"] == own["label"]]).all()
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong-shape", "not-adversarial", "pickle", "no-boundary"])
+def test_cli_bad_starts_exit_2(case, run_dir, tmp_path, capsys):
+    run = runs.load_run(run_dir)
+    x = run.data.x_train[:12].numpy()
+    files = {"wrong-shape": np.zeros((12, 5), np.float32), "not-adversarial": x, "no-boundary": x}
+    path = tmp_path / f"{case}.npy"
+    if case in files:
+        np.save(path, np.clip(files[case] + (1e-3 if case == "not-adversarial" else 0.0), 0, 1))
+    if case == "pickle":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "before.txt").write_text("kept")
+    attacks = "fmn" if case == "no-boundary" else "boundary"
+    assert run_main(main, [str(run_dir), "--attacks", attacks, "--starts", str(path), *FAST,
+                           "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not list(tmp_path.glob("attack-*"))  # nothing written on a bad start

@@ -1,0 +1,598 @@
+"""A boundary attack: walk along the decision boundary from adversarial starting points (L1, L2, Linf).
+
+After Brendel, Rauber, Kümmerer, Ustyuzhaninov, Bethge. Accurate, reliable and fast robustness
+evaluation. NeurIPS 2019.
+
+Every other minimal attack here starts at the clean input and follows the local gradient; on a
+folded decision boundary (networks that memorise noise) it can stop in a local minimum of the
+distance. This one starts from points that are already adversarial, possibly far away (other
+classes' training points, other samples' adversarial points, random points in the box, or
+points the caller gives), brings each onto the boundary by bisection towards the input, and then
+walks along the boundary towards the input.
+
+One step, from a boundary point ``a`` of sample ``x0`` with the pair logit difference ``h``
+(> 0 while not adversarial, as in :func:`attacks.fab.pair_grads`) and its gradient ``g`` at
+``a``, solves the trust-region problem
+
+    minimise ||z - x0||_p  subject to  h(a) + g . (z - a) = -tau,   z in [0, 1]^d,
+                                       ||z - a||_inf <= r,
+
+exactly: the L-infinity trust region intersected with the box is a box that need not contain
+``x0``, and :func:`project_plane_in_box` finds the minimal-Lp point of a hyperplane within any
+box (L1: a fractional knapsack after moving each coordinate to its nearest feasible value; L2
+and Linf: ``delta_i = clip(lam v_i, lo_i, hi_i)`` with ``v = w`` or ``sign(w)`` and the root
+``lam`` of a monotone piecewise-linear equation, bracketed by bisection and then solved on its
+linear piece). ``tau`` aims a hair past the linearised boundary (a relative ``overshoot`` of the
+distance). The step is taken when the new point is adversarial and nearer to ``x0``; then ``r``
+doubles, otherwise it halves. A walk ends when ``r`` falls below ``1e-7`` of its distance or after
+``steps`` steps. Brendel et al. use an L2 trust region and a dual solver per norm; the box-shaped
+region used here keeps every step an exact, sort-free (L2, Linf) projection.
+
+Cost per step and walk: one forward and one backward pass at the candidate point (its gradient is
+kept for the next step when the step is taken). All walks of a batch (``B x S`` rows for ``S``
+starts per sample) run together; finished walks leave the batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._common import INF, check_inputs, check_norm, flat, is_adversarial, sort_rows
+from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box, row_norm
+
+_NORMS = (1.0, 2.0, INF)
+
+
+def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Minimal-Lp ``delta`` with ``w . delta = c`` and ``lo <= delta <= hi``, for any box.
+
+    Unlike :func:`attacks.fab.project_hyperplane_box` the box need not contain 0 (the walk's
+    trust region usually does not contain the clean input). Rows: ``w, lo, hi`` (N, D), ``c``
+    (N,). Computed in float64. Returns ``(delta, feasible)``; where no point of the box lies on
+    the plane, ``delta`` is the box point nearest to it (in ``w . delta``) and ``feasible`` is
+    False.
+    """
+    w, c, lo, hi = w.double(), c.double(), lo.double(), hi.double()
+    wl, wh = w * lo, w * hi
+    reach_lo = torch.minimum(wl, wh).sum(-1)
+    reach_hi = torch.maximum(wl, wh).sum(-1)
+    feasible = (reach_lo <= c) & (c <= reach_hi)
+    c = torch.minimum(torch.maximum(c, reach_lo), reach_hi)
+    if p == 1:
+        # each coordinate at its own nearest value to 0; from there every unit of |delta_i| costs 1
+        d0 = lo.clamp_min(0) + hi.clamp_max(0)
+        e, _ = project_hyperplane_box(w, c - (w * d0).sum(-1), lo - d0, hi - d0, 1.0)
+        return d0 + e, feasible
+    v = w if p == 2 else w.sign()
+    # f(lam) = sum_i w_i clip(lam v_i, lo_i, hi_i) is nondecreasing and piecewise linear: coordinate
+    # i is free (slope w_i v_i >= 0) between its knees lo_i / v_i and hi_i / v_i (in increasing
+    # order), clipped outside. Sorting the 2D knees gives f at each knee from cumulative slopes;
+    # the root lies on the first piece where f reaches c, and is solved there exactly.
+    nz = v != 0
+    vs = torch.where(nz, v, torch.ones_like(v))
+    k1, k2 = lo / vs, hi / vs
+    enter = torch.where(nz, torch.minimum(k1, k2), torch.full_like(k1, INF))
+    leave = torch.where(nz, torch.maximum(k1, k2), torch.full_like(k1, INF))
+    slope = torch.where(nz, w * v, torch.zeros_like(w))
+    knots = torch.cat([enter, leave], -1)
+    jumps = torch.cat([slope, -slope], -1)
+    knots, order = sort_rows(knots)
+    jumps = jumps.gather(-1, order)
+    after = jumps.cumsum(-1)  # slope right after each knot
+    gaps = torch.diff(knots, dim=-1).nan_to_num_(0.0, posinf=0.0)
+    f_knot = torch.cat([reach_lo.unsqueeze(-1), reach_lo.unsqueeze(-1) + (after[..., :-1] * gaps).cumsum(-1)], -1)
+    below = (f_knot < c.unsqueeze(-1)) & torch.isfinite(knots)
+    j = (below.sum(-1, keepdim=True) - 1).clamp_min_(0)  # last knot with f below c
+    kj, fj, sj = knots.gather(-1, j).squeeze(-1), f_knot.gather(-1, j).squeeze(-1), after.gather(-1, j).squeeze(-1)
+    lam = kj + (c - fj) / sj.clamp_min(1e-300)
+    lam = torch.where(torch.isfinite(kj), lam, torch.zeros_like(lam))
+    return torch.clamp(lam.unsqueeze(-1) * v, lo, hi), feasible
+
+
+def _check_starts(starts: Tensor, inputs: Tensor) -> Tensor:
+    """(B, S, D) flat view of ``starts`` given as (B, ...) or (B, S, ...); ValueError otherwise."""
+    b, shape = inputs.shape[0], tuple(inputs.shape[1:])
+    if not isinstance(starts, Tensor):
+        raise ValueError(f"boundary: starts must be a tensor, got {type(starts).__name__}")
+    if tuple(starts.shape) == (b, *shape):
+        starts = starts.unsqueeze(1)
+    elif starts.ndim != len(shape) + 2 or starts.shape[0] != b or tuple(starts.shape[2:]) != shape:
+        raise ValueError(f"boundary: starts must have shape {(b, *shape)} or {(b, 'S', *shape)} "
+                         f"(one or S starting points per input), got {tuple(starts.shape)}")
+    starts = starts.detach().to(device=inputs.device, dtype=inputs.dtype)
+    if starts.numel() and (not torch.isfinite(starts).all() or starts.min() < 0 or starts.max() > 1):
+        raise ValueError("boundary: starts must be finite and lie in [0, 1]")
+    return starts.reshape(b, starts.shape[1], -1)
+
+
+def boundary(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    norm: float,
+    steps: int = 100,
+    targeted: bool = False,
+    starts: Tensor | None = None,
+    far: int | None = None,
+    pool: Tensor | None = None,
+    pool_adv: Tensor | None = None,
+    random_starts: int = 8,
+    nearest: int = 4,
+    rays: int = 16,
+    candidates: int | None = 3,
+    overshoot: float = 1e-5,
+    search_steps: int = 16,
+    polish: int = 40,
+    polish_rows: int = 2,
+    escalate: float | None = 1e-3,
+    bad_starts: str = "error",
+    seed: int = 0,
+) -> Tensor:
+    """Minimal adversarial points by walking the decision boundary from adversarial starts.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps inputs in [0, 1] to logits; used in its current mode, parameters untouched.
+    inputs : Tensor
+        (B, ...) in [0, 1].
+    labels : Tensor
+        (B,) true labels, or target classes when ``targeted``.
+    norm : float
+        1, 2 or ``math.inf``.
+    steps : int
+        Trust-region steps per walk.
+    starts : Tensor, optional
+        Adversarial starting points, (B, ...) or (B, S, ...). A start equal to its input means
+        "none for this sample"; any other start that is not adversarial is a ValueError.
+    far : int, optional
+        How many far starting points to find per sample (:func:`attacks.starts.far_starts`), in
+        addition to ``starts``. Default: 8 without ``starts``, 0 with them.
+    pool : Tensor, optional
+        (N, ...) candidate points for the far starts (e.g. the training set); the nearest ones
+        the model puts in another class are used. Default: ``inputs`` themselves.
+    pool_adv : Tensor, optional
+        (M, ...) adversarial points already found for other samples, also candidates.
+    random_starts : int
+        Random points of the box tried per sample as far starts.
+    nearest : int
+        Nearest points of ``pool`` and of ``pool_adv`` tried per sample as far starts.
+    rays : int
+        Restarts near the nearest start found (:func:`attacks.starts.ray_starts`): random rays
+        around its direction, brought to the boundary.
+    candidates : int or None
+        The walk linearises the pairs (label, k) for the ``candidates`` classes k most likely at
+        the input (None: all) and steps towards the nearest; targeted walks use the target.
+    overshoot : float
+        Each step aims past the linearised boundary by this fraction of the current distance.
+    search_steps : int
+        Bisection steps that bring each start onto the boundary and refine the final point.
+    polish : int
+        Cutting-plane steps on each sample's best point after the walks (0: none); see
+        :func:`_polish`.
+    polish_rows : int
+        How many of each sample's walks (the nearest ones) are polished.
+    escalate : float or None
+        Effort where it pays: with starts given and no ``far`` starts asked for, a first pass walks
+        from the starts and 4 rays on the 2 most likely other classes and polishes one walk per
+        sample with at most 4 cuts. Samples
+        where it beat every start by more than this relative amount, or that had no start, are
+        searched again from 8 far starts and ``rays`` rays with the full polish; when at least
+        2% of the samples (and at least one) improved by more than ten times this amount, the
+        boundary is folded and every sample is. None: one pass with everything.
+    bad_starts : str
+        ``"error"``: a given start that is not adversarial is a ValueError; ``"drop"``: it is
+        ignored (the cascade passes points verified in another batch, where rounding at the
+        boundary may differ).
+    seed : int
+        Seed of the local generator for the random starts.
+
+    Returns
+    -------
+    Tensor
+        Adversarial inputs in [0, 1] of smallest norm found; the input where none was found.
+    """
+    from .starts import far_starts, ray_starts
+
+    p = check_norm(norm, _NORMS, "boundary")
+    check_inputs(inputs, labels)
+    if steps < 0 or polish < 0 or search_steps < 0 or random_starts < 0 or not overshoot >= 0 or (far is not None and far < 0):
+        raise ValueError("boundary: steps, far, random_starts, overshoot and search_steps must be >= 0")
+    x0 = inputs.detach()
+    b = x0.shape[0]
+    out = x0.clone()
+    given = None if starts is None else _check_starts(starts, x0)
+    if b == 0:
+        return out
+    shape = tuple(x0.shape[1:])
+    with torch.no_grad():
+        logits = model(x0)
+    todo = ~is_adversarial(logits, labels, targeted)
+    f0 = flat(x0)
+    cand = []  # (B, S_k, D) candidate starts and (B, S_k) masks of the usable ones
+    if given is not None:
+        s_n = given.shape[1]
+        none = (given == f0.unsqueeze(1)).all(-1)
+        with torch.no_grad():
+            adv = is_adversarial(model(given.reshape(b * s_n, *shape)), labels.repeat_interleave(s_n), targeted)
+        adv = adv.view(b, s_n)
+        bad = ~adv & ~none & todo.unsqueeze(1)
+        if bad_starts not in ("error", "drop"):
+            raise ValueError(f"boundary: bad_starts must be 'error' or 'drop', got {bad_starts!r}")
+        if bad.any() and bad_starts == "error":
+            raise ValueError(f"boundary: {int(bad.sum())} of the given starts are not adversarial for their input "
+                             "(a start must already be misclassified; pass the input itself for 'no start')")
+        cand.append((given, adv & todo.unsqueeze(1)))
+    n_far = (8 if given is None else 0) if far is None else int(far)
+    if n_far:
+        fs, ok = far_starts(model, x0, labels, norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
+                            keep=n_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed, search_steps=search_steps)
+        cand.append((flat(fs.reshape(-1, *shape)).view(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
+    staged = escalate is not None and n_far == 0
+    # a staged first pass is light: 4 rays, 2 candidate classes, one walk per sample polished with 4 cuts
+    first_k = candidates if not staged else (2 if candidates is None else min(candidates, 2))
+    best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot,
+                             search_steps, min(polish, 4) if staged else polish, 1 if staged else polish_rows,
+                             first_k, min(rays, 4) if staged else rays, seed)
+    if staged:
+        # effort where it pays: a first pass that found a nearer point than every start (by more than
+        # ``escalate``), or had no start, marks a folded boundary; search those samples from far away
+        if given is not None:
+            d_start = torch.where(cand[0][1], row_norm(given - f0.unsqueeze(1), p),
+                                  torch.full(given.shape[:2], INF, device=x0.device, dtype=x0.dtype)).amin(1)
+        else:
+            d_start = torch.full((b,), INF, device=x0.device, dtype=x0.dtype)
+        gain = d_start / best_r - 1  # how much the first pass beat the starts
+        n_todo = int(todo.sum())
+        folded = int((todo & (gain > 10 * escalate)).sum()) >= max(1, 0.02 * n_todo)
+        # a folded boundary (several points improved by over 10 x escalate): search every point again
+        hard = todo if folded else todo & ((gain > escalate) | ~torch.isfinite(d_start))
+        if bool(hard.any()):
+            i = hard.nonzero().squeeze(1)
+            fs, ok = far_starts(model, x0[i], labels[i], norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
+                                keep=8, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
+                                search_steps=search_steps)
+            near = torch.where(torch.isfinite(best_r[i]).unsqueeze(1), best_x[i], f0[i])
+            sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1)),
+                   (flat(fs.reshape(-1, *shape)).view(i.numel(), fs.shape[1], -1), ok)]
+            bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, steps,
+                             overshoot, search_steps, polish, max(polish_rows, 2), candidates, rays, seed + 2)
+            better = br < best_r[i]
+            best_x[i[better]] = bx[better]
+            best_r[i[better]] = br[better]
+    found = torch.isfinite(best_r)
+    f = found.nonzero().squeeze(1)
+    if f.numel():
+        out[f] = line_search(model, x0[f], best_x[f].view(-1, *shape), labels[f], targeted, search_steps)
+        out = _robust(model, x0, out, labels, found, targeted)
+    return out
+
+
+def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot, search_steps, polish,
+            polish_rows, candidates, rays, seed):
+    """Walks from the candidate starts ``cand`` (list of ((B, S, D) points, (B, S) masks)) and from
+    ``rays`` ray starts near the nearest of them, then the cutting-plane polish. Returns each
+    sample's best point (B, D) and its distance (B,) (inf where none)."""
+    from .starts import ray_starts
+
+    b = x0.shape[0]
+    cand = list(cand)
+    none_found = torch.full((b,), INF, device=x0.device, dtype=x0.dtype)
+    if rays:
+        # restarts near the best point known per sample (the given starts' nearest, else a far start)
+        known = [s for s, m in cand]
+        masks = [m for s, m in cand]
+        if known:
+            allc = torch.cat(known, 1)
+            dist_c = torch.where(torch.cat(masks, 1), row_norm(allc - f0.unsqueeze(1), p),
+                                 torch.full(allc.shape[:2], INF, device=x0.device, dtype=x0.dtype))
+            j = dist_c.argmin(1)
+            near = allc[torch.arange(b, device=x0.device), j]
+            near = torch.where(torch.isfinite(dist_c.min(1).values).unsqueeze(1), near, f0)
+        else:
+            near = f0
+        rs, ok = ray_starts(model, x0, labels, near.view_as(x0), norm=p, rays=rays, targeted=targeted, seed=seed,
+                            search_steps=search_steps)
+        cand.append((flat(rs.reshape(-1, *shape)).view(b, rays, -1), ok & todo.unsqueeze(1)))
+    if not cand:
+        return f0.clone(), none_found
+    starts_f = torch.cat([s for s, _ in cand], 1)
+    usable = torch.cat([m for _, m in cand], 1)
+    s_n = starts_f.shape[1]
+    rows = usable.reshape(-1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return f0.clone(), none_found
+    owner = rows // s_n
+    xs0 = f0[owner]
+    ys = labels[owner]
+    # onto the boundary: the adversarial point of the segment [x0, start] nearest x0
+    xa = flat(line_search(model, xs0.view(-1, *shape), starts_f.reshape(-1, f0.shape[1])[rows].view(-1, *shape),
+                          ys, targeted, search_steps))
+    cands_all = None if targeted else candidate_classes(logits, labels, candidates)
+    xa, kinked, last_fail = _walk(model, xs0, xa, ys, shape, p, targeted, steps, overshoot,
+                                  None if cands_all is None else cands_all[owner])
+    dist = row_norm(xa - xs0, p)
+    if polish and polish_rows:
+        # polish each sample's polish_rows nearest walks (ties to one basin are common: rank, then pick)
+        rank = torch.full((b, s_n), INF, device=x0.device, dtype=dist.dtype)
+        rank.view(-1)[rows] = dist
+        top = rank.topk(min(polish_rows, s_n), dim=1, largest=False)
+        sel_flat = (top.indices + torch.arange(b, device=x0.device).unsqueeze(1) * s_n)[torch.isfinite(top.values)]
+        pos = torch.full((b * s_n,), -1, dtype=torch.long, device=x0.device)
+        pos[rows] = torch.arange(rows.numel(), device=x0.device)
+        sel = pos[sel_flat]
+        sel = sel[kinked[sel]]  # a walk that ended inside one linear piece is exact there already
+        if sel.numel():
+            xa[sel] = _polish(model, xs0[sel], xa[sel], ys[sel], shape, p, targeted, polish, overshoot,
+                              seed=last_fail[sel])
+        dist = row_norm(xa - xs0, p)
+    best = torch.full((b,), INF, device=x0.device, dtype=dist.dtype).scatter_reduce(0, owner, dist, "amin")
+    pick = torch.zeros(b, dtype=torch.long, device=x0.device)
+    is_best = dist == best[owner]
+    pick.scatter_(0, owner[is_best], is_best.nonzero().squeeze(1))
+    best_x = torch.where(torch.isfinite(best).unsqueeze(1), xa[pick], f0)
+    return best_x, best
+
+
+@torch.no_grad()
+def _robust(model, x0: Tensor, out: Tensor, labels: Tensor, found: Tensor, targeted: bool) -> Tensor:
+    """Points bisected to the boundary can flip back when the same input is evaluated in another batch
+    (another summation order). Rows that are not adversarial in a pass over the whole output are
+    moved out along their ray, by a relative 1e-6, 4e-6, ... until they are."""
+    f0 = flat(x0)
+    step = flat(out) - f0
+    for k in range(10):
+        bad = found & ~is_adversarial(model(out), labels, targeted)
+        if not bool(bad.any()):
+            break
+        fac = 1.0 + 1e-6 * 4.0 ** k
+        out[bad] = (f0[bad] + fac * step[bad]).clamp_(0, 1).view(-1, *out.shape[1:])
+    return out
+
+
+def _pair_planes(model, x: Tensor, ys: Tensor, cands: Tensor | None, targeted: bool):
+    """Logits, and for each candidate pair the logit difference h (> 0 while not adversarial) and its
+    input gradient: ``(logits (R, C), h (R, K), g (K, R, D))``. One forward pass and K backward passes.
+
+    Untargeted: pairs (label, each of ``cands`` (R, K)); targeted: (top class other than the
+    target, target), K = 1.
+    """
+    from ._common import pair_backward
+
+    lab = ys.unsqueeze(1)
+
+    def pairs(z: Tensor):
+        if targeted:
+            return z.scatter(1, lab, -INF).argmax(1, keepdim=True), lab
+        return lab, cands
+
+    zd, lead, take, weights, grad_of = pair_backward(model, x, pairs)
+    h = zd.gather(1, lead) - zd.gather(1, take)  # (R, K): z_lead - z_take
+    g = torch.stack([-grad_of(weights[j]) for j in range(take.shape[1])])  # grad of z_lead - z_take
+    return zd, h, g
+
+
+def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: bool, steps: int,
+          overshoot: float, cands: Tensor | None = None) -> Tensor:
+    """Trust-region steps along the boundary from the adversarial points ``xa`` (R, D) towards ``x0``.
+
+    Each step solves the trust-region problem for every candidate pair's linearised boundary and
+    takes the solution nearest ``x0``, so a walk can move from one class's boundary to another's.
+    """
+    q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
+    dtype = xa.dtype
+    xa = xa.clone()
+    dist = row_norm(xa - x0, p).double()
+    radius = (xa - x0).abs().amax(1).double() * 0.5  # half-width of the Linf trust region
+    with torch.no_grad():
+        _, h, g = _pair_planes(model, xa.view(-1, *shape), ys, cands, targeted)
+    h, g = h.double(), g.double()  # (R, K), (K, R, D)
+    k_n = h.shape[1]
+    active = torch.isfinite(dist) & (dist > 0)
+    kinked = torch.zeros(xa.shape[0], dtype=torch.bool, device=xa.device)
+    last_fail = xa.clone()
+    for _ in range(steps):
+        act = active.nonzero().squeeze(1)
+        if act.numel() == 0:
+            break
+        a, z0, ra, da = xa[act].double(), x0[act].double(), radius[act], dist[act]
+        ga, ha = g[:, act], h[act]  # (K, A, D), (A, K)
+        lo = torch.clamp(a - ra.unsqueeze(1), min=0.0) - z0
+        hi = torch.clamp(a + ra.unsqueeze(1), max=1.0) - z0
+        best_d = best_n = None
+        best_k = torch.zeros(act.numel(), dtype=torch.long, device=xa.device)
+        for k in range(k_n):
+            gk = ga[k]
+            tau = overshoot * da * row_norm(gk, q)
+            # plane in delta = z - x0: g . delta = g . (a - x0) - h - tau
+            c = (gk * (a - z0)).sum(1) - ha[:, k] - tau
+            dk, feas = project_plane_in_box(gk, c, lo, hi, p)
+            nk = torch.where(feas, row_norm(dk, p), torch.full_like(da, INF))
+            if best_d is None:
+                best_d, best_n = dk, nk
+            else:
+                nearer = nk < best_n
+                best_d = torch.where(nearer.unsqueeze(1), dk, best_d)
+                best_n = torch.minimum(nk, best_n)
+                best_k = torch.where(nearer, k, best_k)
+        cand = (z0 + best_d).clamp_(0, 1).to(dtype)
+        sub = None if cands is None else cands[act]
+        with torch.no_grad():
+            logits, hc, gc = _pair_planes(model, cand.view(-1, *shape), ys[act], sub, targeted)
+        ok = is_adversarial(logits, ys[act], targeted)
+        dc = row_norm(cand.double() - z0, p)
+        take = ok & (dc < da)
+        ti = act[take]
+        xa[ti] = cand[take]
+        dist[ti] = dc[take]
+        # a rejected step whose chosen pair has another gradient at the candidate crossed a kink
+        ar = torch.arange(act.numel(), device=xa.device)
+        g_old, g_new = ga[best_k, ar], gc.double()[best_k, ar]
+        crossed = row_norm(g_new - g_old, 2.0) > 1e-6 * row_norm(g_old, 2.0)
+        fi = act[~take & crossed]
+        kinked[fi] = True  # sticky: near a kink the last rejections may stay inside one piece
+        last_fail[fi] = cand[~take & crossed]
+        h[ti] = hc.double()[take]
+        g[:, ti] = gc.double()[:, take]
+        radius[act] = torch.where(take, ra * 2, ra * 0.5)
+        active[act] = radius[act] > 1e-7 * dist[act]
+    return xa, kinked, last_fail
+
+
+def _np_norm(v, p: float) -> float:
+    import numpy as np
+
+    return float(np.abs(v).max() if p == INF else (np.abs(v).sum() if p == 1 else np.sqrt(v @ v)))
+
+
+def _qp_l2(G: "np.ndarray", e: "np.ndarray", lo: "np.ndarray", hi: "np.ndarray"):
+    """min 1/2 ||d||^2 s.t. G d <= e, lo <= d <= hi (a few rows in G), by projected Newton on the dual.
+
+    The dual variables mu >= 0 give d(mu) = clip(-G^T mu, lo, hi); the dual is concave and piecewise
+    quadratic, so Newton's method with a projected active set and backtracking ends on the exact
+    piece in a few steps. Returns d, or None where the box cannot meet the constraints.
+    """
+    import numpy as np
+
+    m = G.shape[0]
+    mu = np.zeros(m)
+    scale = max(1.0, float(np.abs(e).max()))
+
+    def at(mu):
+        d = np.clip(-G.T @ mu, lo, hi)
+        return d, 0.5 * d @ d + mu @ (G @ d - e)
+
+    d, q = at(mu)
+    for _ in range(60):
+        grad = G @ d - e
+        fixed = (mu <= 0) & (grad < 0)
+        if np.all(np.abs(grad[~fixed]) <= 1e-12 * scale):
+            break
+        free = (-G.T @ mu > lo) & (-G.T @ mu < hi)
+        r = ~fixed
+        Gr = G[r][:, free]
+        H = Gr @ Gr.T + 1e-14 * np.eye(int(r.sum()))
+        try:
+            step = np.linalg.solve(H, grad[r])
+        except np.linalg.LinAlgError:
+            break
+        full = np.zeros(m)
+        full[r] = step
+        alpha, moved = 1.0, False
+        for _ in range(40):
+            cand = np.maximum(mu + alpha * full, 0.0)
+            dc, qc = at(cand)
+            if qc >= q - 1e-15 * max(1.0, abs(q)):
+                mu, d, q, moved = cand, dc, qc, True
+                break
+            alpha *= 0.5
+        if not moved or mu.max() > 1e12:
+            break
+    if (G @ d - e).max() > 1e-9 * scale:
+        return None
+    return d
+
+
+def _lp_step(G, e, lo, hi, p: float):
+    """min ||d||_p (p = 1 or inf) s.t. G d <= e, lo <= d <= hi, by HiGHS; None where infeasible."""
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    m, dim = G.shape
+    eye = sp.identity(dim, format="csr")
+    if p == INF:  # variables (d, t): |d_i| <= t
+        ones = sp.csr_matrix(np.ones((dim, 1)))
+        A = sp.vstack([sp.hstack([sp.csr_matrix(G), sp.csr_matrix((m, 1))]), sp.hstack([eye, -ones]),
+                       sp.hstack([-eye, -ones])], format="csr")
+        obj = np.r_[np.zeros(dim), 1.0]
+        bounds = np.c_[np.r_[lo, 0.0], np.r_[hi, np.inf]]
+    else:  # variables (d, u): |d_i| <= u_i
+        A = sp.vstack([sp.hstack([sp.csr_matrix(G), sp.csr_matrix((m, dim))]), sp.hstack([eye, -eye]),
+                       sp.hstack([-eye, -eye])], format="csr")
+        obj = np.r_[np.zeros(dim), np.ones(dim)]
+        bounds = np.c_[np.r_[lo, np.zeros(dim)], np.r_[hi, np.full(dim, np.inf)]]
+    b = np.r_[e, np.zeros(2 * dim)]
+    res = linprog(obj, A_ub=A, b_ub=b, bounds=bounds, method="highs",
+                  options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
+    if res.status != 0:
+        return None
+    return np.clip(res.x[:dim], lo, hi)
+
+
+def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: bool, iters: int,
+            overshoot: float, planes: int = 4, seed: Tensor | None = None) -> Tensor:
+    """Cutting-plane trust-region steps from the boundary points ``xa`` (R, D) towards ``x0``.
+
+    A single linearisation cannot cross a convex kink of the boundary (where the adversarial set
+    is locally the intersection of two linear pieces' half-spaces): its step lands outside the
+    other piece and fails at any trust radius. Here every failed candidate adds its own
+    linearisation ``h_c + g_c . (z - c) <= -tau`` to a bundle of the last ``planes`` cuts, and
+    each step solves ``min ||z - x0||_p`` over all the bundle's half-spaces within the trust box
+    (HiGHS LP for L1 and Linf, a projected dual Newton method for L2), one small problem per row.
+    On a piecewise-linear network the bundle then holds the pieces that meet at the optimum, and
+    the step lands on it.
+    """
+    import numpy as np
+
+    n = xa.shape[0]
+    q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
+    xa = xa.clone()
+    z0 = x0.double().cpu().numpy()
+    a = xa.double().cpu().numpy()
+    dist = row_norm(xa.double() - x0.double(), p).cpu().numpy()
+    radius = np.abs(a - z0).max(1) * 0.25
+    with torch.no_grad():
+        _, h, g = pair_grads(model, xa.view(-1, *shape), ys, targeted)
+    bundle = [[(g[i].double().cpu().numpy(), float(h[i]), a[i].copy())] for i in range(n)]
+    if seed is not None:  # the cut of the walk's last rejected step (across the kink)
+        with torch.no_grad():
+            _, hs, gs = pair_grads(model, seed.view(-1, *shape), ys, targeted)
+        sn, gsn, hsn = seed.double().cpu().numpy(), gs.double().cpu().numpy(), hs.double().cpu().numpy()
+        for i in range(n):
+            bundle[i].append((gsn[i], float(hsn[i]), sn[i]))
+    active = np.isfinite(dist) & (dist > 0)
+    for _ in range(iters):
+        rows = np.nonzero(active)[0]
+        if rows.size == 0:
+            break
+        cands, keep = [], []
+        for i in rows:
+            tau = overshoot * dist[i]
+            G = np.stack([gk for gk, _, _ in bundle[i]])
+            # g . (z - c) <= -h - tau * ||g||_q, written for d = z - x0
+            e = np.array([gk @ (ck - z0[i]) - hk - tau * _np_norm(gk, q) for gk, hk, ck in bundle[i]])
+            lo = np.maximum(a[i] - radius[i], 0.0) - z0[i]
+            hi = np.minimum(a[i] + radius[i], 1.0) - z0[i]
+            d = _qp_l2(G, e, lo, hi) if p == 2 else _lp_step(G, e, lo, hi, p)
+            if d is None:
+                radius[i] *= 0.5
+                active[i] = radius[i] > 1e-7 * dist[i]
+                continue
+            zc = np.clip(z0[i] + d, 0.0, 1.0)
+            if _np_norm(zc - z0[i], p) >= dist[i] * (1 - 1e-9):
+                # the cuts allow nothing nearer within the trust box, nor within any smaller one
+                active[i] = False
+                continue
+            cands.append(zc)
+            keep.append(i)
+        if not keep:
+            continue
+        keep = np.asarray(keep)
+        cand = torch.from_numpy(np.stack(cands)).to(dtype=xa.dtype, device=xa.device)
+        with torch.no_grad():
+            logits, hc, gc = pair_grads(model, cand.view(-1, *shape), ys[keep], targeted)
+        ok = is_adversarial(logits, ys[keep], targeted).cpu().numpy()
+        dc = row_norm(cand.double() - x0[keep].double(), p).cpu().numpy()
+        gcn, hcn, cn = gc.double().cpu().numpy(), hc.double().cpu().numpy(), cand.double().cpu().numpy()
+        for j, i in enumerate(keep):
+            bundle[i] = (bundle[i] + [(gcn[j], float(hcn[j]), cn[j])])[-planes:]
+            if ok[j] and dc[j] < dist[i]:
+                a[i], dist[i] = cn[j], dc[j]
+                xa[i] = cand[j]
+                radius[i] *= 2
+            else:
+                radius[i] *= 0.5
+            active[i] = radius[i] > 1e-7 * dist[i]
+    return xa
