@@ -120,7 +120,7 @@ def boundary(
     random_starts: int = 8,
     nearest: int = 4,
     rays: int = 16,
-    candidates: int | None = 3,
+    candidates: int | None = None,
     overshoot: float = 1e-5,
     search_steps: int = 16,
     polish: int = 40,
@@ -159,11 +159,13 @@ def boundary(
     nearest : int
         Nearest points of ``pool`` and of ``pool_adv`` tried per sample as far starts.
     rays : int
-        Restarts near the nearest start found (:func:`attacks.starts.ray_starts`): random rays
-        around its direction, brought to the boundary.
+        Restarts near the nearest start found (:func:`attacks.starts.ray_starts`): ``4 * rays``
+        random rays around its direction are brought to the boundary and the ``rays`` nearest
+        are walked.
     candidates : int or None
         The walk linearises the pairs (label, k) for the ``candidates`` classes k most likely at
-        the input (None: all) and steps towards the nearest; targeted walks use the target.
+        the input (None: all) and steps towards the nearest (planes whose unconstrained distance
+        cannot beat the nearest so far are not projected); targeted walks use the target.
     overshoot : float
         Each step aims past the linearised boundary by this fraction of the current distance.
     search_steps : int
@@ -175,8 +177,7 @@ def boundary(
         How many of each sample's walks (the nearest ones) are polished.
     escalate : float or None
         Effort where it pays: with starts given and no ``far`` starts asked for, a first pass walks
-        from the starts and 4 rays on the 2 most likely other classes and polishes one walk per
-        sample with at most 4 cuts. Samples
+        from the starts and 4 rays and polishes one walk per sample with at most 4 cuts. Samples
         where it beat every start by more than this relative amount, or that had no start, are
         searched again from 8 far starts and ``rays`` rays with the full polish; when at least
         2% of the samples (and at least one) improved by more than ten times this amount, the
@@ -230,8 +231,8 @@ def boundary(
                             keep=n_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed, search_steps=search_steps)
         cand.append((flat(fs.reshape(-1, *shape)).view(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
     staged = escalate is not None and n_far == 0
-    # a staged first pass is light: 4 rays, 2 candidate classes, one walk per sample polished with 4 cuts
-    first_k = candidates if not staged else (2 if candidates is None else min(candidates, 2))
+    # a staged first pass is light: 4 rays, one walk per sample polished with 4 cuts
+    first_k = candidates
     best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot,
                              search_steps, min(polish, 4) if staged else polish, 1 if staged else polish_rows,
                              first_k, min(rays, 4) if staged else rays, seed)
@@ -292,8 +293,9 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
             near = torch.where(torch.isfinite(dist_c.min(1).values).unsqueeze(1), near, f0)
         else:
             near = f0
-        rs, ok = ray_starts(model, x0, labels, near.view_as(x0), norm=p, rays=rays, targeted=targeted, seed=seed,
-                            search_steps=search_steps)
+        # shoot 4 times as many rays as are walked: finding a start is cheap, walking it is not
+        rs, ok = ray_starts(model, x0, labels, near.view_as(x0), norm=p, rays=4 * rays, keep=rays, targeted=targeted,
+                            seed=seed, search_steps=search_steps)
         cand.append((flat(rs.reshape(-1, *shape)).view(b, rays, -1), ok & todo.unsqueeze(1)))
     if not cand:
         return f0.clone(), none_found
@@ -400,22 +402,30 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         ga, ha = g[:, act], h[act]  # (K, A, D), (A, K)
         lo = torch.clamp(a - ra.unsqueeze(1), min=0.0) - z0
         hi = torch.clamp(a + ra.unsqueeze(1), max=1.0) - z0
-        best_d = best_n = None
-        best_k = torch.zeros(act.numel(), dtype=torch.long, device=xa.device)
-        for k in range(k_n):
-            gk = ga[k]
-            tau = overshoot * da * row_norm(gk, q)
-            # plane in delta = z - x0: g . delta = g . (a - x0) - h - tau
-            c = (gk * (a - z0)).sum(1) - ha[:, k] - tau
-            dk, feas = project_plane_in_box(gk, c, lo, hi, p)
-            nk = torch.where(feas, row_norm(dk, p), torch.full_like(da, INF))
-            if best_d is None:
-                best_d, best_n = dk, nk
-            else:
-                nearer = nk < best_n
-                best_d = torch.where(nearer.unsqueeze(1), dk, best_d)
-                best_n = torch.minimum(nk, best_n)
-                best_k = torch.where(nearer, k, best_k)
+        # every pair's plane g_k . delta = c_k (delta = z - x0, aiming tau past it); its unconstrained
+        # distance |c_k| / ||g_k||_q bounds its distance within the box from below, so the planes are
+        # projected nearest-bound first, and each only on the rows where it can still be nearer
+        tau = overshoot * da.unsqueeze(0) * row_norm(ga, q)  # (K, A)
+        c_all = (ga * (a - z0).unsqueeze(0)).sum(-1) - ha.t() - tau
+        bound = c_all.abs() / row_norm(ga, q).clamp_min(1e-300)
+        order = bound.argsort(0)  # (K, A)
+        ar = torch.arange(act.numel(), device=xa.device)
+        best_d = torch.zeros_like(a)
+        best_n = torch.full_like(da, INF)
+        best_k = order[0].clone()
+        for m in range(k_n):
+            km = order[m]
+            rows = (bound[km, ar] < best_n).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            kr = km[rows]
+            dk, feas = project_plane_in_box(ga[kr, rows], c_all[kr, rows], lo[rows], hi[rows], p)
+            nk = torch.where(feas, row_norm(dk, p), torch.full_like(dk[:, 0], INF))
+            nearer = nk < best_n[rows]
+            sel = rows[nearer]
+            best_d[sel] = dk[nearer]
+            best_n[sel] = nk[nearer]
+            best_k[sel] = kr[nearer]
         cand = (z0 + best_d).clamp_(0, 1).to(dtype)
         sub = None if cands is None else cands[act]
         with torch.no_grad():
@@ -427,7 +437,6 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         xa[ti] = cand[take]
         dist[ti] = dc[take]
         # a rejected step whose chosen pair has another gradient at the candidate crossed a kink
-        ar = torch.arange(act.numel(), device=xa.device)
         g_old, g_new = ga[best_k, ar], gc.double()[best_k, ar]
         crossed = row_norm(g_new - g_old, 2.0) > 1e-6 * row_norm(g_old, 2.0)
         fi = act[~take & crossed]
