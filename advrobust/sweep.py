@@ -15,6 +15,8 @@ Spec format (see ``experiments/quick.toml`` for a commented example)::
 
     name = "quick"                # used for the default output folder runs/<name>
     description = "..."
+    seeds = 5                     # runs per grid point, seeds 0..4 (default 1); a block may
+                                  # override it, or list explicit seeds with seed = [...]
 
     [train]                       # defaults for every run: flags of python -m advrobust.train
     lr = 0.01
@@ -112,7 +114,9 @@ _LIPSCHITZ_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "max_points": (int, "--max-points"),
 }
 _REPORT_KEYS = {"enabled": bool, "title": str}
-_TOP_KEYS = {"name", "description", "train", "attack", "lipschitz", "report", "grid"}
+_TOP_KEYS = {"name", "description", "seeds", "train", "attack", "lipschitz", "report", "grid"}
+#: seeds per grid point where neither the spec nor its block says (``seeds = N``, top level or per block)
+DEFAULT_SEEDS = 1
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ def load_spec(path: str | os.PathLike) -> dict:
     for key in ("name", "description"):
         if key in spec:
             _check_type(spec[key], str, key, where)
+    _check_seeds(spec, where)
     _check_table(spec.get("train", {}), _TRAIN_KEYS, f"{where} [train]")
     _check_table(spec.get("attack", {}), _ATTACK_KEYS, f"{where} [attack]")
     _check_table(spec.get("lipschitz", {}), _LIPSCHITZ_KEYS, f"{where} [lipschitz]")
@@ -184,12 +189,18 @@ def load_spec(path: str | os.PathLike) -> dict:
         bw = f"{where} [[grid]] #{i + 1}"
         if not isinstance(block, dict):
             raise UserError(f"{bw} must be a table")
+        _check_seeds(block, bw)
+        if "seeds" in block and "seed" in block:
+            raise UserError(f"{bw}: give either 'seed' (explicit seeds) or 'seeds' (how many: 0..N-1), not both")
         for key, value in block.items():
+            if key == "seeds":
+                continue
             if key in ("train", "attack"):
                 _check_table(value, _TRAIN_KEYS if key == "train" else _ATTACK_KEYS, f"{bw} {key}")
                 continue
             if key not in _GRID_KEYS:
-                raise UserError(f"{bw}: unknown key {key!r}; allowed: {', '.join(sorted(_GRID_KEYS) + ['attack', 'train'])}")
+                raise UserError(f"{bw}: unknown key {key!r}; allowed: "
+                                f"{', '.join(sorted(_GRID_KEYS) + ['attack', 'seeds', 'train'])}")
             values = value if isinstance(value, list) else [value]
             if not values:
                 raise UserError(f"{bw}: key {key!r} is an empty list, so the grid is empty")
@@ -209,6 +220,21 @@ def load_spec(path: str | os.PathLike) -> dict:
             if v not in allowed:
                 raise UserError(f"{where} [attack]: key {key!r} has {v!r}; allowed: {', '.join(allowed)}")
     return spec
+
+
+def _check_seeds(table: dict, where: str) -> None:
+    if "seeds" in table:
+        v = table["seeds"]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise UserError(f"{where}: key 'seeds' must be a positive integer (runs per grid point), got {v!r}")
+
+
+def _axes(spec: dict, block: dict) -> dict:
+    """A block's axes (lists of values), with ``seed`` from ``seeds`` where the block names no seed."""
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack", "seeds")}
+    if "seed" not in axes:
+        axes["seed"] = list(range(block.get("seeds", spec.get("seeds", DEFAULT_SEEDS))))
+    return axes
 
 
 def _fmt(v: Any) -> str:
@@ -257,13 +283,12 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
     # (e.g. natural and adversarial training of the same model), keeping names short otherwise.
     base_names: dict[str, set[int]] = {}
     for bi, block in enumerate(spec["grid"]):
-        axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack")}
+        axes = _axes(spec, block)
         for combo in itertools.product(*axes.values()):
             params = dict(zip(axes, combo))
-            params.setdefault("seed", 0)
             base_names.setdefault(_run_name(params), set()).add(bi)
     for bi, block in enumerate(spec["grid"]):
-        axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack")}
+        axes = _axes(spec, block)
         keys = list(axes)
         train_tbl = {**spec.get("train", {}), **block.get("train", {})}
         attack_tbl = {**spec.get("attack", {}), **block.get("attack", {})}
@@ -272,7 +297,6 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
             suffix = "-".join(f"{k}{_fmt(v)}" for k, v in sorted(block["train"].items()))
         for combo in itertools.product(*(axes[k] for k in keys)):
             params = dict(zip(keys, combo))
-            params.setdefault("seed", 0)
             if suffix and len(base_names[_run_name(params)]) > 1:
                 params["_suffix"] = suffix
             name = _run_name(params)

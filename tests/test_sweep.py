@@ -161,3 +161,33 @@ def test_unreachable_scheduler_is_a_user_error(tmp_path):
     spec = write(tmp_path, TINY)
     with pytest.raises(UserError, match="Dask scheduler"):
         run_sweep(spec, out=tmp_path / "o", scheduler="tcp://127.0.0.1:1", progress=False)
+
+
+def test_seeds_runs_every_grid_point_with_distinct_seeds_and_names(tmp_path):
+    text = TINY.replace('name = "tiny"', 'name = "tiny"\nseeds = 3')
+    text += '\n[[grid]]\ndataset = "sphere"\nmodel = "mlp"\nwidth = 8\nseeds = 2\n'
+    text += '\n[[grid]]\ndataset = "gaussian"\nmodel = "mlp"\nwidth = 8\nseed = [7]\n'
+    tasks = expand(load_spec(write(tmp_path, text)), tmp_path / "o")
+    digits = [t for t in tasks if t.params["dataset"] == "digits"]
+    assert len(digits) == 3 * 3 and {t.params["seed"] for t in digits} == {0, 1, 2}
+    assert [t.params["seed"] for t in tasks if t.params["dataset"] == "sphere"] == [0, 1]  # the block's own count
+    assert [t.params["seed"] for t in tasks if t.params["dataset"] == "gaussian"] == [7]  # explicit seeds win
+    assert len({t.name for t in tasks}) == len({t.path for t in tasks}) == len(tasks) == 12
+    t = next(t for t in digits if t.params["width"] == 8 and t.params["seed"] == 2)
+    assert t.name == "digits-mlp-w8-n100-s2"
+    assert t.train_argv[t.train_argv.index("--seed") + 1] == "2"
+    assert all(a[a.index("--seed") + 1] == "2" for a in t.attack_argvs) and "2" in t.lipschitz_argv
+    # without seeds anywhere: one run per grid point, seed 0 (as before seeds existed)
+    assert [t.params["seed"] for t in expand(load_spec(write(tmp_path, TINY, "one.toml")), tmp_path / "o")] == [0] * 3
+
+
+@pytest.mark.parametrize("text, needle", [
+    (TINY.replace('name = "tiny"', 'name = "tiny"\nseeds = 0'), "'seeds' must be a positive integer"),
+    (TINY.replace('name = "tiny"', 'name = "tiny"\nseeds = "five"'), "'seeds' must be a positive integer"),
+    (TINY + "seeds = 2\nseed = [0, 1]\n", "either 'seed'"),
+])
+def test_bad_seeds_are_one_line_errors(tmp_path, capsys, text, needle):
+    spec = write(tmp_path, text)
+    assert run_main(main, [str(spec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and str(spec) in err, err
