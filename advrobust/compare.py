@@ -42,6 +42,14 @@ TRAIN_CMD = "python -m advrobust.train --out {path} ..."
 INTRINSIC_CMD = "python -m advrobust.intrinsic {path}"
 
 
+def training_kind(train_spec: Mapping) -> str:
+    """``natural``, or the adversarial training a run had, e.g. ``adv linf 0.1`` (runs trained
+    differently are never fitted together)."""
+    if train_spec.get("adv_norm"):
+        return f"adv {train_spec['adv_norm']} {train_spec.get('adv_eps')}"
+    return "natural"
+
+
 def intrinsic_columns(meta: Mapping, path: Path, dataset: Any, d: Any) -> tuple[Any, Any]:
     """``(d_intrinsic, d_intrinsic_mle)`` of a run: the dimension of its data's distribution.
 
@@ -132,6 +140,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
         spec = meta.get("spec") or {}
         dspec = spec.get("data") or {}
         mspec = spec.get("model") or {}
+        tspec = spec.get("train") or {}
         name = path.name if names.count(path.name) == 1 else str(path)
         n, d, p = _num(meta, "n"), _num(meta, "d"), _num(meta, "params", "p")
         dmeta = meta.get("data_meta") or {}
@@ -145,6 +154,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
             "train_accuracy": _finite_or_none(meta.get("train_accuracy")),
             "test_accuracy": _finite_or_none(meta.get("test_accuracy")),
             "labels": dspec.get("labels"), "label_noise": dspec.get("label_noise"), "flip": dspec.get("flip"),
+            "training": training_kind(tspec),
             "input_scale": None,
             "interpolated": None,
             "d_intrinsic": None, "d_intrinsic_mle": None,
@@ -233,7 +243,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
 # --------------------------------------------------------------------------- formatting
 def default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Columns shown by default: the base columns, then every measured column in first-seen order."""
-    hidden = {"path", "missing", "labels", "label_noise", "flip", "depth"}
+    hidden = {"path", "missing", "labels", "label_noise", "flip", "depth", "training"}
     cols = list(BASE_COLUMNS)
     for r in rows:
         for k in r:
@@ -445,8 +455,10 @@ def law_fits(rows: Sequence[Mapping[str, Any]], *, norms: Sequence[str], bootstr
             for nm in norms:
                 for resp in ("train_radius_median", "lip_lower"):
                     try:
-                        out.append(law.fit_law(members, response=resp, against=var, norm=nm, bootstrap=bootstrap,
-                                               seed=seed, regime="beyond" if var == "params" else "interpolating"))
+                        fit = law.fit_law(members, response=resp, against=var, norm=nm, bootstrap=bootstrap,
+                                          seed=seed, regime="beyond" if var == "params" else "interpolating")
+                        # the label among all groups (it names what tells this group from the others)
+                        out.append(dict(fit, group=label))
                     except UserError as exc:
                         out.append({"group": label, "response": resp, "against": var, "norm": nm,
                                     "error": str(exc)})

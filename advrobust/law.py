@@ -174,12 +174,12 @@ def _kind(response: str) -> str:
 #: per fitted variable, the row fields that must agree for rows to be compared (only the variable,
 #: and what it forces, e.g. params when d changes, may differ inside a group)
 GROUP_KEYS = {
-    "params": ("dataset", "n", "d", "labels", "label_noise", "flip", "family", "depth"),
-    "n": ("dataset", "d", "family", "width", "depth", "labels", "label_noise", "flip"),
-    "d": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip"),
-    "d_intrinsic": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip"),
-    "p/n": ("dataset", "d", "labels", "label_noise", "flip", "family", "depth"),
-    "p/(n*d)": ("dataset", "labels", "label_noise", "flip", "family", "depth"),
+    "params": ("dataset", "n", "d", "labels", "label_noise", "flip", "family", "depth", "training"),
+    "n": ("dataset", "d", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
+    "d": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
+    "d_intrinsic": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
+    "p/n": ("dataset", "d", "labels", "label_noise", "flip", "family", "depth", "training"),
+    "p/(n*d)": ("dataset", "labels", "label_noise", "flip", "family", "depth", "training"),
 }
 # fields always named in a group's label (the rest only where groups differ in them)
 _LABEL_ALWAYS = ("dataset", "n", "d", "width")

@@ -213,3 +213,14 @@ def test_runs_of_one_data_set_never_form_an_intrinsic_dimension_group():
     # a width sweep at one pixel count: its runs' estimates differ only by noise
     rows = [dict(r, d=64, width=64) for r in _dim_rows()]
     assert comparable_groups(rows, "d_intrinsic") == []
+
+
+def test_natural_and_adversarial_training_are_never_fitted_together():
+    rows = [dict(r, training="natural") for r in _rows()] + \
+        [dict(r, run=r["run"] + "-adv", training="adv linf 0.1") for r in _rows(seed=1)]
+    groups = comparable_groups(rows, "params")
+    assert [g for g, _ in groups] == ["gaussian n=1000 d=64 training=natural",
+                                      "gaussian n=1000 d=64 training=adv linf 0.1"]
+    assert all(len(m) == 7 for _, m in groups)
+    with pytest.raises(UserError, match="2 groups"):
+        fit_law(rows, response="lip_lower", against="params")
