@@ -330,6 +330,103 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
     return tasks
 
 
+# --------------------------------------------------------------------------- reduced studies
+def reduced_spec(spec: dict, *, seeds: int = 2, widths: int = 3, values: int = 2, points: int = 8,
+                 steps: int = 10, epochs: int = 300, budget_epochs: int = 5, max_n: int = 500,
+                 max_width: int = 1024, attacks: list[str] | None = None) -> dict:
+    """A reduced version of a study's spec: the same grid blocks, axes, norms, splits and stages, on
+    a few values, for checking a study's pipeline and the structure of its outputs in seconds.
+
+    Each block keeps at most ``widths`` of its numeric widths up to ``max_width`` (the smallest, the
+    largest and ones evenly between; ``"min"`` is dropped when a number is there, its search training
+    many models),
+    at most ``values`` of every other list axis (the first and the last, so a d or n sweep still
+    varies), and ``seeds`` seeds (explicit seed lists: their first ``seeds``). A single training-set
+    size ``n`` is capped at ``max_n`` (real data sets without ``n`` get ``n = max_n``) and
+    ``n_test`` at ``max_n / 2``. Training stops after at most ``epochs`` epochs (``budget_epochs``
+    for fixed-budget training; adversarial training after 2 PGD steps); attacks use ``points`` points and
+    ``steps`` steps without exact radii (and only ``attacks``, when given, instead of the spec's
+    attacks or the default cascade); the Lipschitz search is shortened. The name gets
+    ``-reduced``. Nothing it gives is a result of the study.
+    """
+    import copy
+
+    def pick(vals: list, k: int) -> list:
+        if len(vals) <= k:
+            return list(vals)
+        if k == 1:
+            return [vals[0]]
+        idx = sorted({round(i * (len(vals) - 1) / (k - 1)) for i in range(k)})
+        return [vals[i] for i in idx]
+
+    out = copy.deepcopy(spec)
+    out["name"] = f"{spec.get('name', 'study')}-reduced"
+    out["seeds"] = seeds
+    blocks = []
+    for block in out["grid"]:
+        block = dict(block)
+        block.pop("seeds", None)
+        for key, value in list(block.items()):
+            if key in ("train", "attack"):
+                continue
+            if key == "seed":
+                block[key] = (value if isinstance(value, list) else [value])[:seeds]
+            elif key == "width" and isinstance(value, list):
+                numeric = sorted(v for v in value if not isinstance(v, str) and v <= max_width) or \
+                    sorted(v for v in value if not isinstance(v, str))[:1]
+                block[key] = pick(numeric, widths) if numeric else value[:1]
+            elif isinstance(value, list):
+                block[key] = pick(value, values)
+            elif key == "n" and value > max_n:
+                block[key] = max_n
+            elif key == "n_test" and value > max_n // 2:
+                block[key] = max_n // 2
+        from .data import SYNTHETIC
+
+        datasets = block.get("dataset", "digits")
+        if "n" not in block and not set(datasets if isinstance(datasets, list) else [datasets]) & set(SYNTHETIC):
+            block["n"] = max_n
+        mode = {**spec.get("train", {}), **block.get("train", {})}.get("mode")
+        cap = budget_epochs if mode == "budget" else epochs
+        for key in ("train", "attack"):
+            if key in block:
+                block[key] = _reduce_stage(block[key], key, points=points, steps=steps, epochs=cap)
+        if "epochs" not in block.get("train", {}) and mode == "budget":
+            block["train"] = {**block.get("train", {}), "epochs": cap}
+        blocks.append(block)
+    out["grid"] = blocks
+    for key in ("train", "attack"):
+        out[key] = _reduce_stage(out.get(key, {}), key, points=points, steps=steps, epochs=epochs)
+        if key == "train":
+            out[key]["epochs"] = min(out[key].get("epochs", epochs), epochs)
+        else:
+            out[key].update(n=min(out[key].get("n", points), points), steps=min(out[key].get("steps", steps), steps))
+            if attacks:
+                out[key]["attacks"] = list(attacks)
+                for block in blocks:
+                    block.get("attack", {}).pop("attacks", None)
+    lip = out.setdefault("lipschitz", {})
+    for key, value in (("ascent_steps", 5), ("ascent_points", 4), ("segments", 16), ("max_points", 50)):
+        lip[key] = min(lip.get(key, value), value)
+    return out
+
+
+def _reduce_stage(table: dict, kind: str, *, points: int, steps: int, epochs: int) -> dict:
+    table = dict(table)
+    if kind == "train":
+        if "epochs" in table:
+            table["epochs"] = min(table["epochs"], epochs)
+        if "adv_steps" in table:
+            table["adv_steps"] = min(table["adv_steps"], 2)
+    else:
+        if "n" in table:
+            table["n"] = min(table["n"], points)
+        if "steps" in table:
+            table["steps"] = min(table["steps"], steps)
+        table.pop("exact", None)
+    return table
+
+
 # --------------------------------------------------------------------------- running one run
 def _call(main, argv: Sequence[str]) -> str:
     """Run a command's ``main(argv)`` in-process, capturing its stdout; UserError propagates."""
@@ -428,13 +525,22 @@ def _run_task_quiet(task: RunTask, threads: int | None, device: str | None) -> d
 
 
 # --------------------------------------------------------------------------- the sweep
-def run_sweep(spec_path: str | os.PathLike, *, out: str | os.PathLike | None = None, workers: int = 1,
+def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | None = None, workers: int = 1,
               scheduler: str | None = None, threads: int | None = None, device: str | None = None,
-              report: bool | None = None, progress: bool = True) -> dict:
-    """Run every run of a spec (resumably), then compare and report. Returns the sweep record."""
+              report: bool | None = None, progress: bool = True, reduced: bool = False) -> dict:
+    """Run every run of a spec (resumably), then compare and report. Returns the sweep record.
+
+    ``spec_path``: a spec file, or a spec already read (a dict from :func:`load_spec`, e.g. passed
+    through :func:`reduced_spec` with settings of one's own). ``reduced``: run :func:`reduced_spec`
+    of the spec instead (default output ``runs/<name>-reduced``).
+    """
     from tqdm.auto import tqdm
 
-    spec = load_spec(spec_path)
+    spec = dict(spec_path) if isinstance(spec_path, dict) else load_spec(spec_path)
+    if isinstance(spec_path, dict):
+        spec_path = f"<spec {spec.get('name', 'unnamed')}>"
+    if reduced:
+        spec = reduced_spec(spec)
     name = spec.get("name") or Path(spec_path).stem
     out = Path(out) if out else Path("runs") / name
     tasks = expand(spec, out)
@@ -444,7 +550,7 @@ def run_sweep(spec_path: str | os.PathLike, *, out: str | os.PathLike | None = N
     record_path = out / "sweep.json"
 
     def record(final: bool = False) -> dict:
-        rec = {"spec": str(spec_path), "name": name, "out": str(out), "runs": [t.name for t in tasks],
+        rec = {"spec": str(spec_path), "name": name, "reduced": reduced, "out": str(out), "runs": [t.name for t in tasks],
                "completed": sorted(statuses), "status": {k: statuses[k] for k in sorted(statuses)},
                "workers": workers, "scheduler": scheduler, "finished": final,
                "wall_time_s": time.perf_counter() - t0}
@@ -503,18 +609,16 @@ def run_sweep(spec_path: str | os.PathLike, *, out: str | os.PathLike | None = N
     compare_json = _call(compare_cmd.main, run_dirs + ["--json"])
     atomic_write_text(out / "compare.json", compare_json)
     do_report = spec.get("report", {}).get("enabled", True) if report is None else report
-    report_dir = None
+    report_dir, figures = None, None
     if do_report:
-        from . import report as report_cmd
+        from .report import build_report
 
-        rargv = run_dirs + ["--out", str(out / "report")]
-        if spec.get("report", {}).get("title"):
-            rargv += ["--title", spec["report"]["title"]]
-        _call(report_cmd.main, rargv)
-        report_dir = str(out / "report")
+        res = build_report(run_dirs, out / "report", title=spec.get("report", {}).get("title"))
+        report_dir, figures = str(out / "report"), res["figures"]
     rec = record(final=True)
     rec["compare"] = str(out / "compare.md")
     rec["report"] = report_dir
+    rec["report_figures"] = figures
     rec["table"] = table
     return rec
 
@@ -530,6 +634,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", help="device for every stage (cpu, cuda, auto)")
     ap.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
                     help="write the report at the end (default: the spec's [report] enabled, else yes)")
+    ap.add_argument("--reduced", action="store_true",
+                    help="run a reduced version of the study (2 seeds, at most 3 widths and 2 values of every other "
+                         "axis, 8 attacked points, short training) to check its pipeline and outputs in about a "
+                         "minute; its numbers are not the study's results")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--json", action="store_true", help="print the sweep record as JSON")
     args = ap.parse_args(argv)
@@ -540,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scheduler and args.workers > 1:
         raise UserError("use either --workers (local processes) or --scheduler (a Dask cluster), not both")
     rec = run_sweep(args.spec, out=args.out, workers=args.workers, scheduler=args.scheduler, threads=args.threads,
-                    device=args.device, report=args.report, progress=not args.quiet)
+                    device=args.device, report=args.report, progress=not args.quiet, reduced=args.reduced)
     if args.json:
         print_json(rec)
     else:
