@@ -78,6 +78,19 @@ class RunData:
         return _num(_get(self.meta, "d", "dim"))
 
     @property
+    def input_scale(self) -> float:
+        """Typical L2 norm s of a centred input (``lipschitz.input_scale`` from the data meta, else the
+        Lipschitz record's); NaN if unknown. Unit-norm values: Lipschitz * s, radius / s."""
+        from .lipschitz import input_scale
+
+        meta = self.meta.get("data_meta") if isinstance(self.meta.get("data_meta"), dict) else None
+        s, _ = input_scale(None, meta)
+        if s is None and isinstance(self.lipschitz, dict):
+            s = self.lipschitz.get("input_scale")
+        v = _num(s)
+        return v if math.isfinite(v) and v > 0 else math.nan
+
+    @property
     def d_intrinsic(self) -> float:
         """The dimension of the run's data distribution (compare's ``d_intrinsic``); NaN if unknown."""
         if "_d_intrinsic" not in self.__dict__:
@@ -580,8 +593,9 @@ class _Builder:
             "the reciprocal, a heuristic reading of the bound as tight), drawn through the fitted points' "
             "geometric mean since the law fixes slopes, not constants. Vertical lines, in the p figures only: "
             "each width sweep's interpolation threshold (the smallest p with a run that fits its training set "
-            "exactly) and p = n·d. Values are in pixel units, as the axis labels say; compare's fits (unit "
-            "scale) differ from these against d by the input scale's sqrt(d).")
+            "exactly) and p = n·d. Values are in the theorem's unit-norm coordinates (radius / s, Lipschitz × s, "
+            "s the typical norm of a centred input, as compare fits them; docs/analysis.md) when every run of a "
+            "figure records s, as its axis label then says, else in input units.")
         try:
             from . import law
         except ImportError as exc:
@@ -642,6 +656,8 @@ class _Builder:
                          suffix: str, part: str, fit_rows: list) -> None:
         """The radius and the Lipschitz figure of one arm (one chunk of its groups) for one norm."""
         nm = plots.NORM_LABEL.get(norm, norm)
+        # the theorem's coordinates (unit-norm data) where every run's input scale is known, as compare fits
+        unit = all(math.isfinite(r.input_scale) for _, gruns in groups for r in gruns)
         for kind in ("radius", "lipschitz"):
             # filled: what the law speaks of (memorised training points, the Lipschitz lower bound)
             keys = (("train", "training points"), ("test", "test points")) if kind == "radius" else \
@@ -653,11 +669,13 @@ class _Builder:
                     for r in gruns:
                         if kind == "radius":
                             if (norm, key) in r.results:
-                                pts.append((r, self._x(r, attr), _quantile(_radius(r.results[(norm, key)][0]), 0.5)))
+                                y = _quantile(_radius(r.results[(norm, key)][0]), 0.5)
+                                pts.append((r, self._x(r, attr), y / r.input_scale if unit else y))
                         else:
                             entry = _lipschitz_entry(r.lipschitz, norm)
                             if entry is not None:
-                                pts.append((r, self._x(r, attr), _num((entry.get("margin") or {}).get(key))))
+                                y = _num((entry.get("margin") or {}).get(key))
+                                pts.append((r, self._x(r, attr), y * r.input_scale if unit else y))
                     what = f"median {key} radius" if kind == "radius" else f"Lipschitz {key} estimate"
                     color = plots.PALETTE[gi % len(plots.PALETTE)] if len(groups) > 1 else plots.PALETTE[si]
                     s = self._series(pts, label=f"{glabel}: {what}", marker=plots.MARKERS[gi % len(plots.MARKERS)],
@@ -676,11 +694,12 @@ class _Builder:
                 continue
             axis = {"d-intrinsic": "intrinsic d"}.get(sym, sym)
             if kind == "radius":
-                ylabel = plots.radius_label(norm, image=self.runs[0].image)
+                ylabel = f"{nm} radius (unit-norm data)" if unit else plots.radius_label(norm, image=self.runs[0].image)
                 title = f"median {nm} radius vs {axis}{part}"
                 caption = f"Median {norm} radius against {label}, log-log, one point per run"
             else:
-                ylabel = f"margin Lipschitz const. ({nm} input)"
+                ylabel = f"margin Lipschitz const. ({nm}, unit-norm data)" if unit else \
+                    f"margin Lipschitz const. ({nm} input)"
                 title = f"{nm} Lipschitz estimates vs {axis}{part}"
                 caption = (f"Lipschitz constant of the margin (logit units per {norm} input unit): lower (filled) "
                            f"and upper (open) estimates against {label}, log-log, one point per run")

@@ -525,6 +525,27 @@ def _run_task_quiet(task: RunTask, threads: int | None, device: str | None) -> d
 
 
 # --------------------------------------------------------------------------- the sweep
+def check_data(tasks: Sequence[RunTask]) -> None:
+    """Read every data set the runs need from files once, before any training: a missing or broken
+    file is one UserError naming the files and how to get them, not a failure hours into a study."""
+    from .data import FASHION_MNIST_DIR, IMAGE_FILES, load_dataset
+
+    seen = set()
+    for t in tasks:
+        name, folder = t.params.get("dataset", "digits"), t.params.get("data_dir")
+        if name not in IMAGE_FILES or (name, folder) in seen:
+            continue
+        seen.add((name, folder))
+        try:
+            load_dataset(name, data_dir=folder, n=None, n_test=None)
+        except UserError as exc:
+            how = (" (Debian: apt-get install dataset-fashion-mnist, which installs them in "
+                   f"{FASHION_MNIST_DIR}; or set data_dir in the spec's [[grid]] block)") if name == "fashion-mnist" \
+                else " (set data_dir in the spec's [[grid]] block to the folder holding them)"
+            raise UserError(f"run {t.name} needs {name}, which cannot be read, so nothing was trained: {exc}{how}") \
+                from None
+
+
 def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | None = None, workers: int = 1,
               scheduler: str | None = None, threads: int | None = None, device: str | None = None,
               report: bool | None = None, progress: bool = True, reduced: bool = False) -> dict:
@@ -544,6 +565,7 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
     name = spec.get("name") or Path(spec_path).stem
     out = Path(out) if out else Path("runs") / name
     tasks = expand(spec, out)
+    check_data(tasks)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     statuses: dict[str, dict] = {}

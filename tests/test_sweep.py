@@ -209,3 +209,13 @@ def test_reduced_spec_keeps_every_block_and_axis_on_few_values():
     assert spec["grid"][0]["width"][0] == "min"  # the spec itself is untouched
     budget = reduced_spec(load_spec(Path(__file__).resolve().parents[1] / "experiments" / "fashion_capacity.toml"))
     assert all(b["n"] == 500 and b["train"]["epochs"] == 5 for b in budget["grid"])
+
+
+def test_missing_data_files_stop_the_study_before_any_training(tmp_path, capsys):
+    text = TINY.replace('dataset = "digits"\nn = 100', f'dataset = "fashion-mnist"\nn = 100\ndata_dir = "{tmp_path / "nope"}"')
+    spec = write(tmp_path, text)
+    assert run_main(main, [str(spec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "nothing was trained" in err, err
+    assert "train-images-idx3-ubyte" in err and "apt-get install dataset-fashion-mnist" in err
+    assert not (tmp_path / "o" / "runs").exists()
