@@ -34,8 +34,9 @@ LIPSCHITZ_FILE = "lipschitz.json"
 #: relative tolerance when checking attack radii against certified lower bounds and exact radii
 BRACKET_RTOL = 1e-4
 
-#: most models (rows) in one gallery figure
-GALLERY_MAX_RUNS = 8
+#: most models drawn in one per-model figure (robust accuracy, radii, attacks, gallery): a study with seeds
+#: has hundreds of runs, whose curves and legend would be unreadable; the tables keep every run
+FIGURE_MAX_RUNS = 8
 #: CSS pixels per inch of a figure's printed size in the HTML (a 7 in figure is 910 px wide)
 CSS_PX_PER_INCH = 130
 
@@ -473,6 +474,23 @@ class _Builder:
         self.figures[name] = dict(meta, png=f"{name}.png", pdf=f"{name}.pdf")
         self.doc.fig(name, caption)
 
+    def drawn(self, runs: list[RunData], what: str) -> list[RunData]:
+        """At most FIGURE_MAX_RUNS of ``runs`` for a per-model figure: those of the lowest seed, spread
+        evenly over the runs' order (data set, then p); a paragraph says which when some are left out."""
+        if len(runs) <= FIGURE_MAX_RUNS:
+            return runs
+        seeds = [_num(_get(r.meta, "seed")) for r in runs]
+        known = [v for v in seeds if math.isfinite(v)]
+        low = min(known) if known else math.nan
+        pool = [r for r, v in zip(runs, seeds) if v == low] or list(runs)
+        if len(pool) > FIGURE_MAX_RUNS:
+            idx = sorted({round(i * (len(pool) - 1) / (FIGURE_MAX_RUNS - 1)) for i in range(FIGURE_MAX_RUNS)})
+            pool = [pool[i] for i in idx]
+        seed = f"seed {low:g}, " if math.isfinite(low) and len(set(known)) > 1 else ""
+        self.doc.p(f"{what}: {len(pool)} of {len(runs)} runs drawn ({seed}spread evenly over the data sets and "
+                   f"parameter counts: {', '.join(r.name for r in pool)}); the table lists every run.")
+        return pool
+
     def with_results(self, norm: str, split: str) -> list[RunData]:
         return [r for r in self.runs if (norm, split) in r.results]
 
@@ -535,12 +553,13 @@ class _Builder:
                     continue
                 curves = []
                 for r in runs:
-                    arrays, _ = r.results[(norm, split)]
-                    lower = certified_lower(arrays)
-                    if lower is None:
+                    if certified_lower(r.results[(norm, split)][0]) is None:
                         self.need(f"certified lower bounds {norm}/{split} for {r.name} (optional)",
                                   flag_commands(r.path)["certify"].format(norm=norm, split=split))
-                    curves.append({"run": r.name, "index": r.index, "radius": _radius(arrays), "lower": lower})
+                for r in self.drawn(runs, f"{norm} robust accuracy on {split} points"):
+                    arrays, _ = r.results[(norm, split)]
+                    curves.append({"run": r.name, "index": r.index, "radius": _radius(arrays),
+                                   "lower": certified_lower(arrays)})
                 fig, meta = plots.plot_robust_accuracy(curves, norm=norm, split=split, image=runs[0].image)
                 self.save(fig, f"robust-accuracy-{norm}-{split}", meta,
                           f"{norm} robust accuracy on {split} points, one curve per model "
@@ -569,6 +588,9 @@ class _Builder:
             if not groups:
                 continue
             d.h(2, f"{norm}")
+            keep = {r.name for r in self.drawn([r for r in self.runs if any((norm, s) in r.results for s in SPLITS)],
+                                               f"{norm} radii")}
+            groups = [g for g in groups if g["run"] in keep]
             fig, meta = plots.plot_radius_distribution(groups, norm=norm, image=self.runs[0].image)
             self.save(fig, f"radii-{norm}", meta, f"{norm} radii on training and test points per model.")
             d.table(["run", "split", "samples", "misclassified (0)", "unbroken (∞)", "q10", "median", "q90"], rows)
@@ -919,6 +941,8 @@ class _Builder:
                     continue
                 any_done = True
                 d.h(2, f"{norm}, {split} points")
+                keep = {r.name for r in self.drawn(runs, f"attacks on {norm} {split} points")}
+                models = [m for m in models if m["run"] in keep]
                 fig, meta = plots.plot_attack_comparison(models, attacks=attacks_all, norm=norm, split=split)
                 self.save(fig, f"attacks-{norm}-{split}", meta,
                           f"Attacks on {norm} {split} points: share best, median gap to the best"
@@ -950,9 +974,7 @@ class _Builder:
             if left_out:
                 self.notes.append(f"{norm} gallery shows {split} points; not shown, for want of {split} results: "
                                   f"{', '.join(left_out)}.")
-            if len(shown) > GALLERY_MAX_RUNS:
-                self.notes.append(f"{norm} gallery: the first {GALLERY_MAX_RUNS} of {len(shown)} runs (smallest models).")
-                shown = shown[:GALLERY_MAX_RUNS]
+            shown = self.drawn(shown, f"{norm} gallery")
             for r in shown:
                 arrays, _ = r.results[(norm, split)]
                 if "adv" not in arrays or "index" not in arrays:

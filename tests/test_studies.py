@@ -104,3 +104,13 @@ def test_scaling_figures_one_arm_per_axis_short_legends(study):
         else:
             assert shown == {label for label, _ in law.comparable_groups(rows, var)}
     assert not [k for k in figs if k.endswith("-vs-n") and "n" not in ARMS[study["name"]]]
+
+
+def test_per_model_figures_draw_at_most_eight_runs_of_the_lowest_seed(study):
+    figs = study["rec"]["report_figures"]
+    many = len(study["rec"]["runs"]) > 8
+    for name, meta in figs.items():
+        if name.split("-")[0] in ("robust", "radii", "attacks", "gallery"):
+            assert len(meta["runs"]) <= 8, name
+            if many:
+                assert all(r.endswith("-s0") or "-s0-" in r for r in meta["runs"]), name
