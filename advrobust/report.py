@@ -452,6 +452,7 @@ class _Builder:
         self.figures: dict[str, dict] = {}
         self.missing: list[dict] = []
         self.flags: list[dict] = []
+        self._styles: dict[str, int] = {}  # run name -> style index in the per-model figure being drawn
         self.notes: list[str] = []
 
     # ---- helpers
@@ -478,6 +479,7 @@ class _Builder:
         """At most FIGURE_MAX_RUNS of ``runs`` for a per-model figure: those of the lowest seed, spread
         evenly over the runs' order (data set, then p); a paragraph says which when some are left out."""
         if len(runs) <= FIGURE_MAX_RUNS:
+            self._styles = {}
             return runs
         seeds = [_num(_get(r.meta, "seed")) for r in runs]
         known = [v for v in seeds if math.isfinite(v)]
@@ -487,6 +489,8 @@ class _Builder:
             idx = sorted({round(i * (len(pool) - 1) / (FIGURE_MAX_RUNS - 1)) for i in range(FIGURE_MAX_RUNS)})
             pool = [pool[i] for i in idx]
         seed = f"seed {low:g}, " if math.isfinite(low) and len(set(known)) > 1 else ""
+        # colours by position among the drawn runs (by index among hundreds they would repeat)
+        self._styles = {r.name: i for i, r in enumerate(pool)}
         self.doc.p(f"{what}: {len(pool)} of {len(runs)} runs drawn ({seed}spread evenly over the data sets and "
                    f"parameter counts: {', '.join(r.name for r in pool)}); the table lists every run.")
         return pool
@@ -558,8 +562,8 @@ class _Builder:
                                   flag_commands(r.path)["certify"].format(norm=norm, split=split))
                 for r in self.drawn(runs, f"{norm} robust accuracy on {split} points"):
                     arrays, _ = r.results[(norm, split)]
-                    curves.append({"run": r.name, "index": r.index, "radius": _radius(arrays),
-                                   "lower": certified_lower(arrays)})
+                    curves.append({"run": r.name, "index": self._styles.get(r.name, r.index),
+                                   "radius": _radius(arrays), "lower": certified_lower(arrays)})
                 fig, meta = plots.plot_robust_accuracy(curves, norm=norm, split=split, image=runs[0].image)
                 self.save(fig, f"robust-accuracy-{norm}-{split}", meta,
                           f"{norm} robust accuracy on {split} points, one curve per model "
@@ -590,7 +594,7 @@ class _Builder:
             d.h(2, f"{norm}")
             keep = {r.name for r in self.drawn([r for r in self.runs if any((norm, s) in r.results for s in SPLITS)],
                                                f"{norm} radii")}
-            groups = [g for g in groups if g["run"] in keep]
+            groups = [{**g, "index": self._styles.get(g["run"], g["index"])} for g in groups if g["run"] in keep]
             fig, meta = plots.plot_radius_distribution(groups, norm=norm, image=self.runs[0].image)
             self.save(fig, f"radii-{norm}", meta, f"{norm} radii on training and test points per model.")
             d.table(["run", "split", "samples", "misclassified (0)", "unbroken (∞)", "q10", "median", "q90"], rows)
@@ -942,7 +946,7 @@ class _Builder:
                 any_done = True
                 d.h(2, f"{norm}, {split} points")
                 keep = {r.name for r in self.drawn(runs, f"attacks on {norm} {split} points")}
-                models = [m for m in models if m["run"] in keep]
+                models = [{**m, "index": self._styles.get(m["run"], m["index"])} for m in models if m["run"] in keep]
                 fig, meta = plots.plot_attack_comparison(models, attacks=attacks_all, norm=norm, split=split)
                 self.save(fig, f"attacks-{norm}-{split}", meta,
                           f"Attacks on {norm} {split} points: share best, median gap to the best"
