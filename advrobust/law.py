@@ -376,8 +376,14 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
         used.append(name)
         law_x.append(r["n"] * r["d"] / p if p and r.get("n") and r.get("d") else None)
     if len(set(xs)) < 2:
+        why: dict = {}
+        for e in excluded:
+            key = e["why"].split(" (")[0]
+            why[key] = why.get(key, 0) + 1
+        left = "; left out: " + ", ".join(f"{k} {v}" for k, v in why.items()) if why else ""
         raise UserError(f"need at least two runs with distinct {against} and a usable {response} in regime "
-                        f"{regime!r} (have {len(xs)}); train more widths or use --regime all")
+                        f"{regime!r} (have {len(xs)}{left}); train more sizes, or longer so that they interpolate, "
+                        "or fit with regime='all'")
     fit = fit_power_law(xs, ys, bootstrap=bootstrap, seed=seed)
     var = _LAW_VARIABLE.get(against, against)
     predicted = PREDICTED[kind].get(var)
