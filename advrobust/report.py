@@ -684,6 +684,7 @@ class _Builder:
         nm = plots.NORM_LABEL.get(norm, norm)
         # the theorem's coordinates (unit-norm data) where every run's input scale is known, as compare fits
         unit = all(math.isfinite(r.input_scale) for _, gruns in groups for r in gruns)
+        data = self._dataset(groups[0][1][0]) if groups and groups[0][1] else "runs"
         for kind in ("radius", "lipschitz"):
             # filled: what the law speaks of (memorised training points, the Lipschitz lower bound)
             keys = (("train", "training points"), ("test", "test points")) if kind == "radius" else \
@@ -722,13 +723,15 @@ class _Builder:
             if kind == "radius":
                 ylabel = f"{nm} radius (unit-norm data)" if unit else plots.radius_label(norm, image=self.runs[0].image)
                 title = f"median {nm} radius vs {axis}{part}"
-                caption = f"Median {norm} radius against {label}, log-log, one point per run"
+                caption = (f"{data}: median {norm} radius ({'unit-norm data' if unit else 'input units'}) against "
+                           f"{label}, log-log, one point per run")
             else:
                 ylabel = f"margin Lipschitz const. ({nm}, unit-norm data)" if unit else \
                     f"margin Lipschitz const. ({nm} input)"
                 title = f"{nm} Lipschitz estimates vs {axis}{part}"
-                caption = (f"Lipschitz constant of the margin (logit units per {norm} input unit): lower (filled) "
-                           f"and upper (open) estimates against {label}, log-log, one point per run")
+                caption = (f"{data}: Lipschitz constant of the margin (logit units per {norm} "
+                           f"{'unit of unit-norm data' if unit else 'input unit'}): lower (filled) and upper (open) "
+                           f"estimates against {label}, log-log, one point per run")
             fig, meta = plots.plot_scaling(series, xlabel=label, ylabel=ylabel, title=title, vlines=vlines)
             ngroups = len(meta["groups"])
             self.save(fig, f"scaling-{kind}-{norm}-vs-{sym}{suffix}", meta,
