@@ -12,7 +12,11 @@ Columns (per norm ``<nm>`` in l1, l2, linf and split ``<split>`` in train, test)
 ``<nm>_lip_lower``, ``<nm>_lip_upper`` (margin function, from lipschitz.json),
 ``<nm>_lip_local_median`` (median over training points of the local margin gradient norm: a
 typical local slope, not a bound on the global constant),
-``logit_lip_lower``, ``logit_lip_upper`` (l2 -> l2), ``input_scale``.
+``logit_lip_lower``, ``logit_lip_upper`` (l2 -> l2), ``input_scale``,
+``interpolated`` (train accuracy 1: the model memorised its training set),
+``d_intrinsic`` (the dimension of the data's distribution: exact for synthetic data, else the two-NN
+estimate of Facco et al. 2017 on the training inputs), ``d_intrinsic_mle`` (the Levina-Bickel
+estimate; see :mod:`advrobust.intrinsic`).
 """
 from __future__ import annotations
 
@@ -35,6 +39,38 @@ ATTACK_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split}"
 CERTIFY_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split} --certify crown"
 LIPSCHITZ_CMD = "python -m advrobust.lipschitz {path} --norm {norm}"
 TRAIN_CMD = "python -m advrobust.train --out {path} ..."
+INTRINSIC_CMD = "python -m advrobust.intrinsic {path}"
+
+
+def training_kind(train_spec: Mapping) -> str:
+    """``natural``, or the adversarial training a run had, e.g. ``adv linf 0.1`` (runs trained
+    differently are never fitted together)."""
+    if train_spec.get("adv_norm"):
+        return f"adv {train_spec['adv_norm']} {train_spec.get('adv_eps')}"
+    return "natural"
+
+
+def intrinsic_columns(meta: Mapping, path: Path, dataset: Any, d: Any) -> tuple[Any, Any]:
+    """``(d_intrinsic, d_intrinsic_mle)`` of a run: the dimension of its data's distribution.
+
+    Synthetic data: the exact dimension (``d - 1`` on the sphere, ``d`` for the Gaussian) in both.
+    Otherwise the two-NN and Levina-Bickel estimates recorded by training in ``run.json``
+    (``intrinsic_dim``) or by ``python -m advrobust.intrinsic`` in ``intrinsic.json``; None if neither.
+    """
+    from . import runs
+
+    if dataset == "sphere" and d:
+        return d - 1, d - 1
+    if dataset == "gaussian" and d:
+        return d, d
+    rec = meta.get("intrinsic_dim")
+    if not isinstance(rec, dict) and (path / "intrinsic.json").is_file():
+        rec = runs.read_json(path / "intrinsic.json", what="intrinsic-dimension record")
+    if not isinstance(rec, dict):
+        return None, None
+    if rec.get("known") is not None:
+        return rec["known"], rec["known"]
+    return _finite_or_none(rec.get("two_nn")), _finite_or_none(rec.get("mle"))
 
 
 def _norm_key(norm: Any) -> str:
@@ -104,6 +140,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
         spec = meta.get("spec") or {}
         dspec = spec.get("data") or {}
         mspec = spec.get("model") or {}
+        tspec = spec.get("train") or {}
         name = path.name if names.count(path.name) == 1 else str(path)
         n, d, p = _num(meta, "n"), _num(meta, "d"), _num(meta, "params", "p")
         dmeta = meta.get("data_meta") or {}
@@ -117,8 +154,14 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
             "train_accuracy": _finite_or_none(meta.get("train_accuracy")),
             "test_accuracy": _finite_or_none(meta.get("test_accuracy")),
             "labels": dspec.get("labels"), "label_noise": dspec.get("label_noise"), "flip": dspec.get("flip"),
+            "training": training_kind(tspec),
             "input_scale": None,
+            "interpolated": None,
+            "d_intrinsic": None, "d_intrinsic_mle": None,
         }
+        acc = row["train_accuracy"]
+        row["interpolated"] = None if acc is None else bool(acc >= 1.0 - 1e-12)
+        row["d_intrinsic"], row["d_intrinsic_mle"] = intrinsic_columns(meta, path, row["dataset"], d)
         missing: dict[str, str] = {}
         for key in ("n", "d", "params", "train_accuracy", "test_accuracy"):
             if row[key] is None:
@@ -188,6 +231,8 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
             row[col] = _finite_or_none(lg.get(key))
             if row[col] is None:
                 missing[col] = LIPSCHITZ_CMD.format(path=path, norm="l2")
+        if row["d_intrinsic"] is None and d is not None:
+            missing["d_intrinsic"] = INTRINSIC_CMD.format(path=path)
         if row["input_scale"] is None:
             missing["input_scale"] = LIPSCHITZ_CMD.format(path=path, norm="l2")
         row["missing"] = missing
@@ -198,7 +243,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
 # --------------------------------------------------------------------------- formatting
 def default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Columns shown by default: the base columns, then every measured column in first-seen order."""
-    hidden = {"path", "missing", "labels", "label_noise", "flip", "depth"}
+    hidden = {"path", "missing", "labels", "label_noise", "flip", "depth", "training"}
     cols = list(BASE_COLUMNS)
     for r in rows:
         for k in r:
@@ -394,21 +439,26 @@ def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str
 
 # --------------------------------------------------------------------------- law fit
 def law_fits(rows: Sequence[Mapping[str, Any]], *, norms: Sequence[str], bootstrap: int = 2000, seed: int = 0) -> list:
-    """Law fits for every variable (params, n, d), one per group of comparable rows
-    (:func:`advrobust.law.comparable_groups`: same data set, labels, architecture, and n, d or width
-    as the variable requires) in which the variable takes at least two values, for the median train
-    radius and the margin Lipschitz lower bound of each norm. Each fit carries its ``group`` label;
-    fits that cannot be made are listed with the reason."""
+    """Law fits for every variable (params, n, d and the intrinsic dimension d_intrinsic), one per
+    group of comparable rows (:func:`advrobust.law.comparable_groups`: same data set, labels,
+    architecture, and n, d or width as the variable requires) in which the variable takes at least
+    two values, for the median train radius and the margin Lipschitz lower bound of each norm.
+    Against p only runs that interpolate at or beyond the interpolation threshold are fitted
+    (regime ``beyond``); against n, d and d_intrinsic every run that interpolates (``interpolating``).
+    All seeds of a grid point enter as separate runs, and the bootstrap resamples runs. Each fit
+    carries its ``group`` label; fits that cannot be made are listed with the reason."""
     from . import law
 
     out = []
-    for var in ("params", "n", "d"):
+    for var in ("params", "n", "d", "d_intrinsic"):
         for label, members in law.comparable_groups(rows, var):
             for nm in norms:
                 for resp in ("train_radius_median", "lip_lower"):
                     try:
-                        out.append(law.fit_law(members, response=resp, against=var, norm=nm, bootstrap=bootstrap,
-                                               seed=seed, regime="beyond" if var == "params" else "all"))
+                        fit = law.fit_law(members, response=resp, against=var, norm=nm, bootstrap=bootstrap,
+                                          seed=seed, regime="beyond" if var == "params" else "interpolating")
+                        # the label among all groups (it names what tells this group from the others)
+                        out.append(dict(fit, group=label))
                     except UserError as exc:
                         out.append({"group": label, "response": resp, "against": var, "norm": nm,
                                     "error": str(exc)})

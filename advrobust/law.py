@@ -29,8 +29,10 @@ PREDICTED = {
     "lipschitz": {"params": -0.5, "n": 0.5, "d": 0.5},
     "radius": {"params": 0.5, "n": -0.5, "d": -0.5},
 }
-_AGAINST = ("params", "n", "d", "p/n", "p/(n*d)")
-_REGIMES = ("beyond", "all", "below")
+_AGAINST = ("params", "n", "d", "d_intrinsic", "p/n", "p/(n*d)")
+_REGIMES = ("beyond", "interpolating", "all", "below")
+#: the law's variable each fitted variable stands for (the intrinsic dimension is the law's d)
+_LAW_VARIABLE = {"p/n": "params", "p/(n*d)": "params", "d_intrinsic": "d"}
 
 
 def fit_power_law(x: Sequence[float], y: Sequence[float], *, bootstrap: int = 2000, seed: int = 0,
@@ -172,11 +174,12 @@ def _kind(response: str) -> str:
 #: per fitted variable, the row fields that must agree for rows to be compared (only the variable,
 #: and what it forces, e.g. params when d changes, may differ inside a group)
 GROUP_KEYS = {
-    "params": ("dataset", "n", "d", "labels", "label_noise", "flip", "family", "depth"),
-    "n": ("dataset", "d", "family", "width", "depth", "labels", "label_noise", "flip"),
-    "d": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip"),
-    "p/n": ("dataset", "d", "labels", "label_noise", "flip", "family", "depth"),
-    "p/(n*d)": ("dataset", "labels", "label_noise", "flip", "family", "depth"),
+    "params": ("dataset", "n", "d", "labels", "label_noise", "flip", "family", "depth", "training"),
+    "n": ("dataset", "d", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
+    "d": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
+    "d_intrinsic": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
+    "p/n": ("dataset", "d", "labels", "label_noise", "flip", "family", "depth", "training"),
+    "p/(n*d)": ("dataset", "labels", "label_noise", "flip", "family", "depth", "training"),
 }
 # fields always named in a group's label (the rest only where groups differ in them)
 _LABEL_ALWAYS = ("dataset", "n", "d", "width")
@@ -235,11 +238,14 @@ def comparable_groups(rows: Iterable[Mapping[str, Any]], against: str, *,
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault(group_key(r, against), []).append(r)
+    # the intrinsic dimension is estimated per run, so runs of one data set differ in it by estimation
+    # noise (and by training subset): a group varies in it only where the data (pixel count d) differ
+    counted = "d" if against == "d_intrinsic" else against
     keys = GROUP_KEYS[against]
     varying = {k for i, k in enumerate(keys) if len({g[i] for g in groups}) > 1}
     out = []
     for gk, members in groups.items():
-        if len({v for v in (_variable(r, against) for r in members) if v is not None}) < min_distinct:
+        if len({v for v in (_variable(r, counted) for r in members) if v is not None}) < min_distinct:
             continue
         parts = []
         for k, v in zip(keys, gk):
@@ -277,9 +283,15 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
     rows : rows from :func:`advrobust.compare.collect_rows`
     response : a row field, looked up as given or as ``<norm>_<response>`` (e.g.
         ``train_radius_median``, ``test_radius_median``, ``lip_lower``, ``lip_upper``)
-    against : ``params``, ``n``, ``d``, ``p/n`` or ``p/(n*d)``
-    regime : ``beyond`` (p at or above its group's interpolation threshold, the smallest p with
-        train accuracy 1.0), ``below`` (under it) or ``all``
+    against : ``params``, ``n``, ``d``, ``d_intrinsic``, ``p/n`` or ``p/(n*d)``. Against
+        ``d_intrinsic`` (the dimension of the data's distribution, the law's d: see
+        :mod:`advrobust.intrinsic`) each run's x is the mean of ``d_intrinsic`` over the fitted runs
+        with its pixel count d, so seeds of one data set share one estimate
+    regime : ``beyond`` (runs that interpolate, train accuracy 1.0, at a p at or above their group's
+        interpolation threshold, the smallest p with a run that interpolates: a run of another seed
+        that did not interpolate at such a p is left out and listed in ``excluded``),
+        ``interpolating`` (every run with train accuracy 1.0, whatever its p), ``below`` (p under
+        the threshold) or ``all``
     norm : attack norm of the response (``l1``, ``l2``, ``linf``)
     unit_scale : convert to the law's unit-scale data (Lipschitz * s, radii / s) where every
         row has ``input_scale``
@@ -318,14 +330,26 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
     thresholds = interpolation_thresholds(rows)
     use_scale = unit_scale and all(isinstance(r.get("input_scale"), (int, float)) and r["input_scale"] > 0
                                    for r in rows)
+    pooled_dint: dict = {}
+    if against == "d_intrinsic":
+        for r in rows:
+            v = r.get("d_intrinsic")
+            if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
+                pooled_dint.setdefault(_group_value(r.get("d")), []).append(float(v))
+        pooled_dint = {k: sum(v) / len(v) for k, v in pooled_dint.items()}
     xs, ys, used, excluded, law_x = [], [], [], [], []
     for r in rows:
         name = r.get("run", "?")
         thr = thresholds.get(group_key(r, "params"))
         p = r.get("params")
+        acc = r.get("train_accuracy")
+        fits_data = acc is not None and acc >= 1.0 - 1e-12
         beyond = thr is not None and p is not None and p >= thr
         if regime == "beyond" and not beyond:
             excluded.append({"run": name, "why": "below the interpolation threshold"})
+            continue
+        if regime in ("beyond", "interpolating") and not fits_data:
+            excluded.append({"run": name, "why": f"did not interpolate (train accuracy {acc!r})"})
             continue
         if regime == "below" and beyond:
             excluded.append({"run": name, "why": "at or beyond the interpolation threshold"})
@@ -338,6 +362,8 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
             xv = p / r["n"] if p and r.get("n") else None
         elif against == "p/(n*d)":
             xv = p / (r["n"] * r["d"]) if p and r.get("n") and r.get("d") else None
+        elif against == "d_intrinsic":
+            xv = pooled_dint.get(_group_value(r.get("d")))
         else:
             xv = r.get(against)
         if yv is None or xv is None or not (isinstance(yv, (int, float)) and math.isfinite(yv) and yv > 0):
@@ -350,10 +376,16 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
         used.append(name)
         law_x.append(r["n"] * r["d"] / p if p and r.get("n") and r.get("d") else None)
     if len(set(xs)) < 2:
+        why: dict = {}
+        for e in excluded:
+            key = e["why"].split(" (")[0]
+            why[key] = why.get(key, 0) + 1
+        left = "; left out: " + ", ".join(f"{k} {v}" for k, v in why.items()) if why else ""
         raise UserError(f"need at least two runs with distinct {against} and a usable {response} in regime "
-                        f"{regime!r} (have {len(xs)}); train more widths or use --regime all")
+                        f"{regime!r} (have {len(xs)}{left}); train more sizes, or longer so that they interpolate, "
+                        "or fit with regime='all'")
     fit = fit_power_law(xs, ys, bootstrap=bootstrap, seed=seed)
-    var = {"p/n": "params", "p/(n*d)": "params"}.get(against, against)
+    var = _LAW_VARIABLE.get(against, against)
     predicted = PREDICTED[kind].get(var)
     within = None
     if predicted is not None and fit["ci_low"] is not None:

@@ -232,70 +232,117 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
 
 
 # --------------------------------------------------------------------------- scaling
+#: most groups of runs in one scaling figure: with two marker styles and the law's line, the legend
+#: then holds at most 7 entries (more groups go to further figures)
+SCALING_MAX_GROUPS = 4
+
+
 def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str, vlines: Sequence[dict] = ()):
     """Log-log scatter of per-run quantities against a size (p, n or d), with fitted power laws.
 
     ``series``: dicts with ``label``, ``x``, ``y``, ``runs`` (names per point), ``marker``,
-    ``filled`` (bool), ``color`` and optionally ``fit`` (``{"exponent", "intercept", "ci_low",
-    "ci_high"}``), ``predicted`` (the law's exponent) and ``group`` (the group of comparable runs it
-    shows, listed in the returned ``groups``). ``vlines``: ``{"x", "label"}`` markers, optionally
-    with a ``color`` (default grey).
+    ``filled`` (bool), ``color``, ``group`` (the group of comparable runs it belongs to),
+    ``style`` (what filled or open markers mean, e.g. ``"test points"``) and optionally ``faded``
+    (per point: True for runs left out of the fit, drawn pale), ``fit`` (``{"exponent",
+    "intercept", "ci_low", "ci_high"}``, drawn over the fitted points' range, its slope written at
+    its right end) and ``predicted`` (the
+    law's exponent: a dotted line of that slope through the fitted points' geometric mean). Fits
+    and the law's line are drawn for filled series only (what the law speaks of); open series are
+    points beside them (their fits are in the report's table).
+    ``vlines``: ``{"x", "label"}`` markers, optionally with ``color`` and ``short`` (the text
+    written beside the line; lines carry no legend entry).
+
+    The legend has one entry per group (its colour and marker), one per marker style (filled,
+    open) and one for the law's line: at most ``SCALING_MAX_GROUPS + 3`` entries when the caller
+    keeps to that many groups. With a single group its label goes to the title instead, and the
+    style entries take the series' own colours.
     """
     _, plt = _mpl()
+    from matplotlib.lines import Line2D
+
     with plt.rc_context(_style()):
-        fig, ax = plt.subplots(figsize=(SINGLE + 1.4, 2.6))
-        allx, ally, n_items = [], [], 0
+        fig, ax = plt.subplots(figsize=(SINGLE + 1.6, 2.6))
+        allx, ally = [], []
+        groups: dict = {}
+        styles: dict = {}
+        law_slopes = set()
         for s in series:
             x = np.asarray(s["x"], dtype=float)
             y = np.asarray(s["y"], dtype=float)
+            faded = np.asarray(s.get("faded") or [False] * len(x), dtype=bool)
             ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
             if not ok.any():
                 continue
-            x, y = x[ok], y[ok]
+            x, y, faded = x[ok], y[ok], faded[ok]
             allx.append(x)
             ally.append(y)
-            ax.plot(x, y, linestyle="none", marker=s.get("marker", "o"), color=s["color"],
-                    markerfacecolor=s["color"] if s.get("filled", True) else "white", label=s["label"])
-            n_items += 1
-            grid = np.geomspace(x.min(), x.max(), 50) if x.max() > x.min() else None
+            face = s["color"] if s.get("filled", True) else "white"
+            for pale, alpha in ((False, 1.0), (True, 0.3)):
+                sel = faded == pale
+                if sel.any():
+                    ax.plot(x[sel], y[sel], linestyle="none", marker=s.get("marker", "o"), color=s["color"],
+                            markerfacecolor=face, alpha=alpha)
+            groups.setdefault(s.get("group") or s["label"], (s.get("marker", "o"), s["color"]))
+            styles.setdefault(bool(s.get("filled", True)), s.get("style") or s["label"])
             fit = s.get("fit")
-            if fit and grid is not None and np.isfinite(fit.get("exponent", np.nan)):
+            fx = x[~faded] if (~faded).sum() >= 2 and len(set(x[~faded])) >= 2 else x
+            fy = y[~faded] if fx is not x else y
+            grid = np.geomspace(fx.min(), fx.max(), 50) if fx.max() > fx.min() else None
+            line = "-" if s.get("filled", True) else "--"
+            if fit and grid is not None and np.isfinite(fit.get("exponent", np.nan)) and s.get("filled", True):
                 yy = np.exp(fit["intercept"]) * grid ** fit["exponent"]
-                ci = (f" [{fit['ci_low']:.2f}, {fit['ci_high']:.2f}]"
-                      if fit.get("ci_low") is not None and fit.get("ci_high") is not None else " (no interval: < 3 runs)")
-                ax.plot(grid, yy, color=s["color"], linewidth=1.0, label=f"fit: slope {fit['exponent']:.2f}{ci}")
-                n_items += 1
+                ax.plot(grid, yy, color=s["color"], linewidth=1.0, linestyle=line)
+                ax.annotate(f"{fit['exponent']:+.2f}", xy=(grid[-1], yy[-1]), xytext=(3, 0),
+                            textcoords="offset points", fontsize=6, color=s["color"], va="center")
             pred = s.get("predicted")
-            if pred is not None and grid is not None:
-                # the law fixes the slope, not the constant: anchor the line at the data's geometric mean
-                c = np.exp(np.mean(np.log(y)) - pred * np.mean(np.log(x)))
-                ax.plot(grid, c * grid ** pred, color=s["color"], linestyle=":", linewidth=1.0,
-                        label=f"law: slope {frac_label(pred)}")
-                n_items += 1
+            if pred is not None and grid is not None and s.get("filled", True):
+                # the law fixes the slope, not the constant: anchored at the fitted points' geometric mean
+                c = np.exp(np.mean(np.log(fy)) - pred * np.mean(np.log(fx)))
+                ax.plot(grid, c * grid ** pred, color=s["color"], linestyle=":", linewidth=1.0)
+                law_slopes.add(pred)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        for i, v in enumerate(vlines):
-            ax.axvline(v["x"], color=v.get("color") or "0.35", linestyle=("--", "-.", ":")[i % 3], linewidth=0.9,
-                       label=v["label"])
-            n_items += 1
         if allx:
             xs = np.concatenate(allx + [np.array([v["x"] for v in vlines], dtype=float)])
-            ax.set_xlim(xs.min() / 1.6, xs.max() * 1.6)
+            ax.set_xlim(xs.min() / 1.6, xs.max() * 2.2)
             ys = np.concatenate(ally)
             lo, hi = ax.get_ylim()
             if hi / lo < 3:  # nearly constant values: show a factor of 3 around them, not 14.0 14.2 14.4
                 mid = math.sqrt(ys.min() * ys.max())
                 ax.set_ylim(min(lo, mid / math.sqrt(3)), max(hi, mid * math.sqrt(3)))
+        for i, v in enumerate(vlines):
+            color = v.get("color") or "0.35"
+            ax.axvline(v["x"], color=color, linestyle=("--", "-.")[i % 2], linewidth=0.8, alpha=0.8)
+            ax.annotate(v.get("short", v["label"]), xy=(v["x"], 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(2, -2), textcoords="offset points", rotation=90, fontsize=5.5, color=color,
+                        ha="left", va="top")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         _plain_log_ticks(ax, "x")
         _plain_log_ticks(ax, "y")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        single = len(groups) == 1
+        if single:
+            ax.set_title(f"{title}\n{next(iter(groups))}", fontsize=7)
+        handles = [] if single else [Line2D([], [], marker=m, color=c, linestyle="none", label=str(g))
+                                     for g, (m, c) in groups.items()]
+        for filled, text in sorted(styles.items(), reverse=True):
+            c = next((s["color"] for s in series if bool(s.get("filled", True)) == filled), "0.3") if single else "0.3"
+            m = next(iter(groups.values()))[0] if single else "o"
+            handles.append(Line2D([], [], marker=m, color=c, markerfacecolor=c if filled else "white",
+                                  linestyle="-" if filled else "none", linewidth=1.0,
+                                  label=f"{text}; fit (slope at end)" if filled else text))
+        for pred in sorted(law_slopes):
+            c = next((s["color"] for s in series if s.get("filled", True)), "0.3") if single else "0.3"
+            handles.append(Line2D([], [], color=c, linestyle=":", linewidth=1.0,
+                                  label=f"law's slope {frac_label(pred)}"))
+        if handles:
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     runs = sorted({r for s in series for r in s.get("runs", [])})
     return fig, {"curves": len([s for s in series if len(s["x"])]), "runs": runs, "xscale": ax.get_xscale(),
                  "yscale": ax.get_yscale(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
                  "points": int(sum(len(x) for x in allx)), "vlines": [v["label"] for v in vlines],
+                 "legend": [h.get_label() for h in handles],
                  "series": [{"label": s["label"], "group": s.get("group"), "runs": list(s.get("runs", [])),
                              "fit": None if not s.get("fit") else s["fit"].get("exponent")} for s in series],
                  "groups": list(dict.fromkeys(s["group"] for s in series if s.get("group") is not None))}

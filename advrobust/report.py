@@ -34,8 +34,9 @@ LIPSCHITZ_FILE = "lipschitz.json"
 #: relative tolerance when checking attack radii against certified lower bounds and exact radii
 BRACKET_RTOL = 1e-4
 
-#: most models (rows) in one gallery figure
-GALLERY_MAX_RUNS = 8
+#: most models drawn in one per-model figure (robust accuracy, radii, attacks, gallery): a study with seeds
+#: has hundreds of runs, whose curves and legend would be unreadable; the tables keep every run
+FIGURE_MAX_RUNS = 8
 #: CSS pixels per inch of a figure's printed size in the HTML (a 7 in figure is 910 px wide)
 CSS_PX_PER_INCH = 130
 
@@ -76,6 +77,29 @@ class RunData:
     @property
     def d(self) -> float:
         return _num(_get(self.meta, "d", "dim"))
+
+    @property
+    def input_scale(self) -> float:
+        """Typical L2 norm s of a centred input (``lipschitz.input_scale`` from the data meta, else the
+        Lipschitz record's); NaN if unknown. Unit-norm values: Lipschitz * s, radius / s."""
+        from .lipschitz import input_scale
+
+        meta = self.meta.get("data_meta") if isinstance(self.meta.get("data_meta"), dict) else None
+        s, _ = input_scale(None, meta)
+        if s is None and isinstance(self.lipschitz, dict):
+            s = self.lipschitz.get("input_scale")
+        v = _num(s)
+        return v if math.isfinite(v) and v > 0 else math.nan
+
+    @property
+    def d_intrinsic(self) -> float:
+        """The dimension of the run's data distribution (compare's ``d_intrinsic``); NaN if unknown."""
+        if "_d_intrinsic" not in self.__dict__:
+            from .compare import intrinsic_columns
+
+            self.__dict__["_d_intrinsic"] = _num(intrinsic_columns(self.meta, self.path, _dataset_name(self.meta),
+                                                                   _get(self.meta, "d", "dim"))[0])
+        return self.__dict__["_d_intrinsic"]
 
     @property
     def input_shape(self) -> list:
@@ -428,6 +452,7 @@ class _Builder:
         self.figures: dict[str, dict] = {}
         self.missing: list[dict] = []
         self.flags: list[dict] = []
+        self._styles: dict[str, int] = {}  # run name -> style index in the per-model figure being drawn
         self.notes: list[str] = []
 
     # ---- helpers
@@ -449,6 +474,26 @@ class _Builder:
         self.images[name] = png
         self.figures[name] = dict(meta, png=f"{name}.png", pdf=f"{name}.pdf")
         self.doc.fig(name, caption)
+
+    def drawn(self, runs: list[RunData], what: str) -> list[RunData]:
+        """At most FIGURE_MAX_RUNS of ``runs`` for a per-model figure: those of the lowest seed, spread
+        evenly over the runs' order (data set, then p); a paragraph says which when some are left out."""
+        if len(runs) <= FIGURE_MAX_RUNS:
+            self._styles = {}
+            return runs
+        seeds = [_num(_get(r.meta, "seed")) for r in runs]
+        known = [v for v in seeds if math.isfinite(v)]
+        low = min(known) if known else math.nan
+        pool = [r for r, v in zip(runs, seeds) if v == low] or list(runs)
+        if len(pool) > FIGURE_MAX_RUNS:
+            idx = sorted({round(i * (len(pool) - 1) / (FIGURE_MAX_RUNS - 1)) for i in range(FIGURE_MAX_RUNS)})
+            pool = [pool[i] for i in idx]
+        seed = f"seed {low:g}, " if math.isfinite(low) and len(set(known)) > 1 else ""
+        # colours by position among the drawn runs (by index among hundreds they would repeat)
+        self._styles = {r.name: i for i, r in enumerate(pool)}
+        self.doc.p(f"{what}: {len(pool)} of {len(runs)} runs drawn ({seed}spread evenly over the data sets and "
+                   f"parameter counts: {', '.join(r.name for r in pool)}); the table lists every run.")
+        return pool
 
     def with_results(self, norm: str, split: str) -> list[RunData]:
         return [r for r in self.runs if (norm, split) in r.results]
@@ -512,12 +557,13 @@ class _Builder:
                     continue
                 curves = []
                 for r in runs:
-                    arrays, _ = r.results[(norm, split)]
-                    lower = certified_lower(arrays)
-                    if lower is None:
+                    if certified_lower(r.results[(norm, split)][0]) is None:
                         self.need(f"certified lower bounds {norm}/{split} for {r.name} (optional)",
                                   flag_commands(r.path)["certify"].format(norm=norm, split=split))
-                    curves.append({"run": r.name, "index": r.index, "radius": _radius(arrays), "lower": lower})
+                for r in self.drawn(runs, f"{norm} robust accuracy on {split} points"):
+                    arrays, _ = r.results[(norm, split)]
+                    curves.append({"run": r.name, "index": self._styles.get(r.name, r.index),
+                                   "radius": _radius(arrays), "lower": certified_lower(arrays)})
                 fig, meta = plots.plot_robust_accuracy(curves, norm=norm, split=split, image=runs[0].image)
                 self.save(fig, f"robust-accuracy-{norm}-{split}", meta,
                           f"{norm} robust accuracy on {split} points, one curve per model "
@@ -546,6 +592,9 @@ class _Builder:
             if not groups:
                 continue
             d.h(2, f"{norm}")
+            keep = {r.name for r in self.drawn([r for r in self.runs if any((norm, s) in r.results for s in SPLITS)],
+                                               f"{norm} radii")}
+            groups = [{**g, "index": self._styles.get(g["run"], g["index"])} for g in groups if g["run"] in keep]
             fig, meta = plots.plot_radius_distribution(groups, norm=norm, image=self.runs[0].image)
             self.save(fig, f"radii-{norm}", meta, f"{norm} radii on training and test points per model.")
             d.table(["run", "split", "samples", "misclassified (0)", "unbroken (∞)", "q10", "median", "q90"], rows)
@@ -553,14 +602,26 @@ class _Builder:
     def scaling(self) -> None:
         d = self.doc
         d.h(1, "Scaling with parameters, samples and dimension", "scaling")
-        d.p("Per run: median radius and Lipschitz estimates of the margin against the parameter count p on "
-            "log-log axes, with the fitted power law (slope and its 95% bootstrap interval, fitted over the runs "
-            "at or beyond the interpolation threshold when at least two distinct sizes are there, else over all) "
-            "and the slope the law of robustness predicts (Bubeck & Sellke 2021: Lip ≳ sqrt(n·d/p), so "
-            "Lipschitz constants of interpolating models fall at best like p^-1/2; radii ≈ margin/Lip then rise "
-            "at most like p^1/2, a heuristic reading of the bound as tight). The law's line only fixes the "
-            "slope; it is drawn through the points' geometric mean. Vertical lines: the interpolation threshold "
-            "(the smallest run that fits its training set exactly) and p = n·d.")
+        d.p("Per run: median radius and Lipschitz estimates of the margin against the parameter count p, and, "
+            "in figures of their own, against the training-set size n, the pixel count d and the intrinsic "
+            "dimension of the data (the law's d: exact for synthetic data, else the two-NN estimate; see "
+            "docs/analysis.md), on log-log axes. Each arm gets its own figures: the p figures show the width "
+            "sweeps (groups of comparable runs in which p varies), the n and d figures the groups in which n "
+            "or d varies; one data set and at most "
+            f"{plots.SCALING_MAX_GROUPS} groups per figure (more go to further figures, numbered). Each series "
+            "of filled markers (training points, the Lipschitz lower bound: what the law speaks of) has its fitted "
+            "power law drawn, its slope written at its end (the open markers' fits, test points and upper "
+            "estimates, are in the table with every 95% bootstrap interval), fitted over the runs that interpolate (against p: at "
+            "or beyond the interpolation threshold) when at least two distinct sizes are there, else over all; "
+            "pale points are runs that did not interpolate. The dotted line beside each fit has the slope the law of "
+            "robustness predicts (Bubeck & Sellke 2021: Lip ≳ sqrt(n·d/p), so Lipschitz constants of "
+            "interpolating models fall at best like p^-1/2 and grow like n^1/2 and d^1/2; radii ≈ margin/Lip "
+            "the reciprocal, a heuristic reading of the bound as tight), drawn through the fitted points' "
+            "geometric mean since the law fixes slopes, not constants. Vertical lines, in the p figures only: "
+            "each width sweep's interpolation threshold (the smallest p with a run that fits its training set "
+            "exactly) and p = n·d. Values are in the theorem's unit-norm coordinates (radius / s, Lipschitz × s, "
+            "s the typical norm of a centred input, as compare fits them; docs/analysis.md) when every run of a "
+            "figure records s, as its axis label then says, else in input units.")
         try:
             from . import law
         except ImportError as exc:
@@ -569,79 +630,42 @@ class _Builder:
             self.need("power-law fits (advrobust.law)", None)
         self._law = law
         self._thresholds = self._interpolation_thresholds(law)
-        axes = [("params", "p", "parameter count p")]
-        for attr, sym, label in (("n", "n", "training samples n"), ("d", "d", "input dimension d")):
+        arms = []
+        covered: set = set()
+        for attr, sym, label in (("n", "n", "training samples n"), ("d", "d", "input dimension d (pixels)"),
+                                 ("d_intrinsic", "d-intrinsic", "intrinsic dimension of the data")):
             vals = {getattr(r, attr) for r in self.runs if math.isfinite(getattr(r, attr))}
             if len(vals) > 1:
-                if self._groups(attr, min_distinct=2):
-                    axes.append((attr, sym, label))
-                else:
+                groups = self._groups(attr, min_distinct=2)
+                if groups:
+                    arms.append((attr, sym, label, groups))
+                    covered |= {r.name for _, g in groups for r in g}
+                elif attr != "d_intrinsic":
                     self.notes.append(f"No scaling figure against {sym}: the runs differ in {sym} only across "
                                       f"groups that also differ in data set, labels, architecture or width, "
                                       f"so no fit against {sym} compares like with like.")
+        # against p: the width sweeps, and any run shown in no other arm (a lone run still shows where it lies)
+        sweeps = self._groups("params", min_distinct=2)
+        self._sweep_labels = {g for g, _ in sweeps}
+        shown = {r.name for _, g in sweeps for r in g}
+        lone = [(g, runs) for g, runs in self._groups("params", min_distinct=0)
+                if g not in self._sweep_labels and any(r.name not in covered | shown for r in runs)]
+        arms.insert(0, ("params", "p", "parameter count p", sweeps + lone))
         fit_rows = []
-        for attr, sym, label in axes:
-            # against p every group is drawn (a lone run still shows where it lies), in the order and
-            # colours of the interpolation-threshold markers; against n or d only groups that vary in it
-            groups = self._groups(attr, min_distinct=0 if attr == "params" else 2)
-            several = len(groups) > 1
-            vlines = self._vlines() if sym == "p" else []
-            for norm in self.norms:
-                series = []
-                for gi, (glabel, gruns) in enumerate(groups):
-                    for si, split in enumerate(("test", "train")):
-                        pts = [(r, getattr(r, attr), _quantile(_radius(r.results[(norm, split)][0]), 0.5))
-                               for r in gruns if (norm, split) in r.results]
-                        s = self._series(pts, label=(f"{glabel}: " if several else "") + f"median {split} radius",
-                                         marker=(plots.MARKERS[gi % len(plots.MARKERS)] if several
-                                                 else "o" if split == "test" else "s"),
-                                         filled=split == "test",
-                                         color=plots.PALETTE[gi % len(plots.PALETTE)] if several else plots.PALETTE[si])
-                        if s is None:
-                            continue
-                        s["group"] = glabel
-                        s["fit"] = self._fit(law, s, fit_rows, f"median {norm} {split} radius", attr, "radius")
-                        series.append(s)
-                if not series and self.with_results(norm, "test") + self.with_results(norm, "train"):
-                    self.notes.append(f"No {norm} radius-vs-{sym} figure: no run has a positive, finite median {norm} "
-                                      "radius (more than half of its points misclassified or unbroken).")
-                if series:
-                    fig, meta = plots.plot_scaling(series, xlabel=label,
-                                                   ylabel=plots.radius_label(norm, image=self.runs[0].image),
-                                                   title=f"median {plots.NORM_LABEL.get(norm, norm)} radius vs {sym}",
-                                                   vlines=vlines)
-                    self.save(fig, f"scaling-radius-{norm}-vs-{sym}", meta,
-                              f"Median {norm} radius against {label}, log-log, one point per run"
-                              + (f"; one series and fit per group of comparable runs ({len(groups)} groups)."
-                                 if several else "."))
-                lip_series = []
-                for gi, (glabel, gruns) in enumerate(groups):
-                    for si, key in enumerate(("lower", "upper")):
-                        pts = []
-                        for r in gruns:
-                            entry = _lipschitz_entry(r.lipschitz, norm)
-                            if entry is not None:
-                                pts.append((r, getattr(r, attr), _num((entry.get("margin") or {}).get(key))))
-                        s = self._series(pts, label=(f"{glabel}: " if several else "") + f"Lipschitz {key} estimate",
-                                         marker=(plots.MARKERS[gi % len(plots.MARKERS)] if several
-                                                 else "^" if key == "lower" else "v"),
-                                         filled=key == "lower",
-                                         color=plots.PALETTE[gi % len(plots.PALETTE)] if several
-                                         else plots.PALETTE[2 + si])
-                        if s is None:
-                            continue
-                        s["group"] = glabel
-                        s["fit"] = self._fit(law, s, fit_rows, f"{norm} Lipschitz {key}", attr, "lipschitz")
-                        lip_series.append(s)
-                if lip_series:
-                    fig, meta = plots.plot_scaling(
-                        lip_series, xlabel=label, title=f"{plots.NORM_LABEL.get(norm, norm)} Lipschitz estimates vs {sym}", vlines=vlines,
-                        ylabel=f"margin Lipschitz const. ({plots.NORM_LABEL.get(norm, norm)} input)")
-                    self.save(fig, f"scaling-lipschitz-{norm}-vs-{sym}", meta,
-                              f"Lipschitz constant of the margin (logit units per {norm} input unit): lower "
-                              f"(filled) and upper (open) estimates against {label}, log-log"
-                              + (f"; one series and fit per group of comparable runs ({len(groups)} groups)."
-                                 if several else "."))
+        for attr, sym, label, groups in arms:
+            self._pooled = self._pooled_intrinsic(groups) if attr == "d_intrinsic" else {}
+            # one data set per figure, and at most SCALING_MAX_GROUPS groups in it
+            step = plots.SCALING_MAX_GROUPS
+            by_data: dict = {}
+            for g in groups:
+                by_data.setdefault(self._dataset(g[1][0]), []).append(g)
+            chunks = [part[i:i + step] for part in by_data.values() for i in range(0, len(part), step)]
+            for ci, chunk in enumerate(chunks):
+                suffix = "" if ci == 0 else f"-{ci + 1}"
+                part = "" if len(chunks) == 1 else f" ({ci + 1} of {len(chunks)})"
+                vlines = self._vlines([g for g, _ in chunk]) if attr == "params" else []
+                for norm in self.norms:
+                    self._scaling_figures(law, attr, sym, label, chunk, norm, vlines, suffix, part, fit_rows)
         for r in self.runs:
             for norm in self.norms:
                 if _lipschitz_entry(r.lipschitz, norm) is None:
@@ -654,6 +678,91 @@ class _Builder:
             d.p(note)
         self.notes.clear()
 
+    def _scaling_figures(self, law, attr: str, sym: str, label: str, groups: list, norm: str, vlines: list,
+                         suffix: str, part: str, fit_rows: list) -> None:
+        """The radius and the Lipschitz figure of one arm (one chunk of its groups) for one norm."""
+        nm = plots.NORM_LABEL.get(norm, norm)
+        # the theorem's coordinates (unit-norm data) where every run's input scale is known, as compare fits
+        unit = all(math.isfinite(r.input_scale) for _, gruns in groups for r in gruns)
+        data = self._dataset(groups[0][1][0]) if groups and groups[0][1] else "runs"
+        for kind in ("radius", "lipschitz"):
+            # filled: what the law speaks of (memorised training points, the Lipschitz lower bound)
+            keys = (("train", "training points"), ("test", "test points")) if kind == "radius" else \
+                (("lower", "lower estimate"), ("upper", "upper estimate"))
+            series = []
+            for gi, (glabel, gruns) in enumerate(groups):
+                for si, (key, style) in enumerate(keys):
+                    pts = []
+                    for r in gruns:
+                        if kind == "radius":
+                            if (norm, key) in r.results:
+                                y = _quantile(_radius(r.results[(norm, key)][0]), 0.5)
+                                pts.append((r, self._x(r, attr), y / r.input_scale if unit else y))
+                        else:
+                            entry = _lipschitz_entry(r.lipschitz, norm)
+                            if entry is not None:
+                                y = _num((entry.get("margin") or {}).get(key))
+                                pts.append((r, self._x(r, attr), y * r.input_scale if unit else y))
+                    what = f"median {key} radius" if kind == "radius" else f"Lipschitz {key} estimate"
+                    color = plots.PALETTE[gi % len(plots.PALETTE)] if len(groups) > 1 else plots.PALETTE[si]
+                    s = self._series(pts, label=f"{glabel}: {what}", marker=plots.MARKERS[gi % len(plots.MARKERS)],
+                                     filled=si == 0, color=color)
+                    if s is None:
+                        continue
+                    s["group"], s["style"] = glabel, style
+                    s["faded"] = [not self._fitted(r, attr) for r in s["run_data"]]
+                    quantity = f"median {norm} {key} radius" if kind == "radius" else f"{norm} Lipschitz {key}"
+                    s["fit"] = self._fit(law, s, fit_rows, quantity, attr, kind)
+                    series.append(s)
+            if not series:
+                if kind == "radius" and self.with_results(norm, "test") + self.with_results(norm, "train"):
+                    self.notes.append(f"No {norm} radius-vs-{sym} figure{part}: no run has a positive, finite "
+                                      f"median {norm} radius (more than half of its points misclassified or unbroken).")
+                continue
+            axis = {"d-intrinsic": "intrinsic d"}.get(sym, sym)
+            if kind == "radius":
+                ylabel = f"{nm} radius (unit-norm data)" if unit else plots.radius_label(norm, image=self.runs[0].image)
+                title = f"median {nm} radius vs {axis}{part}"
+                caption = (f"{data}: median {norm} radius ({'unit-norm data' if unit else 'input units'}) against "
+                           f"{label}, log-log, one point per run")
+            else:
+                ylabel = f"margin Lipschitz const. ({nm}, unit-norm data)" if unit else \
+                    f"margin Lipschitz const. ({nm} input)"
+                title = f"{nm} Lipschitz estimates vs {axis}{part}"
+                caption = (f"{data}: Lipschitz constant of the margin (logit units per {norm} "
+                           f"{'unit of unit-norm data' if unit else 'input unit'}): lower (filled) and upper (open) "
+                           f"estimates against {label}, log-log, one point per run")
+            fig, meta = plots.plot_scaling(series, xlabel=label, ylabel=ylabel, title=title, vlines=vlines)
+            ngroups = len(meta["groups"])
+            self.save(fig, f"scaling-{kind}-{norm}-vs-{sym}{suffix}", meta,
+                      caption + (f"; {ngroups} groups of comparable runs, one colour and marker each" if ngroups > 1
+                                 else "") + "; pale points did not interpolate.")
+
+    def _x(self, r: RunData, attr: str) -> float:
+        """A run's position on an arm's axis; against d_intrinsic the mean estimate over the runs of
+        its group with its pixel count (seeds of one data set share one x, as in law.fit_law)."""
+        if attr == "d_intrinsic":
+            return self._pooled.get((r.name, "x"), r.d_intrinsic)
+        return getattr(r, attr)
+
+    def _pooled_intrinsic(self, groups: list) -> dict:
+        out = {}
+        for _, runs in groups:
+            by_d: dict = {}
+            for r in runs:
+                if math.isfinite(r.d_intrinsic):
+                    by_d.setdefault(r.d, []).append(r.d_intrinsic)
+            for r in runs:
+                vals = by_d.get(r.d)
+                if vals:
+                    out[(r.name, "x")] = float(np.mean(vals))
+        return out
+
+    def _fitted(self, r: RunData, attr: str) -> bool:
+        """Whether a run enters its series' fit: it interpolates (and, against p, is at or beyond its
+        width sweep's interpolation threshold)."""
+        return self._beyond(r) if attr == "params" else self._interpolated(r)
+
     @staticmethod
     def _series(pts: list, *, label: str, marker: str, filled: bool, color: str) -> dict | None:
         pts = [t for t in pts if math.isfinite(t[1]) and t[1] > 0 and math.isfinite(t[2]) and t[2] > 0]
@@ -664,6 +773,8 @@ class _Builder:
 
     def _law_row(self, r: RunData) -> dict:
         """The fields :func:`advrobust.law.comparable_groups` groups on, read from a run record."""
+        from .compare import training_kind
+
         spec = r.meta.get("spec") if isinstance(r.meta.get("spec"), dict) else {}
         data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
         model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
@@ -671,6 +782,7 @@ class _Builder:
         return {"run": r.name, "dataset": self._dataset(r), "n": num(r.n), "d": num(r.d), "params": num(r.params),
                 "family": model.get("family"), "width": model.get("width"), "depth": model.get("depth"),
                 "labels": data.get("labels"), "label_noise": data.get("label_noise"), "flip": data.get("flip"),
+                "d_intrinsic": num(r.d_intrinsic), "training": training_kind(spec.get("train") or {}),
                 "train_accuracy": 1.0 if self._interpolated(r) else 0.0, "_run": r}
 
     def _groups(self, attr: str, *, min_distinct: int) -> list[tuple[str, list[RunData]]]:
@@ -700,42 +812,42 @@ class _Builder:
         if law is None:
             return False
         thr = self._thresholds.get(law.group_key(self._law_row(r), "params"))
-        return thr is not None and math.isfinite(r.params) and r.params >= thr
+        return thr is not None and math.isfinite(r.params) and r.params >= thr and self._interpolated(r)
 
     @staticmethod
     def _dataset(r: RunData) -> Any:
         return _dataset_name(r.meta)
 
-    def _vlines(self) -> list[dict]:
-        """Interpolation thresholds and p = n·d; with several groups of runs, one of each per group, in
-        the colour of the group's series (groups in the order of the p-axis figures)."""
+    def _vlines(self, order: list) -> list[dict]:
+        """Interpolation thresholds (width sweeps only: groups with at least two distinct p) and p = n·d
+        for the groups ``order`` of one p figure, each in its group's colour when there are several."""
         out = []
-        order = list(self._group_nd)
         several = len(order) > 1
+        by_label = {self._threshold_labels.get(k): v for k, v in self._thresholds.items()}
 
         def colour(g: Any) -> str | None:
-            return plots.PALETTE[order.index(g) % len(plots.PALETTE)] if several and g in order else None
+            return plots.PALETTE[order.index(g) % len(plots.PALETTE)] if several else None
 
-        thr = sorted(((v, self._threshold_labels.get(k)) for k, v in self._thresholds.items()
-                      if v is not None and math.isfinite(v)), key=lambda t: t[0])
+        sweeps = [g for g in order if g in self._sweep_labels]
+        thr = sorted(((by_label[g], g) for g in sweeps if by_label.get(g) is not None and math.isfinite(by_label[g])),
+                     key=lambda t: t[0])
         for v, glabel in thr:
-            out.append({"x": v, "label": f"interpolation threshold{', ' + glabel if several and glabel else ''} "
-                                         f"(p={v:.0f})", "group": glabel, "color": colour(glabel)})
-        if not thr and self.runs:
-            self.notes.append("No run fits its training set exactly (train accuracy 1), so no interpolation "
-                              "threshold is marked and fits use all runs.")
-        elif several and len(thr) < len(order):
-            none = [self._threshold_labels.get(k) for k, v in self._thresholds.items() if v is None]
-            self.notes.append(f"No run of {', '.join(str(g) for g in none)} fits its training set exactly: no "
-                              "interpolation threshold is marked for it and its fits use all its runs.")
-        if several:
-            for glabel, nd in self._group_nd.items():
-                if nd is not None and math.isfinite(nd):
-                    out.append({"x": nd, "label": f"p = n·d = {nd:.0f} ({glabel})", "group": glabel,
-                                "color": colour(glabel)})
-        else:
-            for nd in sorted({r.n * r.d for r in self.runs if math.isfinite(r.n * r.d)}):
-                out.append({"x": nd, "label": f"p = n·d = {nd:.0f}"})
+            out.append({"x": v, "label": f"interpolation threshold{', ' + glabel if several else ''} (p={v:.0f})",
+                        "short": "threshold", "group": glabel, "color": colour(glabel)})
+        none = [g for g in sweeps if by_label.get(g) is None]
+        if none and not thr:
+            self.notes.append(f"No run of {', '.join(none)} fits its training set exactly (train accuracy 1), so no "
+                              "interpolation threshold is marked and fits use all runs.")
+        elif none:
+            self.notes.append(f"No run of {', '.join(none)} fits its training set exactly: no interpolation "
+                              "threshold is marked for it and its fits use all its runs.")
+        seen = set()
+        for glabel in order:
+            nd = self._group_nd.get(glabel)
+            if nd is not None and math.isfinite(nd) and nd not in seen:
+                seen.add(nd)
+                out.append({"x": nd, "label": f"p = n·d = {nd:.0f}" + (f" ({glabel})" if several else ""),
+                            "short": "p = n·d", "group": glabel, "color": colour(glabel)})
         return out
 
     @staticmethod
@@ -750,12 +862,12 @@ class _Builder:
     def _fit(self, law, s: dict, fit_rows: list, what: str, attr: str, kind: str) -> dict | None:
         if law is None:
             return None
-        sym = {"params": "p"}.get(attr, attr)
+        sym = {"params": "p", "d_intrinsic": "d_intrinsic"}.get(attr, attr)
         group = s.get("group") or "all runs"
         what_g = what if group == "all runs" else f"{what} ({group})"
         x, y, runs = np.asarray(s["x"], float), np.asarray(s["y"], float), s["run_data"]
-        beyond = np.array([self._beyond(r) for r in runs])
-        regime = "beyond threshold"
+        beyond = np.array([self._fitted(r, attr) for r in runs])
+        regime = "beyond threshold" if attr == "params" else "interpolating"
         if len(set(x[beyond])) >= 2:
             x, y = x[beyond], y[beyond]
         else:
@@ -768,7 +880,7 @@ class _Builder:
         except (ValueError, UserError) as exc:
             self.notes.append(f"No fit for {what_g} against {sym}: {exc}")
             return None
-        pred = getattr(law, "PREDICTED", {}).get(kind, {}).get(attr)
+        pred = getattr(law, "PREDICTED", {}).get(kind, {}).get("d" if attr == "d_intrinsic" else attr)
         fit = dict(fit, predicted=pred)
         s["predicted"] = pred
         fit_rows.append([group, what, sym, int(len(x)), regime, fit.get("exponent"), fit.get("ci_low"), fit.get("ci_high"),
@@ -836,6 +948,8 @@ class _Builder:
                     continue
                 any_done = True
                 d.h(2, f"{norm}, {split} points")
+                keep = {r.name for r in self.drawn(runs, f"attacks on {norm} {split} points")}
+                models = [{**m, "index": self._styles.get(m["run"], m["index"])} for m in models if m["run"] in keep]
                 fig, meta = plots.plot_attack_comparison(models, attacks=attacks_all, norm=norm, split=split)
                 self.save(fig, f"attacks-{norm}-{split}", meta,
                           f"Attacks on {norm} {split} points: share best, median gap to the best"
@@ -867,9 +981,7 @@ class _Builder:
             if left_out:
                 self.notes.append(f"{norm} gallery shows {split} points; not shown, for want of {split} results: "
                                   f"{', '.join(left_out)}.")
-            if len(shown) > GALLERY_MAX_RUNS:
-                self.notes.append(f"{norm} gallery: the first {GALLERY_MAX_RUNS} of {len(shown)} runs (smallest models).")
-                shown = shown[:GALLERY_MAX_RUNS]
+            shown = self.drawn(shown, f"{norm} gallery")
             for r in shown:
                 arrays, _ = r.results[(norm, split)]
                 if "adv" not in arrays or "index" not in arrays:

@@ -15,6 +15,8 @@ Spec format (see ``experiments/quick.toml`` for a commented example)::
 
     name = "quick"                # used for the default output folder runs/<name>
     description = "..."
+    seeds = 5                     # runs per grid point, seeds 0..4 (default 1); a block may
+                                  # override it, or list explicit seeds with seed = [...]
 
     [train]                       # defaults for every run: flags of python -m advrobust.train
     lr = 0.01
@@ -112,7 +114,9 @@ _LIPSCHITZ_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "max_points": (int, "--max-points"),
 }
 _REPORT_KEYS = {"enabled": bool, "title": str}
-_TOP_KEYS = {"name", "description", "train", "attack", "lipschitz", "report", "grid"}
+_TOP_KEYS = {"name", "description", "seeds", "train", "attack", "lipschitz", "report", "grid"}
+#: seeds per grid point where neither the spec nor its block says (``seeds = N``, top level or per block)
+DEFAULT_SEEDS = 1
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ def load_spec(path: str | os.PathLike) -> dict:
     for key in ("name", "description"):
         if key in spec:
             _check_type(spec[key], str, key, where)
+    _check_seeds(spec, where)
     _check_table(spec.get("train", {}), _TRAIN_KEYS, f"{where} [train]")
     _check_table(spec.get("attack", {}), _ATTACK_KEYS, f"{where} [attack]")
     _check_table(spec.get("lipschitz", {}), _LIPSCHITZ_KEYS, f"{where} [lipschitz]")
@@ -184,12 +189,18 @@ def load_spec(path: str | os.PathLike) -> dict:
         bw = f"{where} [[grid]] #{i + 1}"
         if not isinstance(block, dict):
             raise UserError(f"{bw} must be a table")
+        _check_seeds(block, bw)
+        if "seeds" in block and "seed" in block:
+            raise UserError(f"{bw}: give either 'seed' (explicit seeds) or 'seeds' (how many: 0..N-1), not both")
         for key, value in block.items():
+            if key == "seeds":
+                continue
             if key in ("train", "attack"):
                 _check_table(value, _TRAIN_KEYS if key == "train" else _ATTACK_KEYS, f"{bw} {key}")
                 continue
             if key not in _GRID_KEYS:
-                raise UserError(f"{bw}: unknown key {key!r}; allowed: {', '.join(sorted(_GRID_KEYS) + ['attack', 'train'])}")
+                raise UserError(f"{bw}: unknown key {key!r}; allowed: "
+                                f"{', '.join(sorted(_GRID_KEYS) + ['attack', 'seeds', 'train'])}")
             values = value if isinstance(value, list) else [value]
             if not values:
                 raise UserError(f"{bw}: key {key!r} is an empty list, so the grid is empty")
@@ -209,6 +220,21 @@ def load_spec(path: str | os.PathLike) -> dict:
             if v not in allowed:
                 raise UserError(f"{where} [attack]: key {key!r} has {v!r}; allowed: {', '.join(allowed)}")
     return spec
+
+
+def _check_seeds(table: dict, where: str) -> None:
+    if "seeds" in table:
+        v = table["seeds"]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise UserError(f"{where}: key 'seeds' must be a positive integer (runs per grid point), got {v!r}")
+
+
+def _axes(spec: dict, block: dict) -> dict:
+    """A block's axes (lists of values), with ``seed`` from ``seeds`` where the block names no seed."""
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack", "seeds")}
+    if "seed" not in axes:
+        axes["seed"] = list(range(block.get("seeds", spec.get("seeds", DEFAULT_SEEDS))))
+    return axes
 
 
 def _fmt(v: Any) -> str:
@@ -257,13 +283,12 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
     # (e.g. natural and adversarial training of the same model), keeping names short otherwise.
     base_names: dict[str, set[int]] = {}
     for bi, block in enumerate(spec["grid"]):
-        axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack")}
+        axes = _axes(spec, block)
         for combo in itertools.product(*axes.values()):
             params = dict(zip(axes, combo))
-            params.setdefault("seed", 0)
             base_names.setdefault(_run_name(params), set()).add(bi)
     for bi, block in enumerate(spec["grid"]):
-        axes = {k: (v if isinstance(v, list) else [v]) for k, v in block.items() if k not in ("train", "attack")}
+        axes = _axes(spec, block)
         keys = list(axes)
         train_tbl = {**spec.get("train", {}), **block.get("train", {})}
         attack_tbl = {**spec.get("attack", {}), **block.get("attack", {})}
@@ -272,7 +297,6 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
             suffix = "-".join(f"{k}{_fmt(v)}" for k, v in sorted(block["train"].items()))
         for combo in itertools.product(*(axes[k] for k in keys)):
             params = dict(zip(keys, combo))
-            params.setdefault("seed", 0)
             if suffix and len(base_names[_run_name(params)]) > 1:
                 params["_suffix"] = suffix
             name = _run_name(params)
@@ -304,6 +328,103 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
     if not tasks:
         raise UserError("the spec's grid expands to no runs")
     return tasks
+
+
+# --------------------------------------------------------------------------- reduced studies
+def reduced_spec(spec: dict, *, seeds: int = 2, widths: int = 3, values: int = 2, points: int = 8,
+                 steps: int = 10, epochs: int = 300, budget_epochs: int = 5, max_n: int = 500,
+                 max_width: int = 1024, attacks: list[str] | None = None) -> dict:
+    """A reduced version of a study's spec: the same grid blocks, axes, norms, splits and stages, on
+    a few values, for checking a study's pipeline and the structure of its outputs in seconds.
+
+    Each block keeps at most ``widths`` of its numeric widths up to ``max_width`` (the smallest, the
+    largest and ones evenly between; ``"min"`` is dropped when a number is there, its search training
+    many models),
+    at most ``values`` of every other list axis (the first and the last, so a d or n sweep still
+    varies), and ``seeds`` seeds (explicit seed lists: their first ``seeds``). A single training-set
+    size ``n`` is capped at ``max_n`` (real data sets without ``n`` get ``n = max_n``) and
+    ``n_test`` at ``max_n / 2``. Training stops after at most ``epochs`` epochs (``budget_epochs``
+    for fixed-budget training; adversarial training after 2 PGD steps); attacks use ``points`` points and
+    ``steps`` steps without exact radii (and only ``attacks``, when given, instead of the spec's
+    attacks or the default cascade); the Lipschitz search is shortened. The name gets
+    ``-reduced``. Nothing it gives is a result of the study.
+    """
+    import copy
+
+    def pick(vals: list, k: int) -> list:
+        if len(vals) <= k:
+            return list(vals)
+        if k == 1:
+            return [vals[0]]
+        idx = sorted({round(i * (len(vals) - 1) / (k - 1)) for i in range(k)})
+        return [vals[i] for i in idx]
+
+    out = copy.deepcopy(spec)
+    out["name"] = f"{spec.get('name', 'study')}-reduced"
+    out["seeds"] = seeds
+    blocks = []
+    for block in out["grid"]:
+        block = dict(block)
+        block.pop("seeds", None)
+        for key, value in list(block.items()):
+            if key in ("train", "attack"):
+                continue
+            if key == "seed":
+                block[key] = (value if isinstance(value, list) else [value])[:seeds]
+            elif key == "width" and isinstance(value, list):
+                numeric = sorted(v for v in value if not isinstance(v, str) and v <= max_width) or \
+                    sorted(v for v in value if not isinstance(v, str))[:1]
+                block[key] = pick(numeric, widths) if numeric else value[:1]
+            elif isinstance(value, list):
+                block[key] = pick(value, values)
+            elif key == "n" and value > max_n:
+                block[key] = max_n
+            elif key == "n_test" and value > max_n // 2:
+                block[key] = max_n // 2
+        from .data import SYNTHETIC
+
+        datasets = block.get("dataset", "digits")
+        if "n" not in block and not set(datasets if isinstance(datasets, list) else [datasets]) & set(SYNTHETIC):
+            block["n"] = max_n
+        mode = {**spec.get("train", {}), **block.get("train", {})}.get("mode")
+        cap = budget_epochs if mode == "budget" else epochs
+        for key in ("train", "attack"):
+            if key in block:
+                block[key] = _reduce_stage(block[key], key, points=points, steps=steps, epochs=cap)
+        if "epochs" not in block.get("train", {}) and mode == "budget":
+            block["train"] = {**block.get("train", {}), "epochs": cap}
+        blocks.append(block)
+    out["grid"] = blocks
+    for key in ("train", "attack"):
+        out[key] = _reduce_stage(out.get(key, {}), key, points=points, steps=steps, epochs=epochs)
+        if key == "train":
+            out[key]["epochs"] = min(out[key].get("epochs", epochs), epochs)
+        else:
+            out[key].update(n=min(out[key].get("n", points), points), steps=min(out[key].get("steps", steps), steps))
+            if attacks:
+                out[key]["attacks"] = list(attacks)
+                for block in blocks:
+                    block.get("attack", {}).pop("attacks", None)
+    lip = out.setdefault("lipschitz", {})
+    for key, value in (("ascent_steps", 5), ("ascent_points", 4), ("segments", 16), ("max_points", 50)):
+        lip[key] = min(lip.get(key, value), value)
+    return out
+
+
+def _reduce_stage(table: dict, kind: str, *, points: int, steps: int, epochs: int) -> dict:
+    table = dict(table)
+    if kind == "train":
+        if "epochs" in table:
+            table["epochs"] = min(table["epochs"], epochs)
+        if "adv_steps" in table:
+            table["adv_steps"] = min(table["adv_steps"], 2)
+    else:
+        if "n" in table:
+            table["n"] = min(table["n"], points)
+        if "steps" in table:
+            table["steps"] = min(table["steps"], steps)
+        table.pop("exact", None)
+    return table
 
 
 # --------------------------------------------------------------------------- running one run
@@ -404,23 +525,54 @@ def _run_task_quiet(task: RunTask, threads: int | None, device: str | None) -> d
 
 
 # --------------------------------------------------------------------------- the sweep
-def run_sweep(spec_path: str | os.PathLike, *, out: str | os.PathLike | None = None, workers: int = 1,
+def check_data(tasks: Sequence[RunTask]) -> None:
+    """Read every data set the runs need from files once, before any training: a missing or broken
+    file is one UserError naming the files and how to get them, not a failure hours into a study."""
+    from .data import FASHION_MNIST_DIR, IMAGE_FILES, load_dataset
+
+    seen = set()
+    for t in tasks:
+        name, folder = t.params.get("dataset", "digits"), t.params.get("data_dir")
+        if name not in IMAGE_FILES or (name, folder) in seen:
+            continue
+        seen.add((name, folder))
+        try:
+            load_dataset(name, data_dir=folder, n=None, n_test=None)
+        except UserError as exc:
+            how = (" (Debian: apt-get install dataset-fashion-mnist, which installs them in "
+                   f"{FASHION_MNIST_DIR}; or set data_dir in the spec's [[grid]] block)") if name == "fashion-mnist" \
+                else " (set data_dir in the spec's [[grid]] block to the folder holding them)"
+            raise UserError(f"run {t.name} needs {name}, which cannot be read, so nothing was trained: {exc}{how}") \
+                from None
+
+
+def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | None = None, workers: int = 1,
               scheduler: str | None = None, threads: int | None = None, device: str | None = None,
-              report: bool | None = None, progress: bool = True) -> dict:
-    """Run every run of a spec (resumably), then compare and report. Returns the sweep record."""
+              report: bool | None = None, progress: bool = True, reduced: bool = False) -> dict:
+    """Run every run of a spec (resumably), then compare and report. Returns the sweep record.
+
+    ``spec_path``: a spec file, or a spec already read (a dict from :func:`load_spec`, e.g. passed
+    through :func:`reduced_spec` with settings of one's own). ``reduced``: run :func:`reduced_spec`
+    of the spec instead (default output ``runs/<name>-reduced``).
+    """
     from tqdm.auto import tqdm
 
-    spec = load_spec(spec_path)
+    spec = dict(spec_path) if isinstance(spec_path, dict) else load_spec(spec_path)
+    if isinstance(spec_path, dict):
+        spec_path = f"<spec {spec.get('name', 'unnamed')}>"
+    if reduced:
+        spec = reduced_spec(spec)
     name = spec.get("name") or Path(spec_path).stem
     out = Path(out) if out else Path("runs") / name
     tasks = expand(spec, out)
+    check_data(tasks)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     statuses: dict[str, dict] = {}
     record_path = out / "sweep.json"
 
     def record(final: bool = False) -> dict:
-        rec = {"spec": str(spec_path), "name": name, "out": str(out), "runs": [t.name for t in tasks],
+        rec = {"spec": str(spec_path), "name": name, "reduced": reduced, "out": str(out), "runs": [t.name for t in tasks],
                "completed": sorted(statuses), "status": {k: statuses[k] for k in sorted(statuses)},
                "workers": workers, "scheduler": scheduler, "finished": final,
                "wall_time_s": time.perf_counter() - t0}
@@ -479,18 +631,16 @@ def run_sweep(spec_path: str | os.PathLike, *, out: str | os.PathLike | None = N
     compare_json = _call(compare_cmd.main, run_dirs + ["--json"])
     atomic_write_text(out / "compare.json", compare_json)
     do_report = spec.get("report", {}).get("enabled", True) if report is None else report
-    report_dir = None
+    report_dir, figures = None, None
     if do_report:
-        from . import report as report_cmd
+        from .report import build_report
 
-        rargv = run_dirs + ["--out", str(out / "report")]
-        if spec.get("report", {}).get("title"):
-            rargv += ["--title", spec["report"]["title"]]
-        _call(report_cmd.main, rargv)
-        report_dir = str(out / "report")
+        res = build_report(run_dirs, out / "report", title=spec.get("report", {}).get("title"))
+        report_dir, figures = str(out / "report"), res["figures"]
     rec = record(final=True)
     rec["compare"] = str(out / "compare.md")
     rec["report"] = report_dir
+    rec["report_figures"] = figures
     rec["table"] = table
     return rec
 
@@ -506,6 +656,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", help="device for every stage (cpu, cuda, auto)")
     ap.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
                     help="write the report at the end (default: the spec's [report] enabled, else yes)")
+    ap.add_argument("--reduced", action="store_true",
+                    help="run a reduced version of the study (2 seeds, at most 3 widths and 2 values of every other "
+                         "axis, 8 attacked points, short training) to check its pipeline and outputs in about a "
+                         "minute; its numbers are not the study's results")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--json", action="store_true", help="print the sweep record as JSON")
     args = ap.parse_args(argv)
@@ -516,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scheduler and args.workers > 1:
         raise UserError("use either --workers (local processes) or --scheduler (a Dask cluster), not both")
     rec = run_sweep(args.spec, out=args.out, workers=args.workers, scheduler=args.scheduler, threads=args.threads,
-                    device=args.device, report=args.report, progress=not args.quiet)
+                    device=args.device, report=args.report, progress=not args.quiet, reduced=args.reduced)
     if args.json:
         print_json(rec)
     else:

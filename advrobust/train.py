@@ -594,6 +594,25 @@ def _place(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)  # onto nothing or an empty folder
 
 
+def intrinsic_dimension(x_train: torch.Tensor, meta: dict, *, k: int | None = None) -> dict:
+    """The training inputs' intrinsic dimension as recorded in ``run.json`` (``intrinsic_dim``).
+
+    Both estimates of :func:`advrobust.intrinsic.estimate` (Levina-Bickel MLE and two-NN), plus
+    ``known``: the exact dimension of the distribution for synthetic data (``dim - 1`` on the sphere
+    S^(dim-1), ``dim`` for the Gaussian), None otherwise. Where the points are too few for an
+    estimate, ``error`` says why and the estimates are None.
+    """
+    from . import intrinsic
+
+    name, dim = meta.get("name"), meta.get("d")
+    known = {"sphere": dim - 1 if dim else None, "gaussian": dim}.get(name)
+    try:
+        est = intrinsic.estimate(x_train, k=k or intrinsic.DEFAULT_K)
+    except ValueError as exc:
+        est = {"mle": None, "two_nn": None, "error": str(exc)}
+    return {**est, "known": known}
+
+
 def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict, config: TrainConfig,
               command: str | None = None, resume: bool = False, overwrite: bool = False,
               max_width: int = DEFAULT_MAX_WIDTH, progress: bool = True) -> Path:
@@ -664,6 +683,7 @@ def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict
         model = build_model(spec, seed=cfg.seed)
         rec = train(model, data, cfg, progress=progress)
     params = param_count(spec)
+    intrinsic = intrinsic_dimension(data.x_train, meta)
     record = {
         "format": RUN_FORMAT,
         "spec": {"data": data_spec, "model": spec, "train": cfg.to_dict()},
@@ -675,6 +695,7 @@ def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict
         "label_noise": meta.get("label_noise"), "noisy": meta.get("noisy"), "scale": meta.get("scale"),
         **{k: v for k, v in rec.items() if k != "device"},
         "data_meta": {k: v for k, v in meta.items() if k != "spec"},
+        "intrinsic_dim": intrinsic,
         "versions": runs.versions(),
         "device": runs.device_info(device),
         "command": command if command is not None else shlex.join(["python", *sys.argv]),

@@ -159,3 +159,68 @@ def test_interpolation_thresholds_per_group():
     assert thr[group_key(rows[0], "params")] == 400  # the cnn's smaller threshold does not leak into the mlp's
     assert thr[group_key(rows[2], "params")] == 50
     assert thr[group_key(rows[4], "params")] is None and len(thr) == 3
+
+
+def test_beyond_leaves_out_a_seed_that_did_not_interpolate():
+    # seeds 0 and 1 at every width; seed 1 fails to interpolate at p = 3000 (above the threshold set
+    # by seed 0 at 1000): its tiny radius would pull the slope down, so the beyond fit drops it
+    rows = []
+    for seed in (0, 1):
+        for r in _rows(seed=seed):
+            rows.append(dict(r, run=f"{r['run']}-s{seed}"))
+    bad = next(r for r in rows if r["run"] == "w3-s1")
+    bad.update(train_accuracy=0.97, l2_train_radius_median=1e-3)
+    assert interpolation_thresholds(rows) == {group_key(rows[0], "params"): 1000}
+    rad = fit_law(rows, response="train_radius_median", against="params", bootstrap=300)
+    assert "w3-s1" not in rad["rows_used"] and len(rad["rows_used"]) == 9
+    assert {"run": "w3-s1", "why": "did not interpolate (train accuracy 0.97)"} in rad["excluded"]
+    assert rad["fit"]["exponent"] == pytest.approx(0.5, abs=0.05) and rad["within_ci"] is True
+    # the regime over every interpolating run, whatever its p, also leaves it out; "all" keeps it
+    assert "w3-s1" not in fit_law(rows, response="lip_lower", against="params", regime="interpolating")["rows_used"]
+    everything = fit_law(rows, response="train_radius_median", against="params", regime="all", bootstrap=0)
+    assert "w3-s1" in everything["rows_used"] and len(everything["rows_used"]) == 14
+
+
+def _dim_rows():
+    """Resized digits-like runs at one width, 3 seeds each: Lipschitz grows like d_intrinsic^0.5 while
+    the pixel count d grows much faster; each seed's estimate of d_intrinsic differs a little."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for d, dint in ((16, 5.0), (36, 7.0), (64, 9.0)):
+        for seed in range(3):
+            rows.append({"run": f"r{d}-s{seed}", "dataset": "digits", "n": 1000, "d": d, "family": "mlp",
+                         "width": 64, "params": 100 * d, "train_accuracy": 1.0, "input_scale": 1.0,
+                         "d_intrinsic": dint * math.exp(rng.normal(0, 0.03)),
+                         "l2_lip_lower": 2.0 * math.sqrt(dint) * math.exp(rng.normal(0, 0.02))})
+    return rows
+
+
+def test_fit_against_the_intrinsic_dimension_beside_the_pixel_count():
+    rows = _dim_rows()
+    (label, members), = comparable_groups(rows, "d_intrinsic")
+    assert len(members) == 9 and label == comparable_groups(rows, "d")[0][0]
+    intr = fit_law(rows, response="lip_lower", against="d_intrinsic", regime="interpolating", bootstrap=300)
+    pix = fit_law(rows, response="lip_lower", against="d", regime="interpolating", bootstrap=300)
+    assert intr["predicted_exponent"] == pix["predicted_exponent"] == 0.5
+    assert intr["fit"]["exponent"] == pytest.approx(0.5, abs=0.1)
+    assert pix["fit"]["exponent"] < 0.25 and pix["within_ci"] is False  # the pixel count understates it
+    # seeds of one data set share the pooled estimate: three x values, not nine
+    assert len(set(intr["x"])) == 3
+    assert intr["x"][0] == pytest.approx(np.mean([r["d_intrinsic"] for r in rows[:3]]))
+
+
+def test_runs_of_one_data_set_never_form_an_intrinsic_dimension_group():
+    # a width sweep at one pixel count: its runs' estimates differ only by noise
+    rows = [dict(r, d=64, width=64) for r in _dim_rows()]
+    assert comparable_groups(rows, "d_intrinsic") == []
+
+
+def test_natural_and_adversarial_training_are_never_fitted_together():
+    rows = [dict(r, training="natural") for r in _rows()] + \
+        [dict(r, run=r["run"] + "-adv", training="adv linf 0.1") for r in _rows(seed=1)]
+    groups = comparable_groups(rows, "params")
+    assert [g for g, _ in groups] == ["gaussian n=1000 d=64 training=natural",
+                                      "gaussian n=1000 d=64 training=adv linf 0.1"]
+    assert all(len(m) == 7 for _, m in groups)
+    with pytest.raises(UserError, match="2 groups"):
+        fit_law(rows, response="lip_lower", against="params")

@@ -311,17 +311,19 @@ def test_mixed_data_sets_one_series_per_group_and_both_galleries(runs_root, tmp_
     g_img, g_vec = figs["gallery-l2-test"], figs["gallery-l2-test-vectors"]
     assert g_img["image"] is True and g_img["runs"] == ["mlp8"]
     assert g_vec["image"] is False and g_vec["runs"] == ["g16"]
-    sc = figs["scaling-radius-l2-vs-p"]
-    assert sc["groups"] == ["digits n=30 d=64", "gaussian n=20 d=16"]
+    # one data set per scaling figure: digits in the first p figure, the Gaussian runs in the second
+    assert figs["scaling-radius-l2-vs-p"]["groups"] == ["digits n=30 d=64"]
+    assert figs["scaling-radius-l2-vs-p-2"]["groups"] == ["gaussian n=20 d=16"]
+    series = figs["scaling-radius-l2-vs-p"]["series"] + figs["scaling-radius-l2-vs-p-2"]["series"]
     by_group = {}
-    for s in sc["series"]:
+    for s in series:
         by_group.setdefault(s["group"], set()).update(s["runs"])
         assert s["label"].startswith(s["group"] + ": ")
     assert by_group == {"digits n=30 d=64": {"mlp8"}, "gaussian n=20 d=16": {"g16"}}
-    labels = [s["label"] for s in sc["series"]]
+    labels = [s["label"] for s in series]
     assert len(labels) == len(set(labels)) <= 4  # per data set at most a test and a train median series
     assert {"digits n=30 d=64: median train radius", "gaussian n=20 d=16: median train radius"} <= set(labels)
-    assert all(s["fit"] is None for s in sc["series"])  # one run per group: nothing to fit, nothing pooled
+    assert all(s["fit"] is None for s in series)  # one run per group: nothing to fit, nothing pooled
     md = Path(res["markdown"]).read_text(encoding="utf-8")
     assert "No fit for median l2 train radius (digits n=30 d=64) against p" in md
     assert "scaling-radius-l2-vs-n" not in figs and "scaling-radius-l2-vs-d" not in figs

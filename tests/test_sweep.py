@@ -161,3 +161,63 @@ def test_unreachable_scheduler_is_a_user_error(tmp_path):
     spec = write(tmp_path, TINY)
     with pytest.raises(UserError, match="Dask scheduler"):
         run_sweep(spec, out=tmp_path / "o", scheduler="tcp://127.0.0.1:1", progress=False)
+
+
+def test_seeds_runs_every_grid_point_with_distinct_seeds_and_names(tmp_path):
+    text = TINY.replace('name = "tiny"', 'name = "tiny"\nseeds = 3')
+    text += '\n[[grid]]\ndataset = "sphere"\nmodel = "mlp"\nwidth = 8\nseeds = 2\n'
+    text += '\n[[grid]]\ndataset = "gaussian"\nmodel = "mlp"\nwidth = 8\nseed = [7]\n'
+    tasks = expand(load_spec(write(tmp_path, text)), tmp_path / "o")
+    digits = [t for t in tasks if t.params["dataset"] == "digits"]
+    assert len(digits) == 3 * 3 and {t.params["seed"] for t in digits} == {0, 1, 2}
+    assert [t.params["seed"] for t in tasks if t.params["dataset"] == "sphere"] == [0, 1]  # the block's own count
+    assert [t.params["seed"] for t in tasks if t.params["dataset"] == "gaussian"] == [7]  # explicit seeds win
+    assert len({t.name for t in tasks}) == len({t.path for t in tasks}) == len(tasks) == 12
+    t = next(t for t in digits if t.params["width"] == 8 and t.params["seed"] == 2)
+    assert t.name == "digits-mlp-w8-n100-s2"
+    assert t.train_argv[t.train_argv.index("--seed") + 1] == "2"
+    assert all(a[a.index("--seed") + 1] == "2" for a in t.attack_argvs) and "2" in t.lipschitz_argv
+    # without seeds anywhere: one run per grid point, seed 0 (as before seeds existed)
+    assert [t.params["seed"] for t in expand(load_spec(write(tmp_path, TINY, "one.toml")), tmp_path / "o")] == [0] * 3
+
+
+@pytest.mark.parametrize("text, needle", [
+    (TINY.replace('name = "tiny"', 'name = "tiny"\nseeds = 0'), "'seeds' must be a positive integer"),
+    (TINY.replace('name = "tiny"', 'name = "tiny"\nseeds = "five"'), "'seeds' must be a positive integer"),
+    (TINY + "seeds = 2\nseed = [0, 1]\n", "either 'seed'"),
+])
+def test_bad_seeds_are_one_line_errors(tmp_path, capsys, text, needle):
+    spec = write(tmp_path, text)
+    assert run_main(main, [str(spec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and str(spec) in err, err
+
+
+def test_reduced_spec_keeps_every_block_and_axis_on_few_values():
+    from advrobust.sweep import reduced_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / "law_sphere.toml")
+    red = reduced_spec(spec)
+    assert red["name"] == "law_sphere-reduced" and red["seeds"] == 2 and len(red["grid"]) == len(spec["grid"])
+    width_block, dim_block, n_block = red["grid"]
+    assert width_block["width"] == [16, 64, 1024]  # smallest, middle, largest up to 1024
+    assert dim_block["dim"] == [8, 128] and n_block["n"] == [64, 512]  # first and last: the sweeps still vary
+    assert red["attack"]["n"] == 8 and red["attack"]["steps"] == 10 and red["train"]["epochs"] == 300
+    assert red["attack"]["norms"] == spec["attack"]["norms"] and red["attack"]["splits"] == spec["attack"]["splits"]
+    tasks = expand(red, "/tmp/x")
+    assert len(tasks) == 2 * (3 + 2 + 2) and {t.params["seed"] for t in tasks} == {0, 1}
+    assert len(spec["grid"][0]["width"]) == 14  # the spec itself is untouched
+    digits = reduced_spec(load_spec(Path(__file__).resolve().parents[1] / "experiments" / "law_digits.toml"))
+    assert digits["grid"][0]["width"] == [16, 128, 1024]  # "min" dropped: its search trains many models
+    budget = reduced_spec(load_spec(Path(__file__).resolve().parents[1] / "experiments" / "fashion_capacity.toml"))
+    assert all(b["n"] == 500 and b["train"]["epochs"] == 5 for b in budget["grid"])
+
+
+def test_missing_data_files_stop_the_study_before_any_training(tmp_path, capsys):
+    text = TINY.replace('dataset = "digits"\nn = 100', f'dataset = "fashion-mnist"\nn = 100\ndata_dir = "{tmp_path / "nope"}"')
+    spec = write(tmp_path, text)
+    assert run_main(main, [str(spec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "nothing was trained" in err, err
+    assert "train-images-idx3-ubyte" in err and "apt-get install dataset-fashion-mnist" in err
+    assert not (tmp_path / "o" / "runs").exists()

@@ -218,6 +218,36 @@ def test_run_json_contents(run_dir):
     assert not list(run_dir.parent.glob(".*"))  # no temporary folders left behind
 
 
+def test_run_json_records_the_training_inputs_intrinsic_dimension(run_dir):
+    from advrobust.compare import collect_rows
+    from advrobust.data import load_dataset
+    from advrobust.intrinsic import estimate
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    rec = meta["intrinsic_dim"]
+    x = load_dataset(**meta["spec"]["data"]).x_train
+    want = estimate(x)
+    assert rec["mle"] == pytest.approx(want["mle"]) and rec["two_nn"] == pytest.approx(want["two_nn"])
+    assert rec["known"] is None and rec["ambient"] == 64 and rec["points"] <= 150
+    # 150 digits spread in far fewer than their 64 pixels
+    assert 3 < rec["mle"] < 20 and 3 < rec["two_nn"] < 20
+    row, = collect_rows([run_dir])
+    assert row["d_intrinsic"] == pytest.approx(rec["two_nn"]) and row["d_intrinsic_mle"] == pytest.approx(rec["mle"])
+    assert row["interpolated"] is (meta["train_accuracy"] == 1.0)
+
+
+def test_synthetic_runs_record_the_exact_dimension(tmp_path):
+    out = train_run(tmp_path / "s", data_kwargs={"name": "sphere", "dim": 12, "n": 64, "n_test": 16},
+                    model_spec={"family": "mlp", "width": 8}, config=_cpu(epochs=2, mode="budget"), command="test",
+                    progress=False)
+    from advrobust.compare import collect_rows
+
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["intrinsic_dim"]["known"] == 11  # the sphere S^11 in R^12
+    row, = collect_rows([out])
+    assert row["d"] == 12 and row["d_intrinsic"] == row["d_intrinsic_mle"] == 11
+
+
 def test_spec_round_trip_and_load_run(run_dir):
     meta = json.loads((run_dir / "run.json").read_text())
     run = runs.load_run(run_dir)
