@@ -159,9 +159,8 @@ def boundary(
     nearest : int
         Nearest points of ``pool`` and of ``pool_adv`` tried per sample as far starts.
     rays : int
-        Restarts near the nearest start found (:func:`attacks.starts.ray_starts`): ``4 * rays``
-        random rays around its direction are brought to the boundary and the ``rays`` nearest
-        are walked.
+        Restarts near the nearest start found (:func:`attacks.starts.ray_starts`): random rays
+        around its direction, brought to the boundary and walked.
     candidates : int or None
         The walk linearises the pairs (label, k) for the ``candidates`` classes k most likely at
         the input (None: all) and steps towards the nearest (planes whose unconstrained distance
@@ -177,7 +176,8 @@ def boundary(
         How many of each sample's walks (the nearest ones) are polished.
     escalate : float or None
         Effort where it pays: with starts given and no ``far`` starts asked for, a first pass walks
-        from the starts and 4 rays and polishes one walk per sample with at most 4 cuts. Samples
+        from the starts and 4 rays on the 3 most likely other classes and polishes one walk per
+        sample with at most 4 cuts. Samples
         where it beat every start by more than this relative amount, or that had no start, are
         searched again from 8 far starts and ``rays`` rays with the full polish; when at least
         2% of the samples (and at least one) improved by more than ten times this amount, the
@@ -231,8 +231,9 @@ def boundary(
                             keep=n_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed, search_steps=search_steps)
         cand.append((flat(fs.reshape(-1, *shape)).view(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
     staged = escalate is not None and n_far == 0
-    # a staged first pass is light: 4 rays, one walk per sample polished with 4 cuts
-    first_k = candidates
+    # a staged first pass is light: 4 rays, the 3 most likely other classes, one walk per sample
+    # polished with 4 cuts
+    first_k = candidates if not staged else (3 if candidates is None else min(candidates, 3))
     best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot,
                              search_steps, min(polish, 4) if staged else polish, 1 if staged else polish_rows,
                              first_k, min(rays, 4) if staged else rays, seed)
@@ -293,9 +294,8 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
             near = torch.where(torch.isfinite(dist_c.min(1).values).unsqueeze(1), near, f0)
         else:
             near = f0
-        # shoot 4 times as many rays as are walked: finding a start is cheap, walking it is not
-        rs, ok = ray_starts(model, x0, labels, near.view_as(x0), norm=p, rays=4 * rays, keep=rays, targeted=targeted,
-                            seed=seed, search_steps=search_steps)
+        rs, ok = ray_starts(model, x0, labels, near.view_as(x0), norm=p, rays=rays, targeted=targeted, seed=seed,
+                            search_steps=search_steps)
         cand.append((flat(rs.reshape(-1, *shape)).view(b, rays, -1), ok & todo.unsqueeze(1)))
     if not cand:
         return f0.clone(), none_found
