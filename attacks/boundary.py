@@ -234,7 +234,8 @@ def boundary(
     # a staged first pass is light: 4 rays, the 3 most likely other classes, one walk per sample
     # polished with 4 cuts
     first_k = candidates if not staged else (3 if candidates is None else min(candidates, 3))
-    best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot,
+    best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted,
+                             min(steps, 50) if staged else steps, overshoot,
                              search_steps, min(polish, 4) if staged else polish, 1 if staged else polish_rows,
                              first_k, min(rays, 4) if staged else rays, seed)
     if staged:

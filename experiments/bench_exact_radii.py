@@ -150,7 +150,7 @@ def main(argv=None) -> int:
             upper = new.best_radius if base is None else np.minimum(new.best_radius, base.best_radius)
             tl = args.l2_time_limit if p == 2 else args.time_limit
             ex, t_ex = exact(model, x, y, p, upper, tl, out / "exact" / f"{m}-{norm_name(p)}-n{n}.npz")
-            row = {"model": m, "p": run.meta.get("p"), "train_acc": train_acc, "norm": norm_name(p), "n": n,
+            row = {"model": m, "p": run.meta.get("params"), "train_acc": train_acc, "norm": norm_name(p), "n": n,
                    "exact_s_per_point": t_ex, "new": ratios(new.best_radius, ex), "new_ms_per_point": 1e3 * t_new}
             if base is not None:
                 row["baseline"] = ratios(base.best_radius, ex)
