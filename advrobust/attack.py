@@ -357,7 +357,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("--starts is used by the boundary attack; add it to --attacks (e.g. --attacks boundary)")
         starts = _load_starts(args.starts)
     model, x, y, out_dir, source, pool = load_target(args, device)
-    n_split = len(x)
     if args.n is not None:
         x, y = x[: args.n], y[: args.n]
     if starts is not None:

@@ -65,6 +65,9 @@ DEFAULT_EPS: dict[float, tuple[float, ...]] = {
     1.0: (0.5, 1.0, 2.0, 4.0, 8.0),
 }
 
+#: Largest candidate pool for far starting points (a larger one is subsampled, seeded).
+POOL_MAX = 4096
+
 FLAG_NAMES = ("attack-failed", "unbroken-samples", "out-of-box", "nan-output", "attack-error",
               "radius-below-certified", "zero-gradients", "gradient-masking-suspected")
 
@@ -230,7 +233,8 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
     pool : Tensor, optional
         (N, ...) candidate far starting points for attacks that take starts (``boundary``): the
         nearest ones the model puts in another class start walks (default: ``inputs``; the
-        attack command passes the training split).
+        attack command passes the training split). Pools of more than :data:`POOL_MAX` points
+        are subsampled (seeded by ``seed``).
     starts : Tensor, optional
         (B, ...) or (B, S, ...) adversarial starting points given by the caller, passed (after
         each sample's best point so far) to the attacks that take starts; a start equal to its
@@ -290,9 +294,12 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
     errors: dict[str, str] = {}
     lower_t = None if lower is None else torch.as_tensor(np.asarray(lower, dtype=np.float64), device=device)
     if pool is not None:
-        pool = pool.detach().to(device=device, dtype=x_all.dtype)
         if tuple(pool.shape[1:]) != tuple(x_all.shape[1:]):
             raise UserError(f"pool points have shape {tuple(pool.shape[1:])}, the inputs {tuple(x_all.shape[1:])}")
+        if pool.shape[0] > POOL_MAX:  # far starts predict the whole pool once per batch: a seeded subset
+            keep = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(int(seed)))[:POOL_MAX]
+            pool = pool[keep.to(pool.device)]
+        pool = pool.detach().to(device=device, dtype=x_all.dtype)
 
     from attacks.counting import count_passes
 

@@ -34,6 +34,7 @@ starts per sample) run together; finished walks leave the batch.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -194,7 +195,7 @@ def boundary(
     Tensor
         Adversarial inputs in [0, 1] of smallest norm found; the input where none was found.
     """
-    from .starts import far_starts, ray_starts
+    from .starts import far_starts
 
     p = check_norm(norm, _NORMS, "boundary")
     check_inputs(inputs, labels)
@@ -451,20 +452,16 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
 
 
 def _np_norm(v, p: float) -> float:
-    import numpy as np
-
     return float(np.abs(v).max() if p == INF else (np.abs(v).sum() if p == 1 else np.sqrt(v @ v)))
 
 
-def _qp_l2(G: "np.ndarray", e: "np.ndarray", lo: "np.ndarray", hi: "np.ndarray"):
+def _qp_l2(G: np.ndarray, e: np.ndarray, lo: np.ndarray, hi: np.ndarray):
     """min 1/2 ||d||^2 s.t. G d <= e, lo <= d <= hi (a few rows in G), by projected Newton on the dual.
 
     The dual variables mu >= 0 give d(mu) = clip(-G^T mu, lo, hi); the dual is concave and piecewise
     quadratic, so Newton's method with a projected active set and backtracking ends on the exact
     piece in a few steps. Returns d, or None where the box cannot meet the constraints.
     """
-    import numpy as np
-
     m = G.shape[0]
     mu = np.zeros(m)
     scale = max(1.0, float(np.abs(e).max()))
@@ -506,7 +503,6 @@ def _qp_l2(G: "np.ndarray", e: "np.ndarray", lo: "np.ndarray", hi: "np.ndarray")
 
 def _lp_step(G, e, lo, hi, p: float):
     """min ||d||_p (p = 1 or inf) s.t. G d <= e, lo <= d <= hi, by HiGHS; None where infeasible."""
-    import numpy as np
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
@@ -544,8 +540,6 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
     On a piecewise-linear network the bundle then holds the pieces that meet at the optimum, and
     the step lands on it.
     """
-    import numpy as np
-
     n = xa.shape[0]
     q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
     xa = xa.clone()
