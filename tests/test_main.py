@@ -1,0 +1,31 @@
+"""``python -m advrobust``: lists every command, runs one, and rejects unknown ones with exit 2."""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+from advrobust.__main__ import COMMANDS, main
+
+
+def test_every_listed_command_is_a_module_with_main():
+    for name, text in COMMANDS:
+        module = importlib.import_module(f"advrobust.{name}")
+        assert callable(module.main) and text
+
+
+def test_lists_commands_and_rejects_unknown(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name}" in out for name, _ in COMMANDS)
+    assert main(["nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown command 'nosuch'")
+
+
+def test_dispatches_to_the_command(tmp_path):
+    missing = tmp_path / "nope"
+    proc = subprocess.run([sys.executable, "-m", "advrobust", "attack", str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: run directory not found: {missing} "
+                                                f"(create one with python -m advrobust.train --out {missing})"]
