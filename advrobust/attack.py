@@ -26,14 +26,14 @@ from typing import Sequence
 import numpy as np
 
 from . import runs
-from ._cli import UserError, norm_name, parse_norm, print_json, run_main, select_device
+from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main, select_device
 
 INF = math.inf
 _TS_SUFFIXES = (".ts", ".jit", ".torchscript")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m advrobust.attack", description=__doc__.split("\n\n")[0],
+    ap = argument_parser(prog="python -m advrobust.attack", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", nargs="?", help="run directory written by python -m advrobust.train")
     ap.add_argument("--model", help="instead of a run dir: an advrobust checkpoint (.pt), a TorchScript file "

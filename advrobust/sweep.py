@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._cli import UserError, print_json, run_main
+from ._cli import UserError, argument_parser, print_json, run_main
 from .runs import atomic_write_json, atomic_write_text, read_json
 
 if sys.version_info >= (3, 11):
@@ -646,7 +646,7 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m advrobust.sweep", description=__doc__.split("\n\n")[0],
+    ap = argument_parser(prog="python -m advrobust.sweep", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec", help="experiment spec (TOML), e.g. experiments/quick.toml")
     ap.add_argument("--out", help="output folder (default runs/<spec name>)")

@@ -108,7 +108,8 @@ def _nan_run(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing-run", "unknown-attack", "unsupported-norm", "nan-model",
-                                  "bad-torchscript", "missing-factory", "bad-norm", "model-without-dataset"])
+                                  "bad-torchscript", "missing-factory", "bad-norm", "model-without-dataset",
+                                  "bad-split", "bad-n", "unknown-flag"])
 def test_cli_bad_input_exits_2(case, run_dir, tmp_path, capsys):
     (tmp_path / "junk.ts").write_bytes(b"not a torchscript archive")
     (tmp_path / "net.py").write_text("x = 1\n")
@@ -121,6 +122,9 @@ def test_cli_bad_input_exits_2(case, run_dir, tmp_path, capsys):
         "missing-factory": ["--model", f"{tmp_path / 'net.py'}:build", "--dataset", "digits"],
         "bad-norm": [str(run_dir), "--norm", "l3"],
         "model-without-dataset": ["--model", str(run_dir / "model.pt")],
+        "bad-split": [str(run_dir), "--split", "bogus"],  # argparse's own errors: one line too, no usage dump
+        "bad-n": [str(run_dir), "--n", "abc"],
+        "unknown-flag": [str(run_dir), "--bogus-flag"],
     }[case]
     assert run_main(main, [*argv, *FAST]) == 2
     err = capsys.readouterr().err.strip().splitlines()

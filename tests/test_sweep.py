@@ -221,3 +221,10 @@ def test_missing_data_files_stop_the_study_before_any_training(tmp_path, capsys)
     assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "nothing was trained" in err, err
     assert "train-images-idx3-ubyte" in err and "apt-get install dataset-fashion-mnist" in err
     assert not (tmp_path / "o" / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [[], ["experiments/quick.toml", "--workers", "abc"], ["experiments/quick.toml", "--nope"]])
+def test_usage_errors_are_one_line(argv, capsys):
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--help" in err[0]
