@@ -330,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.n is not None and args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
+    if args.random_checks < 0:
+        raise UserError(f"--random-checks must be >= 0 (0 turns the check off), got {args.random_checks}")
     norms = []
     for t in args.norm or ["l2"]:
         p = parse_norm(t)
@@ -357,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("--starts is used by the boundary attack; add it to --attacks (e.g. --attacks boundary)")
         starts = _load_starts(args.starts)
     model, x, y, out_dir, source, pool = load_target(args, device)
-    if args.n is not None:
+    if args.n is not None:  # at most n (a sweep's attack n applies to runs of every data size)
         x, y = x[: args.n], y[: args.n]
     if starts is not None:
         if starts.shape[0] > len(x):  # rows are the split's first points, as are the attacked ones

@@ -109,7 +109,7 @@ def _nan_run(run_dir, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing-run", "unknown-attack", "unsupported-norm", "nan-model",
                                   "bad-torchscript", "missing-factory", "bad-norm", "model-without-dataset",
-                                  "bad-split", "bad-n", "unknown-flag"])
+                                  "bad-split", "bad-n", "unknown-flag", "negative-checks"])
 def test_cli_bad_input_exits_2(case, run_dir, tmp_path, capsys):
     (tmp_path / "junk.ts").write_bytes(b"not a torchscript archive")
     (tmp_path / "net.py").write_text("x = 1\n")
@@ -125,8 +125,9 @@ def test_cli_bad_input_exits_2(case, run_dir, tmp_path, capsys):
         "bad-split": [str(run_dir), "--split", "bogus"],  # argparse's own errors: one line too, no usage dump
         "bad-n": [str(run_dir), "--n", "abc"],
         "unknown-flag": [str(run_dir), "--bogus-flag"],
+        "negative-checks": [str(run_dir), "--random-checks", "-1"],
     }[case]
-    assert run_main(main, [*argv, *FAST]) == 2
+    assert run_main(main, [*FAST, *argv] if case == "negative-checks" else [*argv, *FAST]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
 
