@@ -523,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
         if any(not math.isfinite(e) or e < 0 for e in eps):
             raise UserError("--eps values must be finite and >= 0")
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap must be >= 0 resamples (0: no intervals), got {args.bootstrap}")
     rows = collect_rows(args.runs, norms=args.norm, eps=eps)
     for expr in args.filter:
         rows = filter_rows(rows, expr)

@@ -588,6 +588,9 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
                 raise UserError("--scheduler needs dask distributed: pip install 'advrobust[dask]'") from None
             try:
                 client = Client(scheduler, timeout="5s")
+            except ValueError as exc:  # a malformed address (no port, unknown protocol)
+                raise UserError(f"--scheduler {scheduler!r} is not a Dask scheduler address ({exc}); "
+                                "give one like tcp://host:8786") from None
             except (OSError, TimeoutError) as exc:
                 raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
                                 "`dask scheduler` and workers with `dask worker ADDRESS`") from None

@@ -151,6 +151,9 @@ def test_cli(study, capsys):
     assert run_main(main, [str(root), "--filter", "p>>1"]) == 2
     assert run_main(main, [str(root / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+    assert run_main(main, [str(root), "--bootstrap", "-5"]) == 2  # not "no CI (< 3 runs)" on 4 runs
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --bootstrap must be >= 0 resamples (0: no intervals), got -5"]
 
 
 def test_law_fits_one_per_comparable_group():

@@ -163,6 +163,12 @@ def test_unreachable_scheduler_is_a_user_error(tmp_path):
         run_sweep(spec, out=tmp_path / "o", scheduler="tcp://127.0.0.1:1", progress=False)
 
 
+def test_malformed_scheduler_address_is_a_user_error(tmp_path):
+    spec = write(tmp_path, TINY)
+    with pytest.raises(UserError, match="not a Dask scheduler address"):
+        run_sweep(spec, out=tmp_path / "o", scheduler="not-an-address", progress=False)
+
+
 def test_seeds_runs_every_grid_point_with_distinct_seeds_and_names(tmp_path):
     text = TINY.replace('name = "tiny"', 'name = "tiny"\nseeds = 3')
     text += '\n[[grid]]\ndataset = "sphere"\nmodel = "mlp"\nwidth = 8\nseeds = 2\n'
