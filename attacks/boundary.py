@@ -331,9 +331,15 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
             xa[sel] = _polish(model, xs0[sel], xa[sel], ys[sel], shape, p, targeted, polish, overshoot,
                               seed=last_fail[sel])
         dist = row_norm(xa - xs0, p)
+    # a start that was not adversarial in its bisection's batch (a boundary point of another sample,
+    # rounding differently) comes back unchanged, and a walk from it that never stepped is still
+    # not adversarial: such ends are dropped here, before each sample's best is chosen
+    with torch.no_grad():
+        valid = is_adversarial(model(xa.view(-1, *shape)), ys, targeted)
+    dist = torch.where(valid, dist, torch.full_like(dist, INF))
     best = torch.full((b,), INF, device=x0.device, dtype=dist.dtype).scatter_reduce(0, owner, dist, "amin")
     pick = torch.zeros(b, dtype=torch.long, device=x0.device)
-    is_best = dist == best[owner]
+    is_best = (dist == best[owner]) & torch.isfinite(dist)
     pick.scatter_(0, owner[is_best], is_best.nonzero().squeeze(1))
     best_x = torch.where(torch.isfinite(best).unsqueeze(1), xa[pick], f0)
     return best_x, best
