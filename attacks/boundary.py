@@ -42,6 +42,7 @@ from ._common import INF, check_inputs, check_norm, flat, is_adversarial, sort_r
 from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box, row_norm
 
 _NORMS = (1.0, 2.0, INF)
+_FIRST_FAR = 2  # far starts (nearest pool points of other classes) in a staged first pass
 
 
 def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
@@ -177,8 +178,9 @@ def boundary(
         How many of each sample's walks (the nearest ones) are polished.
     escalate : float or None
         Effort where it pays: with starts given and no ``far`` starts asked for, a first pass walks
-        from the starts and 4 rays on the 3 most likely other classes and polishes one walk per
-        sample with at most 4 cuts. Samples
+        (50 steps) from the starts, from the 2 nearest points of ``pool`` in another class and from
+        4 rays, on the 3 most likely other classes, and polishes one walk per sample with at most 4
+        cuts. Samples
         where it beat every start by more than this relative amount, or that had no start, are
         searched again from 8 far starts and ``rays`` rays with the full polish; when at least
         2% of the samples (and at least one) improved by more than ten times this amount, the
@@ -232,6 +234,11 @@ def boundary(
                             keep=n_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed, search_steps=search_steps)
         cand.append((flat(fs.reshape(-1, *shape)).view(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
     staged = escalate is not None and n_far == 0
+    if staged and _FIRST_FAR and pool is not None:
+        # the first pass also walks from the nearest training points of other classes
+        fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_FAR, nearest=_FIRST_FAR, random=0,
+                            targeted=targeted, seed=seed, search_steps=search_steps)
+        cand = cand + [(flat(fs.reshape(-1, *shape)).view(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
     # a staged first pass is light: 4 rays, the 3 most likely other classes, one walk per sample
     # polished with 4 cuts
     first_k = candidates if not staged else (3 if candidates is None else min(candidates, 3))
