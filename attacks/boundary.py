@@ -21,16 +21,19 @@ exactly: the L-infinity trust region intersected with the box is a box that need
 ``x0``, and :func:`project_plane_in_box` finds the minimal-Lp point of a hyperplane within any
 box (L1: a fractional knapsack after moving each coordinate to its nearest feasible value; L2
 and Linf: ``delta_i = clip(lam v_i, lo_i, hi_i)`` with ``v = w`` or ``sign(w)`` and the root
-``lam`` of a monotone piecewise-linear equation, bracketed by bisection and then solved on its
-linear piece). ``tau`` aims a hair past the linearised boundary (a relative ``overshoot`` of the
+``lam`` of a monotone piecewise-linear equation, found on its linear piece after one sort of the
+knees). ``tau`` aims a hair past the linearised boundary (a relative ``overshoot`` of the
 distance). The step is taken when the new point is adversarial and nearer to ``x0``; then ``r``
 doubles, otherwise it halves. A walk ends when ``r`` falls below ``1e-7`` of its distance or after
-``steps`` steps. Brendel et al. use an L2 trust region and a dual solver per norm; the box-shaped
-region used here keeps every step an exact, sort-free (L2, Linf) projection.
+``steps`` steps. Each step linearises the pair of the label and each candidate class and takes the
+nearest solution. Walks that end against a convex kink are polished with cutting planes
+(:func:`_polish`). Brendel et al. use an L2 trust region and a dual solver per norm; the box-shaped
+region used here keeps every step an exact projection.
 
-Cost per step and walk: one forward and one backward pass at the candidate point (its gradient is
-kept for the next step when the step is taken). All walks of a batch (``B x S`` rows for ``S``
-starts per sample) run together; finished walks leave the batch.
+Cost per step and walk: one forward pass at the candidate point and one backward pass per candidate
+class (the gradients are kept for the next step when the step is taken), plus one or two plane
+projections. All walks of a batch (``B x S`` rows for ``S`` starts per sample) run together;
+finished walks leave the batch.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, flat, is_adversarial, sort_rows
+from ._common import INF, check_inputs, check_norm, dual, flat, is_adversarial, sort_rows
 from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box, row_norm
 
 _NORMS = (1.0, 2.0, INF)
@@ -232,13 +235,13 @@ def boundary(
     if n_far:
         fs, ok = far_starts(model, x0, labels, norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
                             keep=n_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed, search_steps=search_steps)
-        cand.append((flat(fs.reshape(-1, *shape)).view(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
+        cand.append((fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
     staged = escalate is not None and n_far == 0
     if staged and _FIRST_FAR and pool is not None:
         # the first pass also walks from the nearest training points of other classes
         fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_FAR, nearest=_FIRST_FAR, random=0,
                             targeted=targeted, seed=seed, search_steps=search_steps)
-        cand = cand + [(flat(fs.reshape(-1, *shape)).view(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
+        cand = cand + [(fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
     # a staged first pass is light: 4 rays, the 3 most likely other classes, one walk per sample
     # polished with 4 cuts
     first_k = candidates if not staged else (3 if candidates is None else min(candidates, 3))
@@ -266,7 +269,7 @@ def boundary(
                                 search_steps=search_steps)
             near = torch.where(torch.isfinite(best_r[i]).unsqueeze(1), best_x[i], f0[i])
             sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1)),
-                   (flat(fs.reshape(-1, *shape)).view(i.numel(), fs.shape[1], -1), ok)]
+                   (fs.reshape(i.numel(), fs.shape[1], -1), ok)]
             bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, steps,
                              overshoot, search_steps, polish, max(polish_rows, 2), candidates, rays, seed + 2)
             better = br < best_r[i]
@@ -305,7 +308,7 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
             near = f0
         rs, ok = ray_starts(model, x0, labels, near.view_as(x0), norm=p, rays=rays, targeted=targeted, seed=seed,
                             search_steps=search_steps)
-        cand.append((flat(rs.reshape(-1, *shape)).view(b, rays, -1), ok & todo.unsqueeze(1)))
+        cand.append((rs.reshape(b, rays, -1), ok & todo.unsqueeze(1)))
     if not cand:
         return f0.clone(), none_found
     starts_f = torch.cat([s for s, _ in cand], 1)
@@ -397,7 +400,7 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
     Each step solves the trust-region problem for every candidate pair's linearised boundary and
     takes the solution nearest ``x0``, so a walk can move from one class's boundary to another's.
     """
-    q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
+    q = dual(p)
     dtype = xa.dtype
     xa = xa.clone()
     dist = row_norm(xa - x0, p).double()
@@ -420,9 +423,9 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         # every pair's plane g_k . delta = c_k (delta = z - x0, aiming tau past it); its unconstrained
         # distance |c_k| / ||g_k||_q bounds its distance within the box from below, so the planes are
         # projected nearest-bound first, and each only on the rows where it can still be nearer
-        tau = overshoot * da.unsqueeze(0) * row_norm(ga, q)  # (K, A)
-        c_all = (ga * (a - z0).unsqueeze(0)).sum(-1) - ha.t() - tau
-        bound = c_all.abs() / row_norm(ga, q).clamp_min(1e-300)
+        g_dual = row_norm(ga, q)  # (K, A)
+        c_all = (ga * (a - z0).unsqueeze(0)).sum(-1) - ha.t() - overshoot * da.unsqueeze(0) * g_dual
+        bound = c_all.abs() / g_dual.clamp_min(1e-300)
         order = bound.argsort(0)  # (K, A)
         ar = torch.arange(act.numel(), device=xa.device)
         best_d = torch.zeros_like(a)
@@ -554,7 +557,7 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
     the step lands on it.
     """
     n = xa.shape[0]
-    q = {1.0: INF, 2.0: 2.0, INF: 1.0}[p]
+    q = dual(p)
     xa = xa.clone()
     z0 = x0.double().cpu().numpy()
     a = xa.double().cpu().numpy()

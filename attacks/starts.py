@@ -125,7 +125,7 @@ def _unit(v: Tensor, p: float) -> Tensor:
 @torch.no_grad()
 def ray_starts(model: nn.Module, inputs: Tensor, labels: Tensor, best: Tensor, *, norm: float, rays: int = 8,
                targeted: bool = False, seed: int = 0, search_steps: int = 16,
-               spread: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0), keep: int | None = None) -> tuple[Tensor, Tensor]:
+               spread: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)) -> tuple[Tensor, Tensor]:
     """Adversarial points on the boundary along random rays near the best direction found so far.
 
     Local minima of the distance to a folded boundary lie at about the current radius, far closer
@@ -135,10 +135,9 @@ def ray_starts(model: nn.Module, inputs: Tensor, labels: Tensor, best: Tensor, *
     cycling through ``spread``; rows of ``best`` equal to the input (none found yet) use ``v_k``
     alone. Along each ray the first adversarial point of a geometric grid from 0.7 to 4 times the
     best radius (or up to the box) is bisected onto the boundary. Cost: 8 forward passes per ray
-    for the grid and ``search_steps`` for the bisection. ``keep``: return only the ``keep`` rays
-    whose boundary points are nearest the input (walking a start costs far more than finding it).
+    for the grid and ``search_steps`` for the bisection.
 
-    Returns ``(starts (B, keep or rays, ...), found (B, keep or rays))`` as :func:`far_starts`.
+    Returns ``(starts (B, rays, ...), found (B, rays))`` as :func:`far_starts`.
     """
     b, shape = inputs.shape[0], tuple(inputs.shape[1:])
     p = float(norm)
@@ -179,11 +178,4 @@ def ray_starts(model: nn.Module, inputs: Tensor, labels: Tensor, best: Tensor, *
         i = hit.nonzero().squeeze(1)
         starts[i] = flat(line_search(model, rows_x0[i].view(-1, *shape), first[i].view(-1, *shape), rows_y[i],
                                      targeted, search_steps))
-    starts, hit = starts.view(b, rays, d), hit.view(b, rays)
-    if keep is not None and keep < rays:
-        dist = torch.where(hit, row_norm(starts - x0f.unsqueeze(1), p), torch.full((b, rays), INF, device=inputs.device,
-                                                                                     dtype=starts.dtype))
-        idx = dist.topk(keep, dim=1, largest=False).indices
-        starts = starts.gather(1, idx.unsqueeze(-1).expand(b, keep, d))
-        hit = hit.gather(1, idx)
-    return starts.reshape(b, -1, *shape), hit
+    return starts.view(b, rays, *shape), hit.view(b, rays)
