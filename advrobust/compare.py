@@ -58,11 +58,11 @@ def intrinsic_columns(meta: Mapping, path: Path, dataset: Any, d: Any) -> tuple[
     (``intrinsic_dim``) or by ``python -m advrobust.intrinsic`` in ``intrinsic.json``; None if neither.
     """
     from . import runs
+    from .intrinsic import known_dimension
 
-    if dataset == "sphere" and d:
-        return d - 1, d - 1
-    if dataset == "gaussian" and d:
-        return d, d
+    known = known_dimension(dataset, d)
+    if known is not None:
+        return known, known
     rec = meta.get("intrinsic_dim")
     if not isinstance(rec, dict) and (path / "intrinsic.json").is_file():
         rec = runs.read_json(path / "intrinsic.json", what="intrinsic-dimension record")

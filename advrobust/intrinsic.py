@@ -40,6 +40,14 @@ DEFAULT_DISCARD = 0.1
 DEFAULT_MAX_POINTS = 5000
 
 
+def known_dimension(dataset: Any, d: Any) -> int | None:
+    """The exact dimension of a synthetic data set's distribution: ``d - 1`` for points on the sphere
+    S^(d-1), ``d`` for the Gaussian; None for real data (estimate it) or an unknown ``d``."""
+    if not d:
+        return None
+    return {"sphere": d - 1, "gaussian": d}.get(dataset)
+
+
 def _points(x: Any, *, max_points: int | None, seed: int) -> np.ndarray:
     """(N, D) float64 array of distinct points, subsampled to ``max_points`` by ``seed``."""
     if hasattr(x, "detach"):

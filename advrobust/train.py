@@ -604,8 +604,7 @@ def intrinsic_dimension(x_train: torch.Tensor, meta: dict, *, k: int | None = No
     """
     from . import intrinsic
 
-    name, dim = meta.get("name"), meta.get("d")
-    known = {"sphere": dim - 1 if dim else None, "gaussian": dim}.get(name)
+    known = intrinsic.known_dimension(meta.get("name"), meta.get("d"))
     try:
         est = intrinsic.estimate(x_train, k=k or intrinsic.DEFAULT_K)
     except ValueError as exc:
