@@ -148,7 +148,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
             "run": name, "path": str(path),
             "dataset": dspec.get("name") or dmeta.get("name") or meta.get("dataset"),
             "family": mspec.get("family"), "width": mspec.get("width"), "depth": mspec.get("depth"),
-            "n": n, "d": d, "params": p,
+            "n": n, "d": d, "params": p, "params_target": meta.get("params_target"),
             "p/n": p / n if p and n else None,
             "p/(n*d)": p / (n * d) if p and n and d else None,
             "train_accuracy": _finite_or_none(meta.get("train_accuracy")),

@@ -173,8 +173,11 @@ def _kind(response: str) -> str:
 
 #: per fitted variable, the row fields that must agree for rows to be compared (only the variable,
 #: and what it forces, e.g. params when d changes, may differ inside a group)
+#: ``width`` stands for the run's size: its width, or ``p=N`` for runs of an arm at fixed p (trained
+#: with ``--width p=N``, whose widths differ by d); such runs form their own groups in the p fits
 GROUP_KEYS = {
-    "params": ("dataset", "n", "d", "labels", "label_noise", "flip", "family", "depth", "training"),
+    "params": ("dataset", "n", "d", "labels", "label_noise", "flip", "family", "depth", "training",
+               "params_target"),
     "n": ("dataset", "d", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
     "d": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
     "d_intrinsic": ("dataset", "n", "family", "width", "depth", "labels", "label_noise", "flip", "training"),
@@ -199,7 +202,13 @@ def group_key(row: Mapping[str, Any], against: str) -> tuple:
     """The values of :data:`GROUP_KEYS` ``[against]`` for one row (NaN and missing read as None)."""
     if against not in GROUP_KEYS:
         raise UserError(f"cannot group for {against!r}; use one of {', '.join(GROUP_KEYS)}")
-    return tuple(_group_value(row.get(k)) for k in GROUP_KEYS[against])
+    return tuple(_size(row) if k == "width" else _group_value(row.get(k)) for k in GROUP_KEYS[against])
+
+
+def _size(row: Mapping[str, Any]) -> Any:
+    """The width, or ``p=N`` for a run of an arm at fixed p (its width follows d or n)."""
+    target = _group_value(row.get("params_target"))
+    return f"p={target}" if target is not None else _group_value(row.get("width"))
 
 
 def _variable(row: Mapping[str, Any], against: str) -> Any:
@@ -250,6 +259,11 @@ def comparable_groups(rows: Iterable[Mapping[str, Any]], against: str, *,
         parts = []
         for k, v in zip(keys, gk):
             if v is None or (k not in _LABEL_ALWAYS and k not in varying):
+                continue
+            if k == "params_target":
+                continue  # named by the size (width=p=N) where it matters
+            if k == "width" and isinstance(v, str) and v.startswith("p="):
+                parts.append(f"p≈{v[2:]}")
                 continue
             parts.append(str(v) if k == "dataset" else f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
         out.append((" ".join(parts) or "all runs", members))

@@ -145,6 +145,40 @@ def param_count(spec: dict) -> int:
     return conv + (flat + 1) * dense + (depth - 1) * (dense + 1) * dense + (dense + 1) * k
 
 
+def width_for_params(family: str, target: int, *, input_shape, classes: int, depth: int | None = None) -> int:
+    """The width whose parameter count is nearest ``target`` (the smaller width on a tie).
+
+    For arms that hold p fixed while d or n changes: ``train --width p=N`` and a spec's
+    ``width = "p=N"`` use it. The count grows strictly with the width, so a bisection finds it.
+
+    Raises
+    ------
+    UserError
+        When ``family`` has no width, or ``target`` is below the count at width 1.
+    """
+    if family == "linear":
+        raise UserError("a linear model has no width to choose; 'p=N' needs --model mlp or cnn")
+    if not _is_int(target) or target < 1:
+        raise UserError(f"the parameter target must be a positive integer, got {target!r}")
+
+    def count(w: int) -> int:
+        return param_count(make_spec(family, w, input_shape=input_shape, classes=classes, depth=depth))
+
+    if count(1) > target:
+        raise UserError(f"p={target} is below the {family}'s {count(1)} parameters at width 1; "
+                        "ask for a larger p")
+    lo, hi = 1, 2
+    while count(hi) < target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # invariant: count(lo) <= target <= count(hi)
+        mid = (lo + hi) // 2
+        if count(mid) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo if target - count(lo) <= count(hi) - target else hi
+
+
 def _layers(spec: dict) -> list[nn.Module]:
     k, w, depth = spec["classes"], spec["width"], spec["depth"]
     shape = spec["input_shape"]

@@ -781,7 +781,7 @@ class _Builder:
         num = lambda v: v if math.isfinite(v) else None  # noqa: E731
         return {"run": r.name, "dataset": self._dataset(r), "n": num(r.n), "d": num(r.d), "params": num(r.params),
                 "family": model.get("family"), "width": model.get("width"), "depth": model.get("depth"),
-                "labels": data.get("labels"), "label_noise": data.get("label_noise"), "flip": data.get("flip"),
+                "params_target": r.meta.get("params_target"), "labels": data.get("labels"), "label_noise": data.get("label_noise"), "flip": data.get("flip"),
                 "d_intrinsic": num(r.d_intrinsic), "training": training_kind(spec.get("train") or {}),
                 "train_accuracy": 1.0 if self._interpolated(r) else 0.0, "_run": r}
 

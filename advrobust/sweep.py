@@ -57,6 +57,7 @@ from typing import Any, Sequence
 
 from ._cli import UserError, argument_parser, print_json, run_main
 from .runs import atomic_write_json, atomic_write_text, read_json
+from .train import params_target
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -207,7 +208,12 @@ def load_spec(path: str | os.PathLike) -> dict:
             for v in values:
                 _check_type(v, _GRID_KEYS[key][0], key, bw)
                 if key == "width" and isinstance(v, str) and v != "min":
-                    raise UserError(f"{bw}: key 'width' must be a positive integer or \"min\", got {v!r}")
+                    try:
+                        if params_target(v) is None:
+                            raise UserError("")
+                    except UserError:
+                        raise UserError(f"{bw}: key 'width' must be a positive integer, \"min\" or \"p=N\" "
+                                        f"(the width nearest N parameters), got {v!r}") from None
                 if key == "dataset" and v not in DATASETS:
                     raise UserError(f"{bw}: unknown dataset {v!r} in key 'dataset'; known: {', '.join(DATASETS)}")
                 if key == "model" and v not in FAMILIES:
@@ -251,7 +257,9 @@ def _run_name(params: dict) -> str:
              "labels": "", "label_noise": "noise", "flip": "flip", "seed": "s"}
     for key in order:
         if key in params:
-            parts.append(f"{short[key]}{_fmt(params[key])}")
+            value = _fmt(params[key])
+            # width "p=N" (fixed parameter count) reads p<N> in the name
+            parts.append(f"p{value[2:]}" if key == "width" and value.startswith("p=") else f"{short[key]}{value}")
     extra = params.get("_suffix")
     if extra:
         parts.append(extra)

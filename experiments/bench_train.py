@@ -88,8 +88,9 @@ def _config(w: Workload, device: str, epochs: int | None = None) -> TrainConfig:
 
 
 def bare_loop(model, x, y, cfg: TrainConfig, epochs: int) -> None:
-    """What one would write by hand: the same optimiser, loss, steps and minibatch order."""
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    """What one would write by hand: the same optimiser (fused Adam, as train uses), loss, steps
+    and minibatch order."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     n = y.shape[0]
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
     if batch == n:

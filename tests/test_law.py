@@ -224,3 +224,25 @@ def test_natural_and_adversarial_training_are_never_fitted_together():
     assert all(len(m) == 7 for _, m in groups)
     with pytest.raises(UserError, match="2 groups"):
         fit_law(rows, response="lip_lower", against="params")
+
+
+def test_an_arm_at_fixed_p_is_fitted_against_d_and_kept_out_of_the_p_fits():
+    # train --width p=N: the widths follow d so that p stays at N. Grouped by width, every run would
+    # be alone (no d fit); grouped by the target, the arm is one d group, recovering the exponent
+    base = {"dataset": "sphere", "n": 256, "family": "mlp", "depth": 1, "labels": "random", "label_noise": None,
+            "flip": None, "train_accuracy": 1.0, "params_target": 18000}
+    dims = [8, 16, 32, 64, 128]
+    rows = [dict(base, run=f"p{d}", d=d, width=18000 // (d + 3), params=18000 + d % 7,
+                 lipschitz_lower_l2=3.0 * d ** 0.5) for d in dims]
+    # a fixed-width d arm beside it stays its own group
+    rows += [dict(base, run=f"w{d}", d=d, width=512, params=512 * (d + 3) + 2, params_target=None,
+                  lipschitz_lower_l2=2.0 * d ** 0.25) for d in dims]
+    groups = {g: [r["run"] for r in m] for g, m in comparable_groups(rows, "d")}
+    assert groups == {"sphere n=256 p≈18000": [f"p{d}" for d in dims], "sphere n=256 width=512": [f"w{d}" for d in dims]}
+    fits = {g: fit_law(m, response="lipschitz_lower_l2", against="d", bootstrap=0, unit_scale=False)
+            for g, m in comparable_groups(rows, "d")}
+    assert fits["sphere n=256 p≈18000"]["fit"]["exponent"] == pytest.approx(0.5)
+    assert fits["sphere n=256 width=512"]["fit"]["exponent"] == pytest.approx(0.25)
+    # against p the fixed-p runs never join the width sweep at their d
+    by_p = comparable_groups(rows, "params", min_distinct=1)
+    assert all(len({r["params_target"] for r in m}) == 1 for _, m in by_p)

@@ -124,3 +124,20 @@ def test_check_spec_rejects_incomplete_dict():
         check_spec({"family": "mlp", "width": 3})
     with pytest.raises(UserError, match="dict"):
         build_model(["mlp", 3])
+
+
+@pytest.mark.parametrize("family,shape,depth", [("mlp", [32], 1), ("mlp", [8, 8], 2), ("cnn", [1, 8, 8], 1)])
+def test_width_for_params_is_the_nearest_width(family, shape, depth):
+    from advrobust.models import width_for_params
+
+    def count(w):
+        return param_count(make_spec(family, w, input_shape=shape, classes=3, depth=depth))
+
+    for target in [count(1), count(7), count(7) + 1, (count(20) + count(21)) // 2, 10 * count(30)]:
+        w = width_for_params(family, target, input_shape=shape, classes=3, depth=depth)
+        best = min(range(1, 400), key=lambda v: (abs(count(v) - target), v))
+        assert w == best, (target, w, best)
+    with pytest.raises(UserError, match="below"):
+        width_for_params(family, count(1) - 1, input_shape=shape, classes=3, depth=depth)
+    with pytest.raises(UserError, match="linear"):
+        width_for_params("linear", 100, input_shape=shape, classes=3)

@@ -49,6 +49,7 @@ def write(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
         (TINY.replace('epochs = 300', 'epocs = 300'), "'epocs'"),
         (TINY.replace('epochs = 300', 'epochs = "many"'), "'epochs'"),
         (TINY.replace('width = [4, 8, 16]', 'width = []'), "'width'"),
+        (TINY.replace('width = [4, 8, 16]', 'width = ["p=lots"]'), "p=N"),
         (TINY.replace('dataset = "digits"', 'dataset = "digitz"'), "digitz"),
         (TINY.replace('model = "mlp"', 'model = "transformer"'), "transformer"),
         (TINY.split("[[grid]]")[0], "empty grid"),
@@ -185,6 +186,13 @@ def test_seeds_runs_every_grid_point_with_distinct_seeds_and_names(tmp_path):
     assert all(a[a.index("--seed") + 1] == "2" for a in t.attack_argvs) and "2" in t.lipschitz_argv
     # without seeds anywhere: one run per grid point, seed 0 (as before seeds existed)
     assert [t.params["seed"] for t in expand(load_spec(write(tmp_path, TINY, "one.toml")), tmp_path / "o")] == [0] * 3
+
+
+def test_width_p_runs_are_named_by_their_target(tmp_path):
+    text = TINY.replace('width = [4, 8, 16]', 'width = ["p=2000", 8]')
+    tasks = expand(load_spec(write(tmp_path, text)), tmp_path / "o")
+    assert [t.name for t in tasks] == ["digits-mlp-p2000-n100-s0", "digits-mlp-w8-n100-s0"]
+    assert tasks[0].train_argv[tasks[0].train_argv.index("--width") + 1] == "p=2000"
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -188,6 +188,30 @@ def test_min_width_search_property():
     assert train(model, data, cfg, progress=False)["interpolated"]
 
 
+def test_plateau_rule_waits_for_a_whole_quiet_window():
+    from advrobust.train import _plateaued
+
+    flat = [5] * 8
+    assert _plateaued(flat, [1.0] * 8, 4)
+    assert not _plateaued(flat[:7], [1.0] * 7, 4)  # fewer than two windows seen
+    assert not _plateaued([5, 5, 5, 5, 5, 5, 5, 4], [1.0] * 8, 4)  # a new fewest-misfits
+    assert not _plateaued(flat, [1.0, 1, 1, 1, 1, 0.9, 0.9, 0.9], 4)  # the loss still falls (> 5%)
+
+
+def test_search_gives_up_on_stalled_widths_and_finds_the_same_width():
+    # random labels on the sphere: widths far below the threshold stall early; abandoning them
+    # saves most of their epochs and must not move the width found
+    data = load_dataset("sphere", dim=8, n=64, n_test=8, seed=1)
+    cfg = _cpu(epochs=800, lr=0.01)
+    w_cap, rec_cap = find_min_width("mlp", data, cfg, max_width=64, give_up=None)
+    w, rec = find_min_width("mlp", data, cfg, max_width=64)
+    assert w == w_cap and rec["give_up"] == 200 and rec_cap["give_up"] is None
+    stalled = [e for e in rec["tried"] if e["stopped"] == "plateau"]
+    assert stalled and all(e["epochs"] < 800 and not e["interpolated"] for e in stalled)
+    assert sum(e["epochs"] for e in rec["tried"]) < 0.9 * sum(e["epochs"] for e in rec_cap["tried"])
+    assert all(e["stopped"] != "plateau" for e in rec_cap["tried"])
+
+
 def test_min_width_search_failure_is_a_user_error(small):
     with pytest.raises(UserError, match="no mlp width up to 2"):
         find_min_width("mlp", small, _cpu(epochs=3), max_width=2)
@@ -293,6 +317,19 @@ def test_existing_run_dir_resume_and_overwrite(tmp_path):
 
 
 # --------------------------------------------------------------------------- the command's errors
+def test_width_p_holds_the_parameter_count_across_dimensions(tmp_path):
+    # an arm at fixed p: the width follows d, run.json records the target, compare carries it
+    from advrobust.compare import collect_rows
+
+    outs = [train_run(tmp_path / f"d{d}", data_kwargs={"name": "sphere", "dim": d, "n": 32, "n_test": 8},
+                      model_spec={"family": "mlp", "width": "p=3000"}, config=_cpu(epochs=1, mode="budget"),
+                      command="test", progress=False) for d in (8, 64)]
+    metas = [json.loads((o / "run.json").read_text()) for o in outs]
+    assert [m["spec"]["model"]["width"] for m in metas] == [273, 45]  # 273 * 11 + 2 = 3005, 45 * 67 + 2 = 3017
+    assert all(m["params_target"] == 3000 and abs(m["params"] - 3000) < 20 for m in metas)
+    assert [r["params_target"] for r in collect_rows(outs)] == [3000, 3000]
+
+
 def _broken_run(tmp_path, run_dir, content):
     import shutil
 
@@ -312,7 +349,7 @@ def _resume_argv(out):
 
 
 @pytest.mark.parametrize("case", ["dataset", "model", "width0", "width_text", "data_dir", "exists", "corrupt",
-                                  "foreign", "both_flags", "adv_eps_only", "bad_device"])
+                                  "foreign", "both_flags", "adv_eps_only", "bad_device", "p_text", "p_too_small"])
 def test_cli_user_errors_exit_2_with_one_line(case, tmp_path, run_dir, capsys):
     argv = {
         "dataset": ["--dataset", "imagenet", "--width", "8", "--out", str(tmp_path / "a")],
@@ -327,6 +364,8 @@ def test_cli_user_errors_exit_2_with_one_line(case, tmp_path, run_dir, capsys):
         "both_flags": ["--width", "8", "--out", str(run_dir), "--resume", "--overwrite"],
         "adv_eps_only": ["--width", "8", "--adv-eps", "0.1", "--out", str(tmp_path / "a")],
         "bad_device": ["--width", "8", "--device", "tpu", "--out", str(tmp_path / "a")],
+        "p_text": ["--width", "p=many", "--out", str(tmp_path / "a")],
+        "p_too_small": ["--width", "p=5", "--out", str(tmp_path / "a")],
     }[case]
     code = run_main(main, argv)
     captured = capsys.readouterr()
