@@ -116,6 +116,8 @@ _LIPSCHITZ_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
 }
 _REPORT_KEYS = {"enabled": bool, "title": str}
 _TOP_KEYS = {"name", "description", "seeds", "train", "attack", "lipschitz", "report", "grid"}
+#: torch threads per run unless --threads says otherwise (see run_sweep)
+DEFAULT_THREADS = 1
 #: seeds per grid point where neither the spec nor its block says (``seeds = N``, top level or per block)
 DEFAULT_SEEDS = 1
 
@@ -559,6 +561,11 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
               report: bool | None = None, progress: bool = True, reduced: bool = False) -> dict:
     """Run every run of a spec (resumably), then compare and report. Returns the sweep record.
 
+    ``threads``: torch threads per run, default :data:`DEFAULT_THREADS` (1) whatever ``workers``
+    is. With more, torch's OpenMP threads spin whenever another process holds a core: the quick
+    spec took 5.0 times its quiet time beside two busy processes with one process of 2 threads, 1.55
+    times with 1 thread, 1.96 times with 2 processes of 1 thread (``experiments/bench_threads.py``).
+
     ``spec_path``: a spec file, or a spec already read (a dict from :func:`load_spec`, e.g. passed
     through :func:`reduced_spec` with settings of one's own). ``reduced``: run :func:`reduced_spec`
     of the spec instead (default output ``runs/<name>-reduced``).
@@ -616,7 +623,7 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
 
-            per = threads or max(1, (os.cpu_count() or 1) // workers)
+            per = threads or DEFAULT_THREADS
             ctx = mp.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(per,)) as pool:
                 futs = [pool.submit(_run_task_quiet, t, per, device) for t in tasks]
@@ -627,7 +634,7 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
                     bar.update()
         else:
             for t in tasks:
-                st = run_task(t, threads=threads, device=device, progress=progress)
+                st = run_task(t, threads=threads or DEFAULT_THREADS, device=device, progress=progress)
                 statuses[st["name"]] = st
                 record()
                 bar.update()
@@ -663,7 +670,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", help="output folder (default runs/<spec name>)")
     ap.add_argument("--workers", type=int, default=1, help="local processes running runs in parallel (default 1)")
     ap.add_argument("--scheduler", help="address of an existing Dask distributed scheduler, e.g. tcp://host:8786")
-    ap.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
+    ap.add_argument("--threads", type=int,
+                    help=f"torch threads per run (default {DEFAULT_THREADS}: more threads spin when other "
+                         "processes share the cores; use --workers to use more cores)")
     ap.add_argument("--device", help="device for every stage (cpu, cuda, auto)")
     ap.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
                     help="write the report at the end (default: the spec's [report] enabled, else yes)")

@@ -213,16 +213,18 @@ def test_reduced_spec_keeps_every_block_and_axis_on_few_values():
     spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / "law_sphere.toml")
     red = reduced_spec(spec)
     assert red["name"] == "law_sphere-reduced" and red["seeds"] == 2 and len(red["grid"]) == len(spec["grid"])
-    width_block, dim_block, n_block = red["grid"]
+    width_block, dim_block, n_block, dim_block_2 = red["grid"]
     assert width_block["width"] == [16, 64, 1024]  # smallest, middle, largest up to 1024
     assert dim_block["dim"] == [8, 128] and n_block["n"] == [64, 512]  # first and last: the sweeps still vary
+    assert dim_block["width"] == "p=17922"
+    assert dim_block_2["dim"] == [16, 256] and dim_block_2["width"] == "p=4482"  # fixed p kept
     assert red["attack"]["n"] == 8 and red["attack"]["steps"] == 10 and red["train"]["epochs"] == 300
     assert red["attack"]["norms"] == spec["attack"]["norms"] and red["attack"]["splits"] == spec["attack"]["splits"]
     tasks = expand(red, "/tmp/x")
-    assert len(tasks) == 2 * (3 + 2 + 2) and {t.params["seed"] for t in tasks} == {0, 1}
+    assert len(tasks) == 2 * (3 + 2 + 2 + 2) and {t.params["seed"] for t in tasks} == {0, 1}
     assert len(spec["grid"][0]["width"]) == 14  # the spec itself is untouched
     digits = reduced_spec(load_spec(Path(__file__).resolve().parents[1] / "experiments" / "law_digits.toml"))
-    assert digits["grid"][0]["width"] == [16, 128, 1024]  # "min" dropped: its search trains many models
+    assert digits["grid"][0]["width"] == [32, 128, 512]  # "min" dropped: its search trains many models
     budget = reduced_spec(load_spec(Path(__file__).resolve().parents[1] / "experiments" / "fashion_capacity.toml"))
     assert all(b["n"] == 500 and b["train"]["epochs"] == 5 for b in budget["grid"])
 
