@@ -198,6 +198,8 @@ def _check_attacks(table: dict, norms: list, where: str) -> None:
 
                 raise UserError(f"{where}: key 'attacks' has {name!r}: {exc}; allowed: "
                                 f"{', '.join(sorted(ATTACKS))} or foolbox:ClassName") from None
+
+
 _TOP_KEYS = {"name", "description", "seeds", "train", "attack", "lipschitz", "report", "grid"}
 #: seeds per grid point where neither the spec nor its block says (``seeds = N``, top level or per block)
 DEFAULT_SEEDS = 1
@@ -730,10 +732,14 @@ def _run_sweep_locked(spec: dict, spec_path, name: str, out: Path, tasks: list[R
                       progress: bool, reduced: bool) -> dict:
     from tqdm.auto import tqdm
 
-    from .runs import recover_leftovers
+    from .runs import recover_leftovers, run_lock
 
     for t in tasks:  # what a killed earlier sweep left beside its run directories
-        recover_leftovers(t.path)
+        try:
+            with run_lock(t.path):
+                recover_leftovers(t.path)
+        except UserError:  # a writer (e.g. a stray worker) is still at work there: it cleans up after itself
+            pass
     t0 = time.perf_counter()
     statuses: dict[str, dict] = {}
     record_path = out / "sweep.json"
