@@ -516,8 +516,11 @@ class DirLock:
                         indent=None) + "\n").encode()
 
     def acquire(self) -> "DirLock":
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system
+            self._acquire_by_pid()
+            return self
         for _ in range(100):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
