@@ -125,6 +125,35 @@ def load_target(args, device):
     return model.to(device).eval(), x, y, out, {"model": spec, "dataset": args.dataset}, split(data, "train")[0]
 
 
+def check_model_output(model, x, y, source: dict, device) -> None:
+    """Run the model on two points: its output must be logits of shape (batch, classes) covering the
+    labels. A user's model returning a 1-D tensor, a tuple, too few classes, or failing on the data's
+    input size is a UserError naming the shapes, not a traceback inside an attack."""
+    import torch
+
+    what = source.get("model") or source.get("run_dir") or "the model"
+    probe = x[:2].to(device=device, dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            out = model(probe)
+    except Exception as exc:  # the user's module: whatever it raises on the data is theirs to fix
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"{what} fails on inputs of shape {list(probe.shape)} from the data set "
+                        f"({type(exc).__name__}: {first}); it must accept the data's input shape") from None
+    classes = int(y.max()) + 1 if len(y) else 0
+    if not isinstance(out, torch.Tensor):
+        raise UserError(f"{what} returned {type(out).__name__}, not a tensor of logits; return one tensor of "
+                        f"shape (batch, classes)")
+    if out.ndim != 2 or out.shape[0] != probe.shape[0]:
+        raise UserError(f"{what} returned shape {list(out.shape)} for a batch of {probe.shape[0]}; "
+                        f"it must return logits of shape (batch, classes), e.g. [{probe.shape[0]}, {max(classes, 2)}]")
+    if out.shape[1] < max(classes, 2):
+        raise UserError(f"{what} returns {out.shape[1]} logits per input but the labels need at least {max(classes, 2)} "
+                        f"classes; match the model's output to the data set")
+    if not out.is_floating_point():
+        raise UserError(f"{what} returned {out.dtype} logits; return floating-point logits")
+
+
 def _load_factory(spec: str, state_dict: str | None):
     import torch
     from torch import nn
@@ -275,8 +304,7 @@ def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device,
         "device": runs.device_info(device), "command": ["python", "-m", "advrobust.attack", *(argv or sys.argv[1:])],
         "source": source,
     }
-    runs.atomic_save_npz(out_dir / f"{stem}.npz", **arrays)
-    runs.atomic_write_json(out_dir / f"{stem}.json", record)
+    record = runs.commit_results(out_dir / stem, arrays, record)  # npz, then the json naming its sha256
     record["files"] = [str(out_dir / f"{stem}.npz"), str(out_dir / f"{stem}.json")]
     return record
 
@@ -360,7 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         starts = _load_starts(args.starts)
     model, x, y, out_dir, source, pool = load_target(args, device)
     if args.n is not None:  # at most n (a sweep's attack n applies to runs of every data size)
+        if args.n > len(x) and not args.quiet:
+            print(f"note: --n {args.n} is more than the {len(x)} points of the {args.split} split; "
+                  f"attacking all {len(x)}", file=sys.stderr)
         x, y = x[: args.n], y[: args.n]
+    check_model_output(model, x, y, source, device)
     if starts is not None:
         if starts.shape[0] > len(x):  # rows are the split's first points, as are the attacked ones
             starts = starts[: len(x)]
@@ -371,13 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("the data lie outside [0, 1]; inputs must be in [0, 1] with normalisation inside the model")
     records = []
     t0 = time.perf_counter()
-    for p, names in plan:
-        rec = attack_norm(model, x, y, norm=p, names=names, args=args, device=device, out_dir=out_dir,
-                          source=source, argv=argv, pool=pool.to(device=device, dtype=torch.float32), starts=starts)
-        records.append(rec)
-        if not args.quiet and not args.json:
-            print(format_table(rec))
-            print(f"wrote {rec['files'][0]} and .json")
+    with runs.run_lock(out_dir):  # a second writer of these result files gets an error naming this process
+        for p, names in plan:
+            rec = attack_norm(model, x, y, norm=p, names=names, args=args, device=device, out_dir=out_dir,
+                              source=source, argv=argv, pool=pool.to(device=device, dtype=torch.float32),
+                              starts=starts)
+            records.append(rec)
+            if not args.quiet and not args.json:
+                print(format_table(rec))
+                print(f"wrote {rec['files'][0]} and .json")
     if args.json:
         print_json({"results": records, "wall_time_s": time.perf_counter() - t0})
     return 0

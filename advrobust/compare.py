@@ -136,7 +136,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
     rows = []
     names = [p.name for p in paths]
     for path in paths:
-        meta = runs.read_json(path / runs.RUN_FILE, what="run record")
+        meta = runs.read_run_record(path)
         spec = meta.get("spec") or {}
         dspec = spec.get("data") or {}
         mspec = spec.get("model") or {}
@@ -411,7 +411,7 @@ def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str
             raise UserError(f"no {nm} {split} attack results in {path}; run "
                             + ATTACK_CMD.format(path=path, norm=nm, split=split))
         res.append(runs.load_npz(f))
-        metas.append(runs.read_json(path / runs.RUN_FILE, what="run record") if (path / runs.RUN_FILE).is_file() else {})
+        metas.append(runs.read_run_record(path) if (path / runs.RUN_FILE).is_file() else {})
     ia, ib = (np.asarray(r["index"], dtype=np.int64) for r in res)
     ra, rb = (np.asarray(r["best_radius"], dtype=np.float64) for r in res)
     common, pa, pb = np.intersect1d(ia, ib, return_indices=True)

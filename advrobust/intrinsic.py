@@ -179,17 +179,13 @@ def main(argv=None) -> int:
         raise UserError(f"--k must be an integer >= 3, got {args.k}")
     out = []
     for path in runs.find_runs(args.runs):
-        meta = runs.read_json(Path(path) / runs.RUN_FILE, what="run record")
-        data_spec = (meta.get("spec") or {}).get("data")
-        if not isinstance(data_spec, dict):
-            from ._cli import UserError
-
-            raise UserError(f"{path}/{runs.RUN_FILE} has no spec.data to rebuild the training inputs from")
+        meta = runs.read_run_record(path, require_spec=True)  # spec.data rebuilds the training inputs
         from .train import intrinsic_dimension
 
-        ds = load_dataset(**data_spec)
+        ds = load_dataset(**meta["spec"]["data"])
         rec = intrinsic_dimension(ds.x_train, ds.meta, k=args.k)
-        runs.atomic_write_json(Path(path) / "intrinsic.json", rec)
+        with runs.run_lock(path):
+            runs.atomic_write_json(Path(path) / "intrinsic.json", rec)
         out.append({"run": str(path), **rec})
     if args.json:
         print_json(out)

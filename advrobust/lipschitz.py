@@ -577,16 +577,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     est["command"] = "python -m advrobust.lipschitz " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     if not args.no_write:
         path = Path(args.run_dir) / "lipschitz.json"
-        by_norm = {}
-        if path.is_file():
-            try:
-                old = runs.read_json(path, what="Lipschitz file")
-                by_norm = dict(old.get("by_norm", {})) if isinstance(old, dict) else {}
-            except UserError:
-                by_norm = {}
-        entry = {k: v for k, v in est.items() if k != "by_norm"}
-        by_norm[est["norm"]] = entry
-        runs.atomic_write_json(path, {**entry, "by_norm": by_norm})
+        with runs.run_lock(args.run_dir):  # read-modify-write: one writer at a time
+            by_norm = {}
+            if path.is_file():
+                try:
+                    old = runs.read_json(path, what="Lipschitz file")
+                    by_norm = dict(old.get("by_norm", {})) if isinstance(old, dict) else {}
+                except UserError:
+                    by_norm = {}
+            entry = {k: v for k, v in est.items() if k != "by_norm"}
+            by_norm[est["norm"]] = entry
+            runs.atomic_write_json(path, {**entry, "by_norm": by_norm})
     if args.json:
         print_json(est)
     else:

@@ -25,6 +25,7 @@ Families
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import torch
@@ -203,6 +204,46 @@ def _layers(spec: dict) -> list[nn.Module]:
     return layers + [nn.Linear(fan_in, k)]
 
 
+# Training holds about four float32 copies of the parameters (weights, gradients, Adam's two moments).
+_COPIES = 4
+
+
+def memory_bytes() -> int | None:
+    """Memory available to this process now (Linux MemAvailable, else physical memory); None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def max_params() -> int | None:
+    """The largest parameter count whose training state fits in the memory available now."""
+    mem = memory_bytes()
+    return None if mem is None else mem // (4 * _COPIES)
+
+
+def check_size(spec: dict) -> int:
+    """Parameter count of ``spec``; UserError, before anything is allocated, when it cannot fit in memory.
+
+    A spec asking for width 10^9 (a typo, or a crafted model.pt) would otherwise make the
+    allocator fail with a traceback, or take the machine's memory from everything else.
+    """
+    p = param_count(spec)
+    limit = max_params()
+    if limit is not None and p > limit:
+        raise UserError(f"model {describe(spec)} has {p:,} parameters ({p * 4 / 2**30:.1f} GiB of float32 weights, "
+                        f"about {_COPIES}x that to train), more than the {memory_bytes() / 2**30:.1f} GiB of memory "
+                        f"available allow (at most {limit:,}); choose a smaller width")
+    return p
+
+
 def build_model(spec: dict, *, seed: int = 0) -> nn.Sequential:
     """Build the network a spec describes, initialised deterministically from ``seed``.
 
@@ -220,6 +261,7 @@ def build_model(spec: dict, *, seed: int = 0) -> nn.Sequential:
         Made only of ``Flatten``, ``Linear``, ``Conv2d`` and ``ReLU``, on the CPU, in float32.
     """
     spec = check_spec(spec)
+    check_size(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return nn.Sequential(*_layers(spec))
@@ -232,4 +274,4 @@ def describe(spec: dict) -> str:
     return f"{spec['family']}(width={spec['width']}, depth={spec['depth']})"
 
 
-__all__ = ["FAMILIES", "make_spec", "check_spec", "param_count", "build_model", "describe"]
+__all__ = ["FAMILIES", "make_spec", "check_spec", "param_count", "check_size", "build_model", "describe"]

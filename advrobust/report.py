@@ -26,7 +26,7 @@ import numpy as np
 from . import plots
 from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main
 from .runs import (MODEL_FILE, RUN_FILE, atomic_write_bytes, atomic_write_text, find_runs, load_npz,
-                   read_json, results_stem, versions)
+                   read_json, read_run_record, results_stem, versions)
 
 NORMS = ("l1", "l2", "linf")
 SPLITS = ("test", "train")
@@ -156,7 +156,7 @@ def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = N
             unique.append(p)
     out = []
     for p, name in zip(unique, _run_names(unique)):
-        meta = read_json(p / RUN_FILE, what="run record")
+        meta = read_run_record(p)
         if not isinstance(meta, dict):
             raise UserError(f"{p / RUN_FILE} is not an advrobust run record (expected a JSON object)")
         run = RunData(path=p, name=name, index=0, meta=meta)

@@ -115,6 +115,89 @@ _LIPSCHITZ_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
     "max_points": (int, "--max-points"),
 }
 _REPORT_KEYS = {"enabled": bool, "title": str}
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _nonneg(v: Any) -> bool:
+    return v >= 0
+
+
+def _fraction(v: Any) -> bool:
+    return 0 <= v < 1
+
+
+# Allowed values, checked for the whole spec before the first run (key -> test, what is allowed).
+# Names (datasets, models, attacks) and closed sets are checked against the code's own lists.
+_VALUE_RULES: dict[str, tuple[Any, str]] = {
+    "width": (lambda v: v == "min" or v > 0, 'a positive integer or "min"'),
+    "depth": (_positive, "a positive integer"),
+    "n": (_positive, "a positive integer"),
+    "n_test": (_positive, "a positive integer"),
+    "resize": (_positive, "a positive integer"),
+    "dim": (_positive, "a positive integer"),
+    "classes": (lambda v: v >= 2, "an integer >= 2"),
+    "seed": (_nonneg, "a non-negative integer"),
+    "label_noise": (_fraction, "a fraction in [0, 1)"),
+    "flip": (_fraction, "a fraction in [0, 1)"),
+    "lr": (_positive, "a positive number"),
+    "momentum": (_fraction, "a number in [0, 1)"),
+    "batch_size": (_positive, "a positive integer"),
+    "epochs": (_positive, "a positive integer"),
+    "tol": (_positive, "a positive number"),
+    "adv_eps": (_positive, "a positive number"),
+    "adv_steps": (_positive, "a positive integer"),
+    "steps": (_positive, "a positive integer"),
+    "ascent_steps": (_nonneg, "a non-negative integer"),
+    "ascent_points": (_nonneg, "a non-negative integer"),
+    "segments": (_nonneg, "a non-negative integer"),
+    "max_points": (_positive, "a positive integer"),
+}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    from .train import ADV_NORMS, LOSSES, MODES, OPTIMIZERS, TARGETS
+
+    return {"optimizer": OPTIMIZERS, "loss": LOSSES, "targets": TARGETS, "mode": MODES, "adv_norm": ADV_NORMS,
+            "labels": ("random", "teacher"), "certify": ("ibp", "crown"), "norm": ("l1", "l2", "linf"),
+            "norms": ("l1", "l2", "linf"), "splits": ("train", "test")}
+
+
+def _check_values(table: dict, where: str, *, skip: tuple[str, ...] = ()) -> None:
+    """Every value of a spec table within its allowed range or set (UserError naming file, key, allowed)."""
+    choices = _choices()
+    for key, value in table.items():
+        if key in skip:
+            continue
+        for v in (value if isinstance(value, list) else [value]):
+            if key in _VALUE_RULES and not isinstance(v, bool) and isinstance(v, (int, float, str)):
+                test, allowed = _VALUE_RULES[key]
+                try:
+                    ok = test(v)
+                except TypeError:  # "min" compared with a number, etc.
+                    ok = False
+                if not ok:
+                    raise UserError(f"{where}: key {key!r} is {v!r}; allowed: {allowed}")
+            if key in choices and v not in choices[key]:
+                raise UserError(f"{where}: key {key!r} has {v!r}; allowed: {', '.join(choices[key])}")
+
+
+def _check_attacks(table: dict, norms: list, where: str) -> None:
+    """Attack names exist and support every norm they will run under."""
+    from .evaluate import make_attack
+
+    for name in table.get("attacks", []):
+        if not isinstance(name, str):
+            raise UserError(f"{where}: key 'attacks' lists {name!r}; allowed: attack names (see docs/attacks.md)")
+        for norm in norms:
+            try:
+                make_attack(name, norm={"l1": 1.0, "l2": 2.0, "linf": float("inf")}[norm], steps=None)
+            except UserError as exc:  # its message lists the known names, or the norms the attack supports
+                raise UserError(f"{where}: key 'attacks' has {name!r}: {exc}") from None
+
+
 _TOP_KEYS = {"name", "description", "seeds", "train", "attack", "lipschitz", "report", "grid"}
 #: torch threads per run unless --threads says otherwise (see run_sweep)
 DEFAULT_THREADS = 1
@@ -222,11 +305,17 @@ def load_spec(path: str | os.PathLike) -> dict:
                     raise UserError(f"{bw}: unknown model {v!r} in key 'model'; known: {', '.join(FAMILIES)}")
         if "model" not in block:
             raise UserError(f"{bw}: missing key 'model' (one of {', '.join(FAMILIES)})")
-    for key in ("norms", "splits"):
-        for v in spec.get("attack", {}).get(key, []):
-            allowed = ("l1", "l2", "linf") if key == "norms" else ("train", "test")
-            if v not in allowed:
-                raise UserError(f"{where} [attack]: key {key!r} has {v!r}; allowed: {', '.join(allowed)}")
+    # values, for the whole spec before anything runs
+    for key in ("train", "attack", "lipschitz"):
+        _check_values(spec.get(key, {}), f"{where} [{key}]")
+    for i, block in enumerate(grid):
+        bw = f"{where} [[grid]] #{i + 1}"
+        _check_values(block, bw, skip=("train", "attack", "seeds"))
+        for key in ("train", "attack"):
+            _check_values(block.get(key, {}), f"{bw} {key}")
+        norms = {**spec.get("attack", {}), **block.get("attack", {})}.get("norms", ["l2"])
+        _check_attacks(spec.get("attack", {}), norms, f"{where} [attack]")
+        _check_attacks(block.get("attack", {}), norms, f"{bw} attack")
     return spec
 
 
@@ -455,6 +544,10 @@ def _stage_done(path: Path, output: str, argv: Sequence[str]) -> bool:
         return False
     try:
         rec = read_json(f)
+        if output.startswith("attack-"):  # the npz must be the one its summary commits
+            from .runs import load_npz
+
+            load_npz(f.with_suffix(".npz"))
     except UserError:
         return False
     return rec.get("sweep_argv") in (None, list(argv)) if isinstance(rec, dict) else False
@@ -524,9 +617,40 @@ def run_task(task: RunTask, *, threads: int | None = None, device: str | None = 
     return {"name": task.name, "path": task.path, "skipped": done_before, "wall_time_s": time.perf_counter() - t0}
 
 
-def _worker_init(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker process when its parent (the sweep) dies, even by ``kill -9``.
+
+    Linux: the kernel sends SIGKILL on the parent's death (``PR_SET_PDEATHSIG``). Everywhere: a
+    daemon thread checks once a second whether the process was re-parented. A worker left running
+    would keep writing into run directories that a resumed sweep is also writing.
+    """
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above ran
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="advrobust-parent-watch", daemon=True).start()
+
+
+def _worker_init(threads: int, parent: int | None = None) -> None:
     import torch
 
+    if parent is not None:
+        _die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -570,18 +694,64 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
     through :func:`reduced_spec` with settings of one's own). ``reduced``: run :func:`reduced_spec`
     of the spec instead (default output ``runs/<name>-reduced``).
     """
-    from tqdm.auto import tqdm
-
     spec = dict(spec_path) if isinstance(spec_path, dict) else load_spec(spec_path)
     if isinstance(spec_path, dict):
         spec_path = f"<spec {spec.get('name', 'unnamed')}>"
     if reduced:
         spec = reduced_spec(spec)
     name = spec.get("name") or Path(spec_path).stem
-    out = Path(out) if out else Path("runs") / name
+    # absolute before any task leaves this process: a Dask worker's working directory is its own
+    out = Path(os.path.abspath(out if out else Path("runs") / name))
     tasks = expand(spec, out)
+    check_tasks(tasks, str(spec_path))
     check_data(tasks)
-    out.mkdir(parents=True, exist_ok=True)
+    from .runs import DirLock, disk_error
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(exc, out) from None
+    with DirLock(out / ".sweep.lock", what=f"sweep folder {out}"):  # one sweep per folder
+        return _run_sweep_locked(spec, spec_path, name, out, tasks, workers=workers, scheduler=scheduler,
+                                 threads=threads, device=device, report=report, progress=progress, reduced=reduced)
+
+
+def check_tasks(tasks: Sequence[RunTask], where: str) -> None:
+    """Parse every stage command of every run with its command's own parser and checks, before the
+    first run starts: a value the spec checks let through is still an error naming the spec and run,
+    not a failure after earlier runs have trained."""
+    from . import attack as attack_cmd
+    from . import lipschitz as lipschitz_cmd
+    from . import train as train_cmd
+
+    for t in tasks:
+        try:
+            a = train_cmd._parser().parse_args(list(t.train_argv))
+            train_cmd.TrainConfig(optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, batch_size=a.batch_size,
+                                  loss=a.loss, targets=a.targets, mode=a.mode, epochs=a.epochs, tol=a.tol,
+                                  seed=a.seed, device="cpu", adv_norm=a.adv_norm, adv_eps=a.adv_eps,
+                                  adv_steps=a.adv_steps).validated()
+            for argv in t.attack_argvs:
+                attack_cmd.build_parser().parse_args(list(argv))
+            if t.lipschitz_argv:
+                lipschitz_cmd._parser().parse_args(list(t.lipschitz_argv))
+        except UserError as exc:
+            raise UserError(f"{where}: run {t.name}: {exc}; nothing was run") from None
+
+
+def _run_sweep_locked(spec: dict, spec_path, name: str, out: Path, tasks: list[RunTask], *, workers: int,
+                      scheduler: str | None, threads: int | None, device: str | None, report: bool | None,
+                      progress: bool, reduced: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    from .runs import recover_leftovers, run_lock
+
+    for t in tasks:  # what a killed earlier sweep left beside its run directories
+        try:
+            with run_lock(t.path):
+                recover_leftovers(t.path)
+        except UserError:  # a writer (e.g. a stray worker) is still at work there: it cleans up after itself
+            pass
     t0 = time.perf_counter()
     statuses: dict[str, dict] = {}
     record_path = out / "sweep.json"
@@ -625,7 +795,8 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
 
             per = threads or DEFAULT_THREADS
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(per,)) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                     initargs=(per, os.getpid())) as pool:
                 futs = [pool.submit(_run_task_quiet, t, per, device) for t in tasks]
                 for fut in cf_completed(futs):
                     st = fut.result()

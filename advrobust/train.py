@@ -621,7 +621,7 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool, request: dict) -> 
         meta = runs.read_json(out / runs.RUN_FILE, what="run record")
         old = meta.get("request") if isinstance(meta, dict) else None
         if old == request:
-            runs.load_model(out / runs.MODEL_FILE)  # a corrupt or foreign checkpoint is not reused
+            runs.load_run(out)  # a corrupt or foreign checkpoint (checksum, format) is not reused
             return True
         what = ", ".join(_diff(old, request)[:6]) if isinstance(old, dict) else "no request recorded"
         raise UserError(f"run directory {out} was made with different settings ({what}); "
@@ -630,17 +630,6 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool, request: dict) -> 
         raise UserError(f"{out} exists but is not a complete run directory; use --overwrite to replace it")
     raise UserError(f"run directory {out} already exists; pass --resume to reuse it (same settings) "
                     "or --overwrite to replace it, or choose another --out")
-
-
-def _place(tmp: Path, out: Path) -> None:
-    """Move the finished run from ``tmp`` to ``out``, replacing what is there."""
-    if out.exists() and any(out.iterdir()):
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)  # onto nothing or an empty folder
 
 
 def intrinsic_dimension(x_train: torch.Tensor, meta: dict, *, k: int | None = None) -> dict:
@@ -692,12 +681,21 @@ def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict
         argument, ``model``: the full model spec, ``train``: the TrainConfig), ``request``,
         seed, params, n, n_test, d, classes, label_noise, noisy, scale, accuracies, losses,
         interpolated, epochs, steps, stopped, wall_time_s, loss_history, data_meta, versions,
-        device, command, created and (with ``width="min"``) ``min_width_search``.
+        device, command, created, ``files`` (model.pt's sha256 and size, checked on load) and
+        (with ``width="min"``) ``min_width_search``.
     """
-    from .data import load_dataset
-
     out = Path(out_dir)
     cfg = config.validated()
+    with runs.run_lock(out):  # a second writer of this run gets an error naming this process
+        runs.recover_leftovers(out)  # a killed writer's .partial-/.old- folders
+        return _train_run_locked(out, cfg, data_kwargs=data_kwargs, model_spec=model_spec, command=command,
+                                 resume=resume, overwrite=overwrite, max_width=max_width, progress=progress)
+
+
+def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_spec: dict, command: str | None,
+                      resume: bool, overwrite: bool, max_width: int, progress: bool) -> Path:
+    from .data import load_dataset
+
     if not isinstance(model_spec, dict) or "family" not in model_spec:
         raise UserError("model_spec must be a dict with at least 'family' (and 'width', 'depth')")
     family, width, depth = model_spec["family"], model_spec.get("width"), model_spec.get("depth")
@@ -768,8 +766,10 @@ def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict
     try:
         tmp.mkdir()
         runs.save_model(tmp / runs.MODEL_FILE, model, spec)
+        # run.json, written last, commits the folder: it names model.pt's checksum (verified on load)
+        record["files"] = {runs.MODEL_FILE: runs.file_digest(tmp / runs.MODEL_FILE)}
         runs.atomic_write_json(tmp / runs.RUN_FILE, record)
-        _place(tmp, out)
+        runs.replace_dir(tmp, out)  # the old run or the new one is at `out` at every instant
     except OSError as exc:
         raise UserError(f"cannot write the run directory {out}: {exc.strerror or exc}") from None
     finally:

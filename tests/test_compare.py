@@ -36,7 +36,7 @@ def make_run(root: Path, name: str, width: int, *, radii=None, test_radii=None, 
                   "best_attack": np.zeros(r.size, np.int64), "radius__fmn": r}
         if lower is not None:
             arrays["lower__crown"] = np.asarray(lower, dtype=np.float64)
-        runs.atomic_save_npz(path / f"attack-l2-{split}.npz", **arrays)
+        runs.commit_results(path / f"attack-l2-{split}", arrays, {"norm": "l2", "split": split, "n": int(r.size)})
     if lip is not None:
         entry = {"norm": "l2", "margin": {"lower": lip[0], "upper": lip[1]}, "logit": {"lower": 1.0, "upper": 2.0},
                  "input_scale": 3.39}
@@ -127,8 +127,9 @@ def test_paired_ratio_and_wilcoxon(tmp_path):
     c = tmp_path / "c"
     make_run(tmp_path, "c", 16)
     r = np.asarray(base[:6]) * 0.5
-    runs.atomic_save_npz(c / "attack-l2-test.npz", index=np.arange(3, 9, dtype=np.int64), best_radius=r[::-1].copy(),
-                         margin=np.ones(6), label=np.zeros(6, np.int64), pred=np.zeros(6, np.int64))
+    runs.commit_results(c / "attack-l2-test", dict(index=np.arange(3, 9, dtype=np.int64), best_radius=r[::-1].copy(),
+                        margin=np.ones(6), label=np.zeros(6, np.int64), pred=np.zeros(6, np.int64)),
+                        {"norm": "l2", "split": "test", "n": 6})
     out = paired(a, c, norm="l2", split="test")
     assert out["n_common"] == 6
     with pytest.raises(UserError):

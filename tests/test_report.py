@@ -15,7 +15,7 @@ import pytest
 
 from advrobust import report
 from advrobust._cli import UserError, run_main
-from advrobust.runs import atomic_save_npz, load_npz
+from advrobust.runs import commit_results, load_npz
 
 WIDTHS = (8, 32)
 DATA = {"name": "digits", "n": 30, "n_test": 30, "seed": 0}
@@ -193,10 +193,9 @@ def test_bracket_violation_and_attack_flags_are_reported(runs_root, tmp_path):
     exact[broken[0]] = best[broken[0]] * 2.0
     arrays["exact_radius"], arrays["exact_lower"] = exact, exact.copy()
     arrays["exact_status"] = np.zeros(best.shape, dtype=np.int64)
-    atomic_save_npz(f, **arrays)
     info = json.loads((run / "attack-l2-test.json").read_text())
     info["flags"] = [{"name": "zero-gradients", "count": 4, "message": "4 samples had zero gradients"}]
-    (run / "attack-l2-test.json").write_text(json.dumps(info))
+    commit_results(run / "attack-l2-test", arrays, info)  # the pair rewritten as one unit (new checksum)
     res = report.build_report([run], tmp_path / "out", norms=["l2"], samples=0)
     by_name = {fl["name"]: fl for fl in res["flags"]}
     assert by_name["radius-below-certified"]["count"] == len(broken)
