@@ -46,6 +46,16 @@ from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_
 
 _NORMS = (1.0, 2.0, INF)
 _FIRST_FAR = 2  # far starts (nearest pool points of other classes) in a staged first pass
+_FIRST_K = None  # all classes
+_LP_BLOCK = 32  # rows per polish LP
+_STATS = []
+_STOP_BEHIND = 1e-3
+_FIRST_RANDOM = 0
+_FOLD_FRAC = 0.02
+_FIRST_RANDOM_KEEP = 0
+_FIRST_STEPS = 50
+_FIRST_POLISH = 4
+_FIRST_RAYS = 4
 
 
 def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
@@ -239,16 +249,16 @@ def boundary(
     staged = escalate is not None and n_far == 0
     if staged and _FIRST_FAR and pool is not None:
         # the first pass also walks from the nearest training points of other classes
-        fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_FAR, nearest=_FIRST_FAR, random=0,
-                            targeted=targeted, seed=seed, search_steps=search_steps)
+        fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_FAR + _FIRST_RANDOM_KEEP, nearest=_FIRST_FAR,
+                            random=_FIRST_RANDOM, targeted=targeted, seed=seed, search_steps=search_steps)
         cand = cand + [(fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
     # a staged first pass is light: 4 rays, the 3 most likely other classes, one walk per sample
     # polished with 4 cuts
-    first_k = candidates if not staged else (3 if candidates is None else min(candidates, 3))
+    first_k = candidates if not staged else (_FIRST_K if candidates is None else min(candidates, _FIRST_K or 99))
     best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted,
-                             min(steps, 50) if staged else steps, overshoot,
-                             search_steps, min(polish, 4) if staged else polish, 1 if staged else polish_rows,
-                             first_k, min(rays, 4) if staged else rays, seed)
+                             min(steps, _FIRST_STEPS) if staged else steps, overshoot,
+                             search_steps, min(polish, _FIRST_POLISH) if staged else polish, 1 if staged else polish_rows,
+                             first_k, min(rays, _FIRST_RAYS) if staged else rays, seed)
     if staged:
         # effort where it pays: a first pass that found a nearer point than every start (by more than
         # ``escalate``), or had no start, marks a folded boundary; search those samples from far away
@@ -259,7 +269,8 @@ def boundary(
             d_start = torch.full((b,), INF, device=x0.device, dtype=x0.dtype)
         gain = d_start / best_r - 1  # how much the first pass beat the starts
         n_todo = int(todo.sum())
-        folded = int((todo & (gain > 10 * escalate)).sum()) >= max(1, 0.02 * n_todo)
+        folded = int((todo & (gain > 10 * escalate)).sum()) >= max(1, _FOLD_FRAC * n_todo)
+        _STATS.append(('esc', int(hard_n := (todo & ((gain > escalate) | ~torch.isfinite(d_start))).sum()), int((todo & (gain > 10 * escalate)).sum())))
         # a folded boundary (several points improved by over 10 x escalate): search every point again
         hard = todo if folded else todo & ((gain > escalate) | ~torch.isfinite(d_start))
         if bool(hard.any()):
@@ -325,7 +336,7 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
                           ys, targeted, search_steps))
     cands_all = None if targeted else candidate_classes(logits, labels, candidates)
     xa, kinked, last_fail = _walk(model, xs0, xa, ys, shape, p, targeted, steps, overshoot,
-                                  None if cands_all is None else cands_all[owner])
+                                  None if cands_all is None else cands_all[owner], owner)
     dist = row_norm(xa - xs0, p)
     if polish and polish_rows:
         # polish each sample's polish_rows nearest walks (ties to one basin are common: rank, then pick)
@@ -394,7 +405,7 @@ def _pair_planes(model, x: Tensor, ys: Tensor, cands: Tensor | None, targeted: b
 
 
 def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: bool, steps: int,
-          overshoot: float, cands: Tensor | None = None) -> Tensor:
+          overshoot: float, cands: Tensor | None = None, owner: Tensor | None = None) -> Tensor:
     """Trust-region steps along the boundary from the adversarial points ``xa`` (R, D) towards ``x0``.
 
     Each step solves the trust-region problem for every candidate pair's linearised boundary and
@@ -426,24 +437,34 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         g_dual = row_norm(ga, q)  # (K, A)
         c_all = (ga * (a - z0).unsqueeze(0)).sum(-1) - ha.t() - overshoot * da.unsqueeze(0) * g_dual
         bound = c_all.abs() / g_dual.clamp_min(1e-300)
-        order = bound.argsort(0)  # (K, A)
         ar = torch.arange(act.numel(), device=xa.device)
-        best_d = torch.zeros_like(a)
-        best_n = torch.full_like(da, INF)
-        best_k = order[0].clone()
-        for m in range(k_n):
-            km = order[m]
-            rows = (bound[km, ar] < best_n).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                break
-            kr = km[rows]
-            dk, feas = project_plane_in_box(ga[kr, rows], c_all[kr, rows], lo[rows], hi[rows], p)
-            nk = torch.where(feas, row_norm(dk, p), torch.full_like(dk[:, 0], INF))
-            nearer = nk < best_n[rows]
-            sel = rows[nearer]
-            best_d[sel] = dk[nearer]
-            best_n[sel] = nk[nearer]
-            best_k[sel] = kr[nearer]
+        # round 1: every row's plane of least bound; round 2, in one batch: the other planes whose
+        # bound is below the distance found in round 1
+        k0 = bound.argmin(0)
+        best_d, feas = project_plane_in_box(ga[k0, ar], c_all[k0, ar], lo, hi, p)
+        best_n = torch.where(feas, row_norm(best_d, p), torch.full_like(da, INF))
+        best_k = k0.clone()
+        if k_n > 1:
+            more = bound < best_n.unsqueeze(0)
+            more[k0, ar] = False
+            kk, rr = more.nonzero(as_tuple=True)
+            if rr.numel():
+                # planes that do not cross the trust box are not projected
+                wk, ck, lk, hk = ga[kk, rr], c_all[kk, rr], lo[rr], hi[rr]
+                wl, wh = wk * lk, wk * hk
+                inb = (torch.minimum(wl, wh).sum(-1) <= ck) & (ck <= torch.maximum(wl, wh).sum(-1))
+                sel = inb.nonzero().squeeze(1)
+                kk, rr, wk, ck, lk, hk = kk[sel], rr[sel], wk[sel], ck[sel], lk[sel], hk[sel]
+                _STATS.append((act.numel(), rr.numel()))
+            if rr.numel():
+                dk, fk = project_plane_in_box(wk, ck, lk, hk, p)
+                nk = torch.where(fk, row_norm(dk, p), torch.full_like(dk[:, 0], INF))
+                low = torch.full_like(best_n, INF).scatter_reduce(0, rr, nk, "amin")
+                win = (nk == low[rr]) & (nk < best_n[rr])
+                wi = win.nonzero().squeeze(1)
+                best_d[rr[wi]] = dk[wi]
+                best_n[rr[wi]] = nk[wi]
+                best_k[rr[wi]] = kk[wi]
         cand = (z0 + best_d).clamp_(0, 1).to(dtype)
         sub = None if cands is None else cands[act]
         with torch.no_grad():
@@ -464,6 +485,13 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         g[:, ti] = gc.double()[:, take]
         radius[act] = torch.where(take, ra * 2, ra * 0.5)
         active[act] = radius[act] > 1e-7 * dist[act]
+        if owner is not None and _STOP_BEHIND:
+            # a walk that has nearly converged (trust radius under 1e-4 of its distance) at more than
+            # 0.1% behind its sample's best walk stops: it would take many steps to catch up
+            best_s = torch.full((int(owner.max()) + 1,), INF, dtype=dist.dtype, device=dist.device)
+            best_s = best_s.scatter_reduce(0, owner, dist, "amin")
+            behind = (radius < 1e-4 * dist) & (dist > (1 + _STOP_BEHIND) * best_s[owner])
+            active &= ~behind
     return xa, kinked, last_fail
 
 
@@ -543,6 +571,67 @@ def _lp_step(G, e, lo, hi, p: float):
     return np.clip(res.x[:dim], lo, hi)
 
 
+def _lp_batch(G: np.ndarray, e: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: float):
+    """Many independent problems ``min ||d_r||_p s.t. G_r d_r <= e_r, lo_r <= d_r <= hi_r`` (p = 1 or
+    inf) as one block-diagonal LP for HiGHS (one call instead of one per row: the per-call setup
+    costs far more than these small problems). ``G`` (R, m, D), ``e`` (R, m), ``lo, hi`` (R, D);
+    each cut should be scaled to a unit dual norm. Each row gets an elastic slack ``s_r >= 0`` on
+    all its cuts, priced far above any distance, so that one infeasible row cannot make the whole
+    LP infeasible. Returns ``(d (R, D), feasible (R,))``: rows that need a slack are infeasible.
+    """
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    r_n, m, dim = G.shape
+    price = 1e4
+    ar = np.arange(r_n)
+    if p == INF:  # per row: variables (d (D), t, s); rows: m cuts, then d - t <= 0 and -d - t <= 0
+        nv, nr = dim + 2, m + 2 * dim
+        vo, ro = ar * nv, ar * nr
+        # cuts: G d - s <= e
+        cr = (ro[:, None] + np.arange(m)[None, :])  # (R, m)
+        rows_c = np.repeat(cr[..., None], dim + 1, -1)
+        cols_c = np.concatenate([np.broadcast_to(vo[:, None, None] + np.arange(dim), (r_n, m, dim)),
+                                 np.broadcast_to((vo + dim + 1)[:, None, None], (r_n, m, 1))], -1)
+        vals_c = np.concatenate([G, -np.ones((r_n, m, 1))], -1)
+        # |d_i| <= t
+        ai = ro[:, None] + m + np.arange(dim)[None, :]  # (R, D)
+        di = vo[:, None] + np.arange(dim)[None, :]
+        ti = np.broadcast_to((vo + dim)[:, None], (r_n, dim))
+        rows_a = np.concatenate([ai, ai, ai + dim, ai + dim], -1)
+        cols_a = np.concatenate([di, ti, di, ti], -1)
+        vals_a = np.concatenate([np.ones((r_n, dim)), -np.ones((r_n, dim)), -np.ones((r_n, dim)), -np.ones((r_n, dim))], -1)
+        rows_all = np.concatenate([rows_c.ravel(), rows_a.ravel()])
+        cols_all = np.concatenate([cols_c.ravel(), cols_a.ravel()])
+        vals_all = np.concatenate([vals_c.ravel(), vals_a.ravel()])
+        b = np.concatenate([e, np.zeros((r_n, 2 * dim))], -1).ravel()
+        obj = np.zeros((r_n, nv))
+        obj[:, dim], obj[:, dim + 1] = 1.0, price
+        lb = np.concatenate([lo, np.zeros((r_n, 2))], -1).ravel()
+        ub = np.concatenate([hi, np.full((r_n, 2), np.inf)], -1).ravel()
+    else:  # L1, d = d+ - d-: variables (d+ (D), d- (D), s); rows: G d+ - G d- - s <= e
+        nv, nr = 2 * dim + 1, m
+        vo, ro = ar * nv, ar * nr
+        cr = ro[:, None] + np.arange(m)[None, :]
+        rows_all = np.repeat(cr[..., None], nv, -1).ravel()
+        cols_all = np.broadcast_to(vo[:, None, None] + np.arange(nv), (r_n, m, nv)).ravel()
+        vals_all = np.concatenate([G, -G, -np.ones((r_n, m, 1))], -1).ravel()
+        b = e.ravel()
+        obj = np.ones((r_n, nv))
+        obj[:, -1] = price
+        lb = np.concatenate([np.maximum(lo, 0), np.maximum(-hi, 0), np.zeros((r_n, 1))], -1).ravel()
+        ub = np.concatenate([np.maximum(hi, 0), np.maximum(-lo, 0), np.full((r_n, 1), np.inf)], -1).ravel()
+    A = sp.csr_matrix((vals_all, (rows_all, cols_all)), shape=(r_n * nr, r_n * nv))
+    res = linprog(obj.ravel(), A_ub=A, b_ub=b, bounds=np.c_[lb, ub], method="highs",
+                  options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
+    if res.status != 0:
+        return np.zeros_like(lo), np.zeros(r_n, dtype=bool)
+    x = res.x.reshape(r_n, nv)
+    d = x[:, :dim] if p == INF else x[:, :dim] - x[:, dim:2 * dim]
+    slack = x[:, -1]
+    return np.clip(d, lo, hi), slack <= 1e-9
+
+
 def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: bool, iters: int,
             overshoot: float, planes: int = 4, seed: Tensor | None = None) -> Tensor:
     """Cutting-plane trust-region steps from the boundary points ``xa`` (R, D) towards ``x0``.
@@ -578,6 +667,7 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
         if rows.size == 0:
             break
         cands, keep = [], []
+        probs = []
         for i in rows:
             tau = overshoot * dist[i]
             G = np.stack([gk for gk, _, _ in bundle[i]])
@@ -585,7 +675,27 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
             e = np.array([gk @ (ck - z0[i]) - hk - tau * _np_norm(gk, q) for gk, hk, ck in bundle[i]])
             lo = np.maximum(a[i] - radius[i], 0.0) - z0[i]
             hi = np.minimum(a[i] + radius[i], 1.0) - z0[i]
-            d = _qp_l2(G, e, lo, hi) if p == 2 else _lp_step(G, e, lo, hi, p)
+            probs.append((G, e, lo, hi))
+        if p == 2:
+            sols = [_qp_l2(*pr) for pr in probs]
+        else:
+            # one LP for all rows: cuts scaled to unit dual norm, padded to the same count by repeating
+            m = max(pr[0].shape[0] for pr in probs)
+            Gs = np.zeros((len(probs), m, z0.shape[1]))
+            es = np.zeros((len(probs), m))
+            for j, (G, e, _, _) in enumerate(probs):
+                nrm = np.maximum(np.abs(G).max(1) if p == 1 else np.abs(G).sum(1), 1e-300)
+                G, e = G / nrm[:, None], e / nrm
+                k = G.shape[0]
+                Gs[j, :k], es[j, :k] = G, e
+                Gs[j, k:], es[j, k:] = G[0], e[0]
+            los, his = np.stack([pr[2] for pr in probs]), np.stack([pr[3] for pr in probs])
+            sols = []
+            for j in range(0, len(probs), _LP_BLOCK):  # HiGHS's time grows faster than its size
+                d_all, feas = _lp_batch(Gs[j:j + _LP_BLOCK], es[j:j + _LP_BLOCK], los[j:j + _LP_BLOCK],
+                                        his[j:j + _LP_BLOCK], p)
+                sols += [d if f else None for d, f in zip(d_all, feas)]
+        for i, d in zip(rows, sols):
             if d is None:
                 radius[i] *= 0.5
                 active[i] = radius[i] > 1e-7 * dist[i]
