@@ -51,8 +51,18 @@ _LP_BLOCK = 32  # rows per polish LP
 _STATS = []
 _STOP_BEHIND = 1e-3
 _FIRST_RANDOM = 0
-_FOLD_FRAC = 0.02
-_FIRST_RANDOM_KEEP = 0
+_FOLD_FRAC = 0.05
+_FIRST_NEAREST = 32
+_FIRST_KEEP = 5
+_ESC_KEEP = 5
+_WALK_TOL = 1e-5
+_R0 = 0.5
+_FOLD_RAYS = 16
+_FOLD_STEPS = 100
+_FOLD_POLISH = 40
+_BEHIND_R = 1e-4
+_FIRST_NEAREST_KEEP = 0
+_ESC_FAR = 8
 _FIRST_STEPS = 50
 _FIRST_POLISH = 4
 _FIRST_RAYS = 4
@@ -132,8 +142,8 @@ def boundary(
     far: int | None = None,
     pool: Tensor | None = None,
     pool_adv: Tensor | None = None,
-    random_starts: int = 8,
-    nearest: int = 4,
+    random_starts: int = 32,
+    nearest: int = 32,
     rays: int = 16,
     candidates: int | None = None,
     overshoot: float = 1e-5,
@@ -249,16 +259,20 @@ def boundary(
     staged = escalate is not None and n_far == 0
     if staged and _FIRST_FAR and pool is not None:
         # the first pass also walks from the nearest training points of other classes
-        fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_FAR + _FIRST_RANDOM_KEEP, nearest=_FIRST_FAR,
-                            random=_FIRST_RANDOM, targeted=targeted, seed=seed, search_steps=search_steps)
+        fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_FAR, nearest=_FIRST_FAR,
+                            random=0, targeted=targeted, seed=seed, search_steps=search_steps)
         cand = cand + [(fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
+        if _FIRST_NEAREST_KEEP:
+            fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_NEAREST_KEEP, nearest=_FIRST_NEAREST,
+                                random=_FIRST_RANDOM, targeted=targeted, seed=seed, search_steps=search_steps)
+            cand = cand + [(fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
     # a staged first pass is light: 4 rays, the 3 most likely other classes, one walk per sample
     # polished with 4 cuts
     first_k = candidates if not staged else (_FIRST_K if candidates is None else min(candidates, _FIRST_K or 99))
     best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted,
                              min(steps, _FIRST_STEPS) if staged else steps, overshoot,
                              search_steps, min(polish, _FIRST_POLISH) if staged else polish, 1 if staged else polish_rows,
-                             first_k, min(rays, _FIRST_RAYS) if staged else rays, seed)
+                             first_k, min(rays, _FIRST_RAYS) if staged else rays, seed, _FIRST_KEEP if staged else None)
     if staged:
         # effort where it pays: a first pass that found a nearer point than every start (by more than
         # ``escalate``), or had no start, marks a folded boundary; search those samples from far away
@@ -270,19 +284,25 @@ def boundary(
         gain = d_start / best_r - 1  # how much the first pass beat the starts
         n_todo = int(todo.sum())
         folded = int((todo & (gain > 10 * escalate)).sum()) >= max(1, _FOLD_FRAC * n_todo)
-        _STATS.append(('esc', int(hard_n := (todo & ((gain > escalate) | ~torch.isfinite(d_start))).sum()), int((todo & (gain > 10 * escalate)).sum())))
-        # a folded boundary (several points improved by over 10 x escalate): search every point again
-        hard = todo if folded else todo & ((gain > escalate) | ~torch.isfinite(d_start))
-        if bool(hard.any()):
-            i = hard.nonzero().squeeze(1)
+        hard = todo & ((gain > escalate) | ~torch.isfinite(d_start))
+        _STATS.append(('esc', int(hard.sum()), int((todo & (gain > 10 * escalate)).sum())))
+        # the points that improved: a full search from far away; on a folded boundary (several points
+        # improved by over 10 x escalate) every other point too, from far starts only
+        groups = [(hard, rays, steps, polish)]
+        if folded:
+            groups.append((todo & ~hard, _FOLD_RAYS, _FOLD_STEPS, _FOLD_POLISH))
+        for grp, g_rays, g_steps, g_polish in groups:
+            if not bool(grp.any()):
+                continue
+            i = grp.nonzero().squeeze(1)
             fs, ok = far_starts(model, x0[i], labels[i], norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
-                                keep=8, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
+                                keep=_ESC_FAR, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
                                 search_steps=search_steps)
             near = torch.where(torch.isfinite(best_r[i]).unsqueeze(1), best_x[i], f0[i])
             sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1)),
                    (fs.reshape(i.numel(), fs.shape[1], -1), ok)]
-            bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, steps,
-                             overshoot, search_steps, polish, max(polish_rows, 2), candidates, rays, seed + 2)
+            bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, g_steps,
+                             overshoot, search_steps, g_polish, max(polish_rows, 2), candidates, g_rays, seed + 2, _ESC_KEEP)
             better = br < best_r[i]
             best_x[i[better]] = bx[better]
             best_r[i[better]] = br[better]
@@ -295,7 +315,7 @@ def boundary(
 
 
 def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot, search_steps, polish,
-            polish_rows, candidates, rays, seed):
+            polish_rows, candidates, rays, seed, keep=None):
     """Walks from the candidate starts ``cand`` (list of ((B, S, D) points, (B, S) masks)) and from
     ``rays`` ray starts near the nearest of them, then the cutting-plane polish. Returns each
     sample's best point (B, D) and its distance (B,) (inf where none)."""
@@ -336,7 +356,7 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
                           ys, targeted, search_steps))
     cands_all = None if targeted else candidate_classes(logits, labels, candidates)
     xa, kinked, last_fail = _walk(model, xs0, xa, ys, shape, p, targeted, steps, overshoot,
-                                  None if cands_all is None else cands_all[owner], owner)
+                                  None if cands_all is None else cands_all[owner], owner, keep)
     dist = row_norm(xa - xs0, p)
     if polish and polish_rows:
         # polish each sample's polish_rows nearest walks (ties to one basin are common: rank, then pick)
@@ -359,6 +379,7 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
         valid = is_adversarial(model(xa.view(-1, *shape)), ys, targeted)
     dist = torch.where(valid, dist, torch.full_like(dist, INF))
     best = torch.full((b,), INF, device=x0.device, dtype=dist.dtype).scatter_reduce(0, owner, dist, "amin")
+    _STATS.append(('walks', owner.clone(), dist.clone(), b))
     pick = torch.zeros(b, dtype=torch.long, device=x0.device)
     is_best = (dist == best[owner]) & torch.isfinite(dist)
     pick.scatter_(0, owner[is_best], is_best.nonzero().squeeze(1))
@@ -405,7 +426,8 @@ def _pair_planes(model, x: Tensor, ys: Tensor, cands: Tensor | None, targeted: b
 
 
 def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: bool, steps: int,
-          overshoot: float, cands: Tensor | None = None, owner: Tensor | None = None) -> Tensor:
+          overshoot: float, cands: Tensor | None = None, owner: Tensor | None = None,
+          keep: int | None = None) -> Tensor:
     """Trust-region steps along the boundary from the adversarial points ``xa`` (R, D) towards ``x0``.
 
     Each step solves the trust-region problem for every candidate pair's linearised boundary and
@@ -415,10 +437,18 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
     dtype = xa.dtype
     xa = xa.clone()
     dist = row_norm(xa - x0, p).double()
-    radius = (xa - x0).abs().amax(1).double() * 0.5  # half-width of the Linf trust region
+    radius = (xa - x0).abs().amax(1).double() * _R0  # half-width of the Linf trust region
     with torch.no_grad():
         _, h, g = _pair_planes(model, xa.view(-1, *shape), ys, cands, targeted)
     h, g = h.double(), g.double()  # (R, K), (K, R, D)
+    if keep is not None and cands is not None and cands.shape[1] > keep:
+        # keep, per walk, the classes whose boundary linearised at its start lies nearest x0
+        q0 = dual(p)
+        near = ((g * (xa - x0).double().unsqueeze(0)).sum(-1) - h.t()).abs() / row_norm(g, q0).clamp_min(1e-300)
+        sel = near.topk(keep, dim=0, largest=False).indices  # (keep, R)
+        cands = cands.gather(1, sel.t())
+        h = h.gather(1, sel.t())
+        g = g.gather(0, sel.unsqueeze(-1).expand(-1, -1, g.shape[-1]))
     k_n = h.shape[1]
     active = torch.isfinite(dist) & (dist > 0)
     kinked = torch.zeros(xa.shape[0], dtype=torch.bool, device=xa.device)
@@ -448,6 +478,7 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
             more = bound < best_n.unsqueeze(0)
             more[k0, ar] = False
             kk, rr = more.nonzero(as_tuple=True)
+            _STATS.append((act.numel(), rr.numel()))
             if rr.numel():
                 # planes that do not cross the trust box are not projected
                 wk, ck, lk, hk = ga[kk, rr], c_all[kk, rr], lo[rr], hi[rr]
@@ -484,13 +515,13 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         h[ti] = hc.double()[take]
         g[:, ti] = gc.double()[:, take]
         radius[act] = torch.where(take, ra * 2, ra * 0.5)
-        active[act] = radius[act] > 1e-7 * dist[act]
+        active[act] = radius[act] > _WALK_TOL * dist[act]
         if owner is not None and _STOP_BEHIND:
             # a walk that has nearly converged (trust radius under 1e-4 of its distance) at more than
             # 0.1% behind its sample's best walk stops: it would take many steps to catch up
             best_s = torch.full((int(owner.max()) + 1,), INF, dtype=dist.dtype, device=dist.device)
             best_s = best_s.scatter_reduce(0, owner, dist, "amin")
-            behind = (radius < 1e-4 * dist) & (dist > (1 + _STOP_BEHIND) * best_s[owner])
+            behind = (radius < _BEHIND_R * dist) & (dist > (1 + _STOP_BEHIND) * best_s[owner])
             active &= ~behind
     return xa, kinked, last_fail
 
