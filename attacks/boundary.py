@@ -62,7 +62,9 @@ _FOLD_STEPS = 100
 _FOLD_POLISH = 40
 _BEHIND_R = 1e-4
 _FIRST_NEAREST_KEEP = 2
-_ESC_FAR = 16
+_ESC_FAR = 32
+_FOLD_MULT = 1
+_SHRINK = 0.25
 _FIRST_STEPS = 50
 _FIRST_POLISH = 4
 _FIRST_RAYS = 4
@@ -150,7 +152,7 @@ def boundary(
     search_steps: int = 16,
     polish: int = 40,
     polish_rows: int = 2,
-    escalate: float | None = 1e-3,
+    escalate: float | None = 1e-2,
     bad_starts: str = "error",
     seed: int = 0,
 ) -> Tensor:
@@ -283,9 +285,9 @@ def boundary(
             d_start = torch.full((b,), INF, device=x0.device, dtype=x0.dtype)
         gain = d_start / best_r - 1  # how much the first pass beat the starts
         n_todo = int(todo.sum())
-        folded = int((todo & (gain > 10 * escalate)).sum()) >= max(1, _FOLD_FRAC * n_todo)
+        folded = int((todo & (gain > _FOLD_MULT * escalate)).sum()) >= max(1, _FOLD_FRAC * n_todo)
         hard = todo & ((gain > escalate) | ~torch.isfinite(d_start))
-        _STATS.append(('esc', int(hard.sum()), int((todo & (gain > 10 * escalate)).sum())))
+        _STATS.append(('esc', int(hard.sum()), int((todo & (gain > _FOLD_MULT * escalate)).sum())))
         # the points that improved: a full search from far away; on a folded boundary (several points
         # improved by over 10 x escalate) every other point too, from far starts only
         groups = [(hard, rays, steps, polish)]
@@ -514,7 +516,7 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         last_fail[fi] = cand[~take & crossed]
         h[ti] = hc.double()[take]
         g[:, ti] = gc.double()[:, take]
-        radius[act] = torch.where(take, ra * 2, ra * 0.5)
+        radius[act] = torch.where(take, ra * 2, ra * _SHRINK)
         active[act] = radius[act] > _WALK_TOL * dist[act]
         if owner is not None and _STOP_BEHIND:
             # a walk that has nearly converged (trust radius under 1e-4 of its distance) at more than
