@@ -57,14 +57,16 @@ _FIRST_KEEP = 5
 _ESC_KEEP = 5
 _WALK_TOL = 1e-5
 _R0 = 0.5
-_FOLD_RAYS = 16
-_FOLD_STEPS = 100
-_FOLD_POLISH = 40
+_FOLD_RAYS = 0
+_FOLD_STEPS = 50
+_FOLD_POLISH = 4
 _BEHIND_R = 1e-4
 _FIRST_NEAREST_KEEP = 2
 _ESC_FAR = 32
 _FOLD_MULT = 1
 _SHRINK = 0.25
+_FOLD_FAR = 32
+_FOLD_ROWS = 1
 _FIRST_STEPS = 50
 _FIRST_POLISH = 4
 _FIRST_RAYS = 4
@@ -290,21 +292,21 @@ def boundary(
         _STATS.append(('esc', int(hard.sum()), int((todo & (gain > _FOLD_MULT * escalate)).sum())))
         # the points that improved: a full search from far away; on a folded boundary (several points
         # improved by over 10 x escalate) every other point too, from far starts only
-        groups = [(hard, rays, steps, polish)]
+        groups = [(hard, rays, steps, polish, _ESC_FAR, max(polish_rows, 2))]
         if folded:
-            groups.append((todo & ~hard, _FOLD_RAYS, _FOLD_STEPS, _FOLD_POLISH))
-        for grp, g_rays, g_steps, g_polish in groups:
+            groups.append((todo & ~hard, _FOLD_RAYS, _FOLD_STEPS, _FOLD_POLISH, _FOLD_FAR, _FOLD_ROWS))
+        for grp, g_rays, g_steps, g_polish, g_far, g_rows in groups:
             if not bool(grp.any()):
                 continue
             i = grp.nonzero().squeeze(1)
             fs, ok = far_starts(model, x0[i], labels[i], norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
-                                keep=_ESC_FAR, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
+                                keep=g_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
                                 search_steps=search_steps)
             near = torch.where(torch.isfinite(best_r[i]).unsqueeze(1), best_x[i], f0[i])
             sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1)),
                    (fs.reshape(i.numel(), fs.shape[1], -1), ok)]
             bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, g_steps,
-                             overshoot, search_steps, g_polish, max(polish_rows, 2), candidates, g_rays, seed + 2, _ESC_KEEP)
+                             overshoot, search_steps, g_polish, g_rows, candidates, g_rays, seed + 2, _ESC_KEEP)
             better = br < best_r[i]
             best_x[i[better]] = bx[better]
             best_r[i[better]] = br[better]
