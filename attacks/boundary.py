@@ -45,31 +45,17 @@ from ._common import INF, check_inputs, check_norm, dual, flat, is_adversarial, 
 from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box, row_norm
 
 _NORMS = (1.0, 2.0, INF)
-_FIRST_FAR = 2  # far starts (nearest pool points of other classes) in a staged first pass
-_FIRST_K = None  # all classes
-_LP_BLOCK = 32  # rows per polish LP
-_STATS = []
-_STOP_BEHIND = 1e-3
-_FIRST_RANDOM = 0
-_FOLD_FRAC = 0.05
-_FIRST_NEAREST = 32
-_FIRST_KEEP = 5
-_ESC_KEEP = 5
-_WALK_TOL = 1e-5
-_R0 = 0.5
-_FOLD_RAYS = 0
-_FOLD_STEPS = 50
-_FOLD_POLISH = 4
-_BEHIND_R = 1e-4
-_FIRST_NEAREST_KEEP = 2
-_ESC_FAR = 32
-_FOLD_MULT = 1
-_SHRINK = 0.25
-_FOLD_FAR = 32
-_FOLD_ROWS = 1
-_FIRST_STEPS = 50
-_FIRST_POLISH = 4
-_FIRST_RAYS = 4
+# The staged search (``escalate``, see :func:`boundary`). Chosen on experiments/bench_exact_radii.py.
+_FIRST_STEPS, _FIRST_RAYS, _FIRST_POLISH = 50, 4, 4  # the light first pass
+_FIRST_NEAREST = 2  # first pass: starts at the 2 nearest pool points of another class, and at the
+_FIRST_BISECTED = (32, 2)  # 2 of the 32 nearest that lie nearest after bisection onto the boundary
+_CLASSES = 5  # classes per walk in the staged passes: nearest linearised boundaries at its start
+_FAR = 32  # far starts per point in an escalated search
+_FOLDED = 0.05  # share of the points improving by more than ``escalate`` that marks a folded batch
+_LP_BLOCK = 32  # polish problems per HiGHS call: its time grows faster than the problem's size
+_SHRINK = 0.25  # trust radius factor after a failed step (x2 after a taken one)
+_TOL = 1e-5  # a walk ends when its trust radius falls under this fraction of its distance
+_BEHIND = 1e-3  # ... or when it is this much behind its sample's best walk with a radius under 1e-4
 
 
 def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
@@ -261,22 +247,22 @@ def boundary(
                             keep=n_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed, search_steps=search_steps)
         cand.append((fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
     staged = escalate is not None and n_far == 0
-    if staged and _FIRST_FAR and pool is not None:
-        # the first pass also walks from the nearest training points of other classes
-        fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_FAR, nearest=_FIRST_FAR,
-                            random=0, targeted=targeted, seed=seed, search_steps=search_steps)
-        cand = cand + [(fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
-        if _FIRST_NEAREST_KEEP:
-            fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_NEAREST_KEEP, nearest=_FIRST_NEAREST,
-                                random=_FIRST_RANDOM, targeted=targeted, seed=seed, search_steps=search_steps)
-            cand = cand + [(fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
-    # a staged first pass is light: 4 rays, the 3 most likely other classes, one walk per sample
-    # polished with 4 cuts
-    first_k = candidates if not staged else (_FIRST_K if candidates is None else min(candidates, _FIRST_K or 99))
-    best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted,
-                             min(steps, _FIRST_STEPS) if staged else steps, overshoot,
-                             search_steps, min(polish, _FIRST_POLISH) if staged else polish, 1 if staged else polish_rows,
-                             first_k, min(rays, _FIRST_RAYS) if staged else rays, seed, _FIRST_KEEP if staged else None)
+    if staged and pool is not None:
+        # the first pass also walks from the nearest pool points of other classes, and from those of
+        # the 32 nearest that are nearest once bisected onto the boundary (often other ones)
+        for near_n, keep_n in ((_FIRST_NEAREST, _FIRST_NEAREST), _FIRST_BISECTED):
+            fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=keep_n, nearest=near_n, random=0,
+                                targeted=targeted, seed=seed, search_steps=search_steps)
+            cand.append((fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
+    if staged:
+        # light: 50 steps, 4 rays, the 5 classes whose boundary is nearest, one walk per sample
+        # polished with 4 cuts
+        best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted,
+                                 min(steps, _FIRST_STEPS), overshoot, search_steps, min(polish, _FIRST_POLISH), 1,
+                                 candidates, min(rays, _FIRST_RAYS), seed, _CLASSES)
+    else:
+        best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot,
+                                 search_steps, polish, polish_rows, candidates, rays, seed)
     if staged:
         # effort where it pays: a first pass that found a nearer point than every start (by more than
         # ``escalate``), or had no start, marks a folded boundary; search those samples from far away
@@ -286,27 +272,25 @@ def boundary(
         else:
             d_start = torch.full((b,), INF, device=x0.device, dtype=x0.dtype)
         gain = d_start / best_r - 1  # how much the first pass beat the starts
-        n_todo = int(todo.sum())
-        folded = int((todo & (gain > _FOLD_MULT * escalate)).sum()) >= max(1, _FOLD_FRAC * n_todo)
         hard = todo & ((gain > escalate) | ~torch.isfinite(d_start))
-        _STATS.append(('esc', int(hard.sum()), int((todo & (gain > _FOLD_MULT * escalate)).sum())))
-        # the points that improved: a full search from far away; on a folded boundary (several points
-        # improved by over 10 x escalate) every other point too, from far starts only
-        groups = [(hard, rays, steps, polish, _ESC_FAR, max(polish_rows, 2))]
+        folded = int((todo & (gain > escalate)).sum()) >= max(1, _FOLDED * int(todo.sum()))
+        # the points that improved: a full search from 32 far starts, rays and the full polish; on a
+        # folded boundary every other point too, from the far starts alone (50 steps, 4 cuts)
+        groups = [(hard, rays, steps, polish, max(polish_rows, 2))]
         if folded:
-            groups.append((todo & ~hard, _FOLD_RAYS, _FOLD_STEPS, _FOLD_POLISH, _FOLD_FAR, _FOLD_ROWS))
-        for grp, g_rays, g_steps, g_polish, g_far, g_rows in groups:
+            groups.append((todo & ~hard, 0, min(steps, _FIRST_STEPS), min(polish, _FIRST_POLISH), 1))
+        for grp, g_rays, g_steps, g_polish, g_rows in groups:
             if not bool(grp.any()):
                 continue
             i = grp.nonzero().squeeze(1)
             fs, ok = far_starts(model, x0[i], labels[i], norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
-                                keep=g_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
+                                keep=_FAR, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
                                 search_steps=search_steps)
             near = torch.where(torch.isfinite(best_r[i]).unsqueeze(1), best_x[i], f0[i])
             sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1)),
                    (fs.reshape(i.numel(), fs.shape[1], -1), ok)]
             bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, g_steps,
-                             overshoot, search_steps, g_polish, g_rows, candidates, g_rays, seed + 2, _ESC_KEEP)
+                             overshoot, search_steps, g_polish, g_rows, candidates, g_rays, seed + 2, _CLASSES)
             better = br < best_r[i]
             best_x[i[better]] = bx[better]
             best_r[i[better]] = br[better]
@@ -383,7 +367,6 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
         valid = is_adversarial(model(xa.view(-1, *shape)), ys, targeted)
     dist = torch.where(valid, dist, torch.full_like(dist, INF))
     best = torch.full((b,), INF, device=x0.device, dtype=dist.dtype).scatter_reduce(0, owner, dist, "amin")
-    _STATS.append(('walks', owner.clone(), dist.clone(), b))
     pick = torch.zeros(b, dtype=torch.long, device=x0.device)
     is_best = (dist == best[owner]) & torch.isfinite(dist)
     pick.scatter_(0, owner[is_best], is_best.nonzero().squeeze(1))
@@ -441,14 +424,13 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
     dtype = xa.dtype
     xa = xa.clone()
     dist = row_norm(xa - x0, p).double()
-    radius = (xa - x0).abs().amax(1).double() * _R0  # half-width of the Linf trust region
+    radius = (xa - x0).abs().amax(1).double() * 0.5  # half-width of the Linf trust region
     with torch.no_grad():
         _, h, g = _pair_planes(model, xa.view(-1, *shape), ys, cands, targeted)
     h, g = h.double(), g.double()  # (R, K), (K, R, D)
     if keep is not None and cands is not None and cands.shape[1] > keep:
         # keep, per walk, the classes whose boundary linearised at its start lies nearest x0
-        q0 = dual(p)
-        near = ((g * (xa - x0).double().unsqueeze(0)).sum(-1) - h.t()).abs() / row_norm(g, q0).clamp_min(1e-300)
+        near = ((g * (xa - x0).double().unsqueeze(0)).sum(-1) - h.t()).abs() / row_norm(g, q).clamp_min(1e-300)
         sel = near.topk(keep, dim=0, largest=False).indices  # (keep, R)
         cands = cands.gather(1, sel.t())
         h = h.gather(1, sel.t())
@@ -482,7 +464,6 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
             more = bound < best_n.unsqueeze(0)
             more[k0, ar] = False
             kk, rr = more.nonzero(as_tuple=True)
-            _STATS.append((act.numel(), rr.numel()))
             if rr.numel():
                 # planes that do not cross the trust box are not projected
                 wk, ck, lk, hk = ga[kk, rr], c_all[kk, rr], lo[rr], hi[rr]
@@ -490,7 +471,6 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
                 inb = (torch.minimum(wl, wh).sum(-1) <= ck) & (ck <= torch.maximum(wl, wh).sum(-1))
                 sel = inb.nonzero().squeeze(1)
                 kk, rr, wk, ck, lk, hk = kk[sel], rr[sel], wk[sel], ck[sel], lk[sel], hk[sel]
-                _STATS.append((act.numel(), rr.numel()))
             if rr.numel():
                 dk, fk = project_plane_in_box(wk, ck, lk, hk, p)
                 nk = torch.where(fk, row_norm(dk, p), torch.full_like(dk[:, 0], INF))
@@ -511,22 +491,22 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         xa[ti] = cand[take]
         dist[ti] = dc[take]
         # a rejected step whose chosen pair has another gradient at the candidate crossed a kink
-        g_old, g_new = ga[best_k, ar], gc.double()[best_k, ar]
+        gc = gc.double()
+        g_old, g_new = ga[best_k, ar], gc[best_k, ar]
         crossed = row_norm(g_new - g_old, 2.0) > 1e-6 * row_norm(g_old, 2.0)
         fi = act[~take & crossed]
         kinked[fi] = True  # sticky: near a kink the last rejections may stay inside one piece
         last_fail[fi] = cand[~take & crossed]
         h[ti] = hc.double()[take]
-        g[:, ti] = gc.double()[:, take]
+        g[:, ti] = gc[:, take]
         radius[act] = torch.where(take, ra * 2, ra * _SHRINK)
-        active[act] = radius[act] > _WALK_TOL * dist[act]
-        if owner is not None and _STOP_BEHIND:
+        active[act] = radius[act] > _TOL * dist[act]
+        if owner is not None:
             # a walk that has nearly converged (trust radius under 1e-4 of its distance) at more than
             # 0.1% behind its sample's best walk stops: it would take many steps to catch up
             best_s = torch.full((int(owner.max()) + 1,), INF, dtype=dist.dtype, device=dist.device)
             best_s = best_s.scatter_reduce(0, owner, dist, "amin")
-            behind = (radius < _BEHIND_R * dist) & (dist > (1 + _STOP_BEHIND) * best_s[owner])
-            active &= ~behind
+            active &= ~((radius < 1e-4 * dist) & (dist > (1 + _BEHIND) * best_s[owner]))
     return xa, kinked, last_fail
 
 
@@ -635,7 +615,8 @@ def _lp_batch(G: np.ndarray, e: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: f
         ti = np.broadcast_to((vo + dim)[:, None], (r_n, dim))
         rows_a = np.concatenate([ai, ai, ai + dim, ai + dim], -1)
         cols_a = np.concatenate([di, ti, di, ti], -1)
-        vals_a = np.concatenate([np.ones((r_n, dim)), -np.ones((r_n, dim)), -np.ones((r_n, dim)), -np.ones((r_n, dim))], -1)
+        ones = np.ones((r_n, dim))
+        vals_a = np.concatenate([ones, -ones, -ones, -ones], -1)
         rows_all = np.concatenate([rows_c.ravel(), rows_a.ravel()])
         cols_all = np.concatenate([cols_c.ravel(), cols_a.ravel()])
         vals_all = np.concatenate([vals_c.ravel(), vals_a.ravel()])
