@@ -24,16 +24,20 @@ and Linf: ``delta_i = clip(lam v_i, lo_i, hi_i)`` with ``v = w`` or ``sign(w)`` 
 ``lam`` of a monotone piecewise-linear equation, found on its linear piece after one sort of the
 knees). ``tau`` aims a hair past the linearised boundary (a relative ``overshoot`` of the
 distance). The step is taken when the new point is adversarial and nearer to ``x0``; then ``r``
-doubles, otherwise it halves. A walk ends when ``r`` falls below ``1e-7`` of its distance or after
-``steps`` steps. Each step linearises the pair of the label and each candidate class and takes the
-nearest solution. Walks that end against a convex kink are polished with cutting planes
-(:func:`_polish`). Brendel et al. use an L2 trust region and a dual solver per norm; the box-shaped
-region used here keeps every step an exact projection.
+doubles, otherwise it shrinks 4-fold. A walk ends when ``r`` falls below ``1e-5`` of its distance,
+when it has nearly converged (``r`` under 1e-4 of its distance) 0.1% or more behind its sample's
+best walk, or after ``steps`` steps. Each step linearises the pair of the label and each candidate
+class and takes the nearest solution. Walks that end against a convex kink are polished with
+cutting planes (:func:`_polish`). Brendel et al. use an L2 trust region and a dual solver per norm;
+the box-shaped region used here keeps every step an exact projection.
 
 Cost per step and walk: one forward pass at the candidate point and one backward pass per candidate
-class (the gradients are kept for the next step when the step is taken), plus one or two plane
-projections. All walks of a batch (``B x S`` rows for ``S`` starts per sample) run together;
-finished walks leave the batch.
+class (the gradients are kept for the next step when the step is taken), plus the plane
+projections: every walk's plane of least unconstrained distance in one batch, then, in a second
+batch, the other planes that cross the trust box and whose unconstrained distance can still beat
+the first. All walks of a batch (``B x S`` rows for ``S`` starts per sample) run together; finished
+walks leave the batch. The polish's small LPs (L1, Linf) go to HiGHS 32 rows per call, as one
+block-diagonal LP.
 """
 from __future__ import annotations
 
@@ -170,16 +174,19 @@ def boundary(
     pool_adv : Tensor, optional
         (M, ...) adversarial points already found for other samples, also candidates.
     random_starts : int
-        Random points of the box tried per sample as far starts.
+        Random points of the box tried per sample as far starts (candidates: the nearest after
+        bisection are kept).
     nearest : int
-        Nearest points of ``pool`` and of ``pool_adv`` tried per sample as far starts.
+        Nearest points of ``pool`` and of ``pool_adv`` tried per sample as far starts (candidates,
+        as ``random_starts``).
     rays : int
         Restarts near the nearest start found (:func:`attacks.starts.ray_starts`): random rays
         around its direction, brought to the boundary and walked.
     candidates : int or None
         The walk linearises the pairs (label, k) for the ``candidates`` classes k most likely at
-        the input (None: all) and steps towards the nearest (planes whose unconstrained distance
-        cannot beat the nearest so far are not projected); targeted walks use the target.
+        the input (None: all; in the staged passes of ``escalate``, the 5 of them whose boundary
+        is nearest at the walk's start) and steps towards the nearest (planes whose unconstrained
+        distance cannot beat the nearest so far are not projected); targeted walks use the target.
     overshoot : float
         Each step aims past the linearised boundary by this fraction of the current distance.
     search_steps : int
@@ -190,14 +197,17 @@ def boundary(
     polish_rows : int
         How many of each sample's walks (the nearest ones) are polished.
     escalate : float or None
-        Effort where it pays: with starts given and no ``far`` starts asked for, a first pass walks
-        (50 steps) from the starts, from the 2 nearest points of ``pool`` in another class and from
-        4 rays, on the 3 most likely other classes, and polishes one walk per sample with at most 4
-        cuts. Samples
-        where it beat every start by more than this relative amount, or that had no start, are
-        searched again from 8 far starts and ``rays`` rays with the full polish; when at least
-        2% of the samples (and at least one) improved by more than ten times this amount, the
-        boundary is folded and every sample is. None: one pass with everything.
+        Effort where it pays, with starts given and no ``far`` starts asked for. A light first pass
+        walks (50 steps) from the starts, from the 2 nearest points of ``pool`` in another class,
+        from the 2 of its 32 nearest that lie nearest once bisected onto the boundary and from 4
+        rays; each walk linearises the 5 classes whose boundary, linearised at its start, lies
+        nearest the input; one walk per sample is polished with at most 4 cuts. Samples where it
+        beat every start by more than this relative amount, or that had no start, are searched
+        again from 32 far starts (``nearest`` pool points, ``nearest`` points of ``pool_adv``,
+        ``random_starts`` random points: the 32 nearest after bisection) and ``rays`` rays with
+        ``steps`` steps and the full polish. When at least 5% of the samples (and at least one)
+        improved so, the boundary is folded and every other sample is searched again from the 32
+        far starts alone (50 steps, 4 cuts). None: one pass with everything.
     bad_starts : str
         ``"error"``: a given start that is not adversarial is a ValueError; ``"drop"``: it is
         ignored (the cascade passes points verified in another batch, where rounding at the
