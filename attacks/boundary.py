@@ -429,12 +429,15 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
 
     Each step solves the trust-region problem for every candidate pair's linearised boundary and
     takes the solution nearest ``x0``, so a walk can move from one class's boundary to another's.
+    ``owner`` (R,) names each walk's sample (for the stop of walks far behind their sample's best);
+    ``keep``: each walk linearises only the ``keep`` candidate classes whose boundary, linearised
+    at its start, lies nearest ``x0``. The walks that are still going are kept packed (finished
+    ones are written out and dropped), so a step touches only live rows.
     """
     q = dual(p)
     dtype = xa.dtype
     xa = xa.clone()
-    dist = row_norm(xa - x0, p).double()
-    radius = (xa - x0).abs().amax(1).double() * 0.5  # half-width of the Linf trust region
+    dist_all = row_norm(xa - x0, p).double()
     with torch.no_grad():
         _, h, g = _pair_planes(model, xa.view(-1, *shape), ys, cands, targeted)
     h, g = h.double(), g.double()  # (R, K), (K, R, D)
@@ -446,37 +449,40 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
         h = h.gather(1, sel.t())
         g = g.gather(0, sel.unsqueeze(-1).expand(-1, -1, g.shape[-1]))
     k_n = h.shape[1]
-    active = torch.isfinite(dist) & (dist > 0)
     kinked = torch.zeros(xa.shape[0], dtype=torch.bool, device=xa.device)
     last_fail = xa.clone()
+    # the live walks, packed: idx (their rows), their points, distances, trust radii and planes
+    idx = (torch.isfinite(dist_all) & (dist_all > 0)).nonzero().squeeze(1)
+    cur, z0 = xa[idx], x0[idx].double()
+    dist, radius = dist_all[idx], (cur - x0[idx]).abs().amax(1).double() * 0.5  # half-width of the trust box
+    h, g, ysl = h[idx], g[:, idx], ys[idx]
+    cl = None if cands is None else cands[idx]
+    n_s = None if owner is None else int(owner.max()) + 1
     for _ in range(steps):
-        act = active.nonzero().squeeze(1)
-        if act.numel() == 0:
+        n = idx.numel()
+        if n == 0:
             break
-        a, z0, ra, da = xa[act].double(), x0[act].double(), radius[act], dist[act]
-        ga, ha = g[:, act], h[act]  # (K, A, D), (A, K)
-        lo = torch.clamp(a - ra.unsqueeze(1), min=0.0) - z0
-        hi = torch.clamp(a + ra.unsqueeze(1), max=1.0) - z0
+        a = cur.double()
+        lo = torch.clamp(a - radius.unsqueeze(1), min=0.0) - z0
+        hi = torch.clamp(a + radius.unsqueeze(1), max=1.0) - z0
         # every pair's plane g_k . delta = c_k (delta = z - x0, aiming tau past it); its unconstrained
-        # distance |c_k| / ||g_k||_q bounds its distance within the box from below, so the planes are
-        # projected nearest-bound first, and each only on the rows where it can still be nearer
-        g_dual = row_norm(ga, q)  # (K, A)
-        c_all = (ga * (a - z0).unsqueeze(0)).sum(-1) - ha.t() - overshoot * da.unsqueeze(0) * g_dual
+        # distance |c_k| / ||g_k||_q bounds its distance within the box from below
+        g_dual = row_norm(g, q)  # (K, n)
+        c_all = (g * (a - z0).unsqueeze(0)).sum(-1) - h.t() - overshoot * dist.unsqueeze(0) * g_dual
         bound = c_all.abs() / g_dual.clamp_min(1e-300)
-        ar = torch.arange(act.numel(), device=xa.device)
-        # round 1: every row's plane of least bound; round 2, in one batch: the other planes whose
-        # bound is below the distance found in round 1
+        ar = torch.arange(n, device=xa.device)
+        # round 1: every row's plane of least bound; round 2, in one batch: the other planes that
+        # cross the trust box and whose bound is below the distance found in round 1
         k0 = bound.argmin(0)
-        best_d, feas = project_plane_in_box(ga[k0, ar], c_all[k0, ar], lo, hi, p)
-        best_n = torch.where(feas, row_norm(best_d, p), torch.full_like(da, INF))
+        best_d, feas = project_plane_in_box(g[k0, ar], c_all[k0, ar], lo, hi, p)
+        best_n = torch.where(feas, row_norm(best_d, p), torch.full_like(dist, INF))
         best_k = k0.clone()
         if k_n > 1:
             more = bound < best_n.unsqueeze(0)
             more[k0, ar] = False
             kk, rr = more.nonzero(as_tuple=True)
             if rr.numel():
-                # planes that do not cross the trust box are not projected
-                wk, ck, lk, hk = ga[kk, rr], c_all[kk, rr], lo[rr], hi[rr]
+                wk, ck, lk, hk = g[kk, rr], c_all[kk, rr], lo[rr], hi[rr]
                 wl, wh = wk * lk, wk * hk
                 inb = (torch.minimum(wl, wh).sum(-1) <= ck) & (ck <= torch.maximum(wl, wh).sum(-1))
                 sel = inb.nonzero().squeeze(1)
@@ -485,38 +491,42 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
                 dk, fk = project_plane_in_box(wk, ck, lk, hk, p)
                 nk = torch.where(fk, row_norm(dk, p), torch.full_like(dk[:, 0], INF))
                 low = torch.full_like(best_n, INF).scatter_reduce(0, rr, nk, "amin")
-                win = (nk == low[rr]) & (nk < best_n[rr])
-                wi = win.nonzero().squeeze(1)
+                wi = ((nk == low[rr]) & (nk < best_n[rr])).nonzero().squeeze(1)
                 best_d[rr[wi]] = dk[wi]
                 best_n[rr[wi]] = nk[wi]
                 best_k[rr[wi]] = kk[wi]
         cand = (z0 + best_d).clamp_(0, 1).to(dtype)
-        sub = None if cands is None else cands[act]
         with torch.no_grad():
-            logits, hc, gc = _pair_planes(model, cand.view(-1, *shape), ys[act], sub, targeted)
-        ok = is_adversarial(logits, ys[act], targeted)
+            logits, hc, gc = _pair_planes(model, cand.view(-1, *shape), ysl, cl, targeted)
+        ok = is_adversarial(logits, ysl, targeted)
         dc = row_norm(cand.double() - z0, p)
-        take = ok & (dc < da)
-        ti = act[take]
-        xa[ti] = cand[take]
-        dist[ti] = dc[take]
+        take = ok & (dc < dist)
+        cur = torch.where(take.unsqueeze(1), cand, cur)
+        dist = torch.where(take, dc, dist)
         # a rejected step whose chosen pair has another gradient at the candidate crossed a kink
         gc = gc.double()
-        g_old, g_new = ga[best_k, ar], gc[best_k, ar]
-        crossed = row_norm(g_new - g_old, 2.0) > 1e-6 * row_norm(g_old, 2.0)
-        fi = act[~take & crossed]
-        kinked[fi] = True  # sticky: near a kink the last rejections may stay inside one piece
-        last_fail[fi] = cand[~take & crossed]
-        h[ti] = hc.double()[take]
-        g[:, ti] = gc[:, take]
-        radius[act] = torch.where(take, ra * 2, ra * _SHRINK)
-        active[act] = radius[act] > _TOL * dist[act]
+        g_old, g_new = g[best_k, ar], gc[best_k, ar]
+        crossed = ~take & (row_norm(g_new - g_old, 2.0) > 1e-6 * row_norm(g_old, 2.0))
+        if bool(crossed.any()):
+            kinked[idx[crossed]] = True  # sticky: near a kink the last rejections may stay inside one piece
+            last_fail[idx[crossed]] = cand[crossed]
+        h = torch.where(take.unsqueeze(1), hc.double(), h)
+        g = torch.where(take.view(1, -1, 1), gc, g)
+        radius = torch.where(take, radius * 2, radius * _SHRINK)
+        alive = radius > _TOL * dist
         if owner is not None:
             # a walk that has nearly converged (trust radius under 1e-4 of its distance) at more than
             # 0.1% behind its sample's best walk stops: it would take many steps to catch up
-            best_s = torch.full((int(owner.max()) + 1,), INF, dtype=dist.dtype, device=dist.device)
-            best_s = best_s.scatter_reduce(0, owner, dist, "amin")
-            active &= ~((radius < 1e-4 * dist) & (dist > (1 + _BEHIND) * best_s[owner]))
+            dist_all[idx] = dist
+            best_s = torch.full((n_s,), INF, dtype=dist.dtype, device=dist.device)
+            best_s = best_s.scatter_reduce(0, owner, dist_all, "amin")
+            alive &= ~((radius < 1e-4 * dist) & (dist > (1 + _BEHIND) * best_s[owner[idx]]))
+        if not bool(alive.all()):
+            xa[idx[~alive]] = cur[~alive]
+            idx, cur, z0, dist, radius, h, ysl = (v[alive] for v in (idx, cur, z0, dist, radius, h, ysl))
+            g = g[:, alive]
+            cl = None if cl is None else cl[alive]
+    xa[idx] = cur
     return xa, kinked, last_fail
 
 
