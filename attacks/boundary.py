@@ -581,7 +581,10 @@ def _qp_l2(G: np.ndarray, e: np.ndarray, lo: np.ndarray, hi: np.ndarray):
 
 
 def _lp_step(G, e, lo, hi, p: float):
-    """min ||d||_p (p = 1 or inf) s.t. G d <= e, lo <= d <= hi, by HiGHS; None where infeasible."""
+    """min ||d||_p (p = 1 or inf) s.t. G d <= e, lo <= d <= hi, by HiGHS; None where infeasible.
+
+    One row per call: the reference that ``tests/test_boundary.py`` checks :func:`_lp_batch`
+    against (the polish uses the batched form, whose setup cost is shared by 32 rows)."""
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
