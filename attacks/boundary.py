@@ -24,16 +24,20 @@ and Linf: ``delta_i = clip(lam v_i, lo_i, hi_i)`` with ``v = w`` or ``sign(w)`` 
 ``lam`` of a monotone piecewise-linear equation, found on its linear piece after one sort of the
 knees). ``tau`` aims a hair past the linearised boundary (a relative ``overshoot`` of the
 distance). The step is taken when the new point is adversarial and nearer to ``x0``; then ``r``
-doubles, otherwise it halves. A walk ends when ``r`` falls below ``1e-7`` of its distance or after
-``steps`` steps. Each step linearises the pair of the label and each candidate class and takes the
-nearest solution. Walks that end against a convex kink are polished with cutting planes
-(:func:`_polish`). Brendel et al. use an L2 trust region and a dual solver per norm; the box-shaped
-region used here keeps every step an exact projection.
+doubles, otherwise it shrinks 4-fold. A walk ends when ``r`` falls below ``1e-5`` of its distance,
+when it has nearly converged (``r`` under 1e-4 of its distance) 0.1% or more behind its sample's
+best walk, or after ``steps`` steps. Each step linearises the pair of the label and each candidate
+class and takes the nearest solution. Walks that end against a convex kink are polished with
+cutting planes (:func:`_polish`). Brendel et al. use an L2 trust region and a dual solver per norm;
+the box-shaped region used here keeps every step an exact projection.
 
 Cost per step and walk: one forward pass at the candidate point and one backward pass per candidate
-class (the gradients are kept for the next step when the step is taken), plus one or two plane
-projections. All walks of a batch (``B x S`` rows for ``S`` starts per sample) run together;
-finished walks leave the batch.
+class (the gradients are kept for the next step when the step is taken), plus the plane
+projections: every walk's plane of least unconstrained distance in one batch, then, in a second
+batch, the other planes that cross the trust box and whose unconstrained distance can still beat
+the first. All walks of a batch (``B x S`` rows for ``S`` starts per sample) run together; finished
+walks leave the batch. The polish's small LPs (L1, Linf) go to HiGHS 32 rows per call, as one
+block-diagonal LP.
 """
 from __future__ import annotations
 
@@ -45,7 +49,17 @@ from ._common import INF, check_inputs, check_norm, dual, flat, is_adversarial, 
 from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box, row_norm
 
 _NORMS = (1.0, 2.0, INF)
-_FIRST_FAR = 2  # far starts (nearest pool points of other classes) in a staged first pass
+# The staged search (``escalate``, see :func:`boundary`). Chosen on experiments/bench_exact_radii.py.
+_FIRST_STEPS, _FIRST_RAYS, _FIRST_POLISH = 50, 4, 4  # the light first pass
+_FIRST_NEAREST = 2  # first pass: starts at the 2 nearest pool points of another class, and at the
+_FIRST_BISECTED = (32, 2)  # 2 of the 32 nearest that lie nearest after bisection onto the boundary
+_CLASSES = 5  # classes per walk in the staged passes: nearest linearised boundaries at its start
+_FAR = 32  # far starts per point in an escalated search
+_FOLDED = 0.05  # share of the points improving by more than ``escalate`` that marks a folded batch
+_LP_BLOCK = 32  # polish problems per HiGHS call: its time grows faster than the problem's size
+_SHRINK = 0.25  # trust radius factor after a failed step (x2 after a taken one)
+_TOL = 1e-5  # a walk ends when its trust radius falls under this fraction of its distance
+_BEHIND = 1e-3  # ... or when it is this much behind its sample's best walk with a radius under 1e-4
 
 
 def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
@@ -122,15 +136,15 @@ def boundary(
     far: int | None = None,
     pool: Tensor | None = None,
     pool_adv: Tensor | None = None,
-    random_starts: int = 8,
-    nearest: int = 4,
+    random_starts: int = 32,
+    nearest: int = 32,
     rays: int = 16,
     candidates: int | None = None,
     overshoot: float = 1e-5,
     search_steps: int = 16,
     polish: int = 40,
     polish_rows: int = 2,
-    escalate: float | None = 1e-3,
+    escalate: float | None = 1e-2,
     bad_starts: str = "error",
     seed: int = 0,
 ) -> Tensor:
@@ -160,16 +174,19 @@ def boundary(
     pool_adv : Tensor, optional
         (M, ...) adversarial points already found for other samples, also candidates.
     random_starts : int
-        Random points of the box tried per sample as far starts.
+        Random points of the box tried per sample as far starts (candidates: the nearest after
+        bisection are kept).
     nearest : int
-        Nearest points of ``pool`` and of ``pool_adv`` tried per sample as far starts.
+        Nearest points of ``pool`` and of ``pool_adv`` tried per sample as far starts (candidates,
+        as ``random_starts``).
     rays : int
         Restarts near the nearest start found (:func:`attacks.starts.ray_starts`): random rays
         around its direction, brought to the boundary and walked.
     candidates : int or None
         The walk linearises the pairs (label, k) for the ``candidates`` classes k most likely at
-        the input (None: all) and steps towards the nearest (planes whose unconstrained distance
-        cannot beat the nearest so far are not projected); targeted walks use the target.
+        the input (None: all; in the staged passes of ``escalate``, the 5 of them whose boundary
+        is nearest at the walk's start) and steps towards the nearest (planes whose unconstrained
+        distance cannot beat the nearest so far are not projected); targeted walks use the target.
     overshoot : float
         Each step aims past the linearised boundary by this fraction of the current distance.
     search_steps : int
@@ -180,14 +197,17 @@ def boundary(
     polish_rows : int
         How many of each sample's walks (the nearest ones) are polished.
     escalate : float or None
-        Effort where it pays: with starts given and no ``far`` starts asked for, a first pass walks
-        (50 steps) from the starts, from the 2 nearest points of ``pool`` in another class and from
-        4 rays, on the 3 most likely other classes, and polishes one walk per sample with at most 4
-        cuts. Samples
-        where it beat every start by more than this relative amount, or that had no start, are
-        searched again from 8 far starts and ``rays`` rays with the full polish; when at least
-        2% of the samples (and at least one) improved by more than ten times this amount, the
-        boundary is folded and every sample is. None: one pass with everything.
+        Effort where it pays, with starts given and no ``far`` starts asked for. A light first pass
+        walks (50 steps) from the starts, from the 2 nearest points of ``pool`` in another class,
+        from the 2 of its 32 nearest that lie nearest once bisected onto the boundary and from 4
+        rays; each walk linearises the 5 classes whose boundary, linearised at its start, lies
+        nearest the input; one walk per sample is polished with at most 4 cuts. Samples where it
+        beat every start by more than this relative amount, or that had no start, are searched
+        again from 32 far starts (``nearest`` pool points, ``nearest`` points of ``pool_adv``,
+        ``random_starts`` random points: the 32 nearest after bisection) and ``rays`` rays with
+        ``steps`` steps and the full polish. When at least 5% of the samples (and at least one)
+        improved so, the boundary is folded and every other sample is searched again from the 32
+        far starts alone (50 steps, 4 cuts). None: one pass with everything.
     bad_starts : str
         ``"error"``: a given start that is not adversarial is a ValueError; ``"drop"``: it is
         ignored (the cascade passes points verified in another batch, where rounding at the
@@ -237,18 +257,22 @@ def boundary(
                             keep=n_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed, search_steps=search_steps)
         cand.append((fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
     staged = escalate is not None and n_far == 0
-    if staged and _FIRST_FAR and pool is not None:
-        # the first pass also walks from the nearest training points of other classes
-        fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=_FIRST_FAR, nearest=_FIRST_FAR, random=0,
-                            targeted=targeted, seed=seed, search_steps=search_steps)
-        cand = cand + [(fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1))]
-    # a staged first pass is light: 4 rays, the 3 most likely other classes, one walk per sample
-    # polished with 4 cuts
-    first_k = candidates if not staged else (3 if candidates is None else min(candidates, 3))
-    best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted,
-                             min(steps, 50) if staged else steps, overshoot,
-                             search_steps, min(polish, 4) if staged else polish, 1 if staged else polish_rows,
-                             first_k, min(rays, 4) if staged else rays, seed)
+    if staged and pool is not None:
+        # the first pass also walks from the nearest pool points of other classes, and from those of
+        # the 32 nearest that are nearest once bisected onto the boundary (often other ones)
+        for near_n, keep_n in ((_FIRST_NEAREST, _FIRST_NEAREST), _FIRST_BISECTED):
+            fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=keep_n, nearest=near_n, random=0,
+                                targeted=targeted, seed=seed, search_steps=search_steps)
+            cand.append((fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
+    if staged:
+        # light: 50 steps, 4 rays, the 5 classes whose boundary is nearest, one walk per sample
+        # polished with 4 cuts
+        best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted,
+                                 min(steps, _FIRST_STEPS), overshoot, search_steps, min(polish, _FIRST_POLISH), 1,
+                                 candidates, min(rays, _FIRST_RAYS), seed, _CLASSES)
+    else:
+        best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot,
+                                 search_steps, polish, polish_rows, candidates, rays, seed)
     if staged:
         # effort where it pays: a first pass that found a nearer point than every start (by more than
         # ``escalate``), or had no start, marks a folded boundary; search those samples from far away
@@ -258,20 +282,25 @@ def boundary(
         else:
             d_start = torch.full((b,), INF, device=x0.device, dtype=x0.dtype)
         gain = d_start / best_r - 1  # how much the first pass beat the starts
-        n_todo = int(todo.sum())
-        folded = int((todo & (gain > 10 * escalate)).sum()) >= max(1, 0.02 * n_todo)
-        # a folded boundary (several points improved by over 10 x escalate): search every point again
-        hard = todo if folded else todo & ((gain > escalate) | ~torch.isfinite(d_start))
-        if bool(hard.any()):
-            i = hard.nonzero().squeeze(1)
+        hard = todo & ((gain > escalate) | ~torch.isfinite(d_start))
+        folded = int((todo & (gain > escalate)).sum()) >= max(1, _FOLDED * int(todo.sum()))
+        # the points that improved: a full search from 32 far starts, rays and the full polish; on a
+        # folded boundary every other point too, from the far starts alone (50 steps, 4 cuts)
+        groups = [(hard, rays, steps, polish, max(polish_rows, 2))]
+        if folded:
+            groups.append((todo & ~hard, 0, min(steps, _FIRST_STEPS), min(polish, _FIRST_POLISH), 1))
+        for grp, g_rays, g_steps, g_polish, g_rows in groups:
+            if not bool(grp.any()):
+                continue
+            i = grp.nonzero().squeeze(1)
             fs, ok = far_starts(model, x0[i], labels[i], norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
-                                keep=8, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
+                                keep=_FAR, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
                                 search_steps=search_steps)
             near = torch.where(torch.isfinite(best_r[i]).unsqueeze(1), best_x[i], f0[i])
             sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1)),
                    (fs.reshape(i.numel(), fs.shape[1], -1), ok)]
-            bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, steps,
-                             overshoot, search_steps, polish, max(polish_rows, 2), candidates, rays, seed + 2)
+            bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, g_steps,
+                             overshoot, search_steps, g_polish, g_rows, candidates, g_rays, seed + 2, _CLASSES)
             better = br < best_r[i]
             best_x[i[better]] = bx[better]
             best_r[i[better]] = br[better]
@@ -284,7 +313,7 @@ def boundary(
 
 
 def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps, overshoot, search_steps, polish,
-            polish_rows, candidates, rays, seed):
+            polish_rows, candidates, rays, seed, keep=None):
     """Walks from the candidate starts ``cand`` (list of ((B, S, D) points, (B, S) masks)) and from
     ``rays`` ray starts near the nearest of them, then the cutting-plane polish. Returns each
     sample's best point (B, D) and its distance (B,) (inf where none)."""
@@ -325,7 +354,7 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
                           ys, targeted, search_steps))
     cands_all = None if targeted else candidate_classes(logits, labels, candidates)
     xa, kinked, last_fail = _walk(model, xs0, xa, ys, shape, p, targeted, steps, overshoot,
-                                  None if cands_all is None else cands_all[owner])
+                                  None if cands_all is None else cands_all[owner], owner, keep)
     dist = row_norm(xa - xs0, p)
     if polish and polish_rows:
         # polish each sample's polish_rows nearest walks (ties to one basin are common: rank, then pick)
@@ -394,76 +423,110 @@ def _pair_planes(model, x: Tensor, ys: Tensor, cands: Tensor | None, targeted: b
 
 
 def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: bool, steps: int,
-          overshoot: float, cands: Tensor | None = None) -> Tensor:
+          overshoot: float, cands: Tensor | None = None, owner: Tensor | None = None,
+          keep: int | None = None) -> Tensor:
     """Trust-region steps along the boundary from the adversarial points ``xa`` (R, D) towards ``x0``.
 
     Each step solves the trust-region problem for every candidate pair's linearised boundary and
     takes the solution nearest ``x0``, so a walk can move from one class's boundary to another's.
+    ``owner`` (R,) names each walk's sample (for the stop of walks far behind their sample's best);
+    ``keep``: each walk linearises only the ``keep`` candidate classes whose boundary, linearised
+    at its start, lies nearest ``x0``. The walks that are still going are kept packed (finished
+    ones are written out and dropped), so a step touches only live rows.
     """
     q = dual(p)
     dtype = xa.dtype
     xa = xa.clone()
-    dist = row_norm(xa - x0, p).double()
-    radius = (xa - x0).abs().amax(1).double() * 0.5  # half-width of the Linf trust region
+    dist_all = row_norm(xa - x0, p).double()
     with torch.no_grad():
         _, h, g = _pair_planes(model, xa.view(-1, *shape), ys, cands, targeted)
     h, g = h.double(), g.double()  # (R, K), (K, R, D)
+    if keep is not None and cands is not None and cands.shape[1] > keep:
+        # keep, per walk, the classes whose boundary linearised at its start lies nearest x0
+        near = ((g * (xa - x0).double().unsqueeze(0)).sum(-1) - h.t()).abs() / row_norm(g, q).clamp_min(1e-300)
+        sel = near.topk(keep, dim=0, largest=False).indices  # (keep, R)
+        cands = cands.gather(1, sel.t())
+        h = h.gather(1, sel.t())
+        g = g.gather(0, sel.unsqueeze(-1).expand(-1, -1, g.shape[-1]))
     k_n = h.shape[1]
-    active = torch.isfinite(dist) & (dist > 0)
     kinked = torch.zeros(xa.shape[0], dtype=torch.bool, device=xa.device)
     last_fail = xa.clone()
+    # the live walks, packed: idx (their rows), their points, distances, trust radii and planes
+    idx = (torch.isfinite(dist_all) & (dist_all > 0)).nonzero().squeeze(1)
+    cur, z0 = xa[idx], x0[idx].double()
+    dist, radius = dist_all[idx], (cur - x0[idx]).abs().amax(1).double() * 0.5  # half-width of the trust box
+    h, g, ysl = h[idx], g[:, idx], ys[idx]
+    cl = None if cands is None else cands[idx]
+    n_s = None if owner is None else int(owner.max()) + 1
     for _ in range(steps):
-        act = active.nonzero().squeeze(1)
-        if act.numel() == 0:
+        n = idx.numel()
+        if n == 0:
             break
-        a, z0, ra, da = xa[act].double(), x0[act].double(), radius[act], dist[act]
-        ga, ha = g[:, act], h[act]  # (K, A, D), (A, K)
-        lo = torch.clamp(a - ra.unsqueeze(1), min=0.0) - z0
-        hi = torch.clamp(a + ra.unsqueeze(1), max=1.0) - z0
+        a = cur.double()
+        lo = torch.clamp(a - radius.unsqueeze(1), min=0.0) - z0
+        hi = torch.clamp(a + radius.unsqueeze(1), max=1.0) - z0
         # every pair's plane g_k . delta = c_k (delta = z - x0, aiming tau past it); its unconstrained
-        # distance |c_k| / ||g_k||_q bounds its distance within the box from below, so the planes are
-        # projected nearest-bound first, and each only on the rows where it can still be nearer
-        g_dual = row_norm(ga, q)  # (K, A)
-        c_all = (ga * (a - z0).unsqueeze(0)).sum(-1) - ha.t() - overshoot * da.unsqueeze(0) * g_dual
+        # distance |c_k| / ||g_k||_q bounds its distance within the box from below
+        g_dual = row_norm(g, q)  # (K, n)
+        c_all = (g * (a - z0).unsqueeze(0)).sum(-1) - h.t() - overshoot * dist.unsqueeze(0) * g_dual
         bound = c_all.abs() / g_dual.clamp_min(1e-300)
-        order = bound.argsort(0)  # (K, A)
-        ar = torch.arange(act.numel(), device=xa.device)
-        best_d = torch.zeros_like(a)
-        best_n = torch.full_like(da, INF)
-        best_k = order[0].clone()
-        for m in range(k_n):
-            km = order[m]
-            rows = (bound[km, ar] < best_n).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                break
-            kr = km[rows]
-            dk, feas = project_plane_in_box(ga[kr, rows], c_all[kr, rows], lo[rows], hi[rows], p)
-            nk = torch.where(feas, row_norm(dk, p), torch.full_like(dk[:, 0], INF))
-            nearer = nk < best_n[rows]
-            sel = rows[nearer]
-            best_d[sel] = dk[nearer]
-            best_n[sel] = nk[nearer]
-            best_k[sel] = kr[nearer]
+        ar = torch.arange(n, device=xa.device)
+        # round 1: every row's plane of least bound; round 2, in one batch: the other planes that
+        # cross the trust box and whose bound is below the distance found in round 1
+        k0 = bound.argmin(0)
+        best_d, feas = project_plane_in_box(g[k0, ar], c_all[k0, ar], lo, hi, p)
+        best_n = torch.where(feas, row_norm(best_d, p), torch.full_like(dist, INF))
+        best_k = k0.clone()
+        if k_n > 1:
+            more = bound < best_n.unsqueeze(0)
+            more[k0, ar] = False
+            kk, rr = more.nonzero(as_tuple=True)
+            if rr.numel():
+                wk, ck, lk, hk = g[kk, rr], c_all[kk, rr], lo[rr], hi[rr]
+                wl, wh = wk * lk, wk * hk
+                inb = (torch.minimum(wl, wh).sum(-1) <= ck) & (ck <= torch.maximum(wl, wh).sum(-1))
+                sel = inb.nonzero().squeeze(1)
+                kk, rr, wk, ck, lk, hk = kk[sel], rr[sel], wk[sel], ck[sel], lk[sel], hk[sel]
+            if rr.numel():
+                dk, fk = project_plane_in_box(wk, ck, lk, hk, p)
+                nk = torch.where(fk, row_norm(dk, p), torch.full_like(dk[:, 0], INF))
+                low = torch.full_like(best_n, INF).scatter_reduce(0, rr, nk, "amin")
+                wi = ((nk == low[rr]) & (nk < best_n[rr])).nonzero().squeeze(1)
+                best_d[rr[wi]] = dk[wi]
+                best_n[rr[wi]] = nk[wi]
+                best_k[rr[wi]] = kk[wi]
         cand = (z0 + best_d).clamp_(0, 1).to(dtype)
-        sub = None if cands is None else cands[act]
         with torch.no_grad():
-            logits, hc, gc = _pair_planes(model, cand.view(-1, *shape), ys[act], sub, targeted)
-        ok = is_adversarial(logits, ys[act], targeted)
+            logits, hc, gc = _pair_planes(model, cand.view(-1, *shape), ysl, cl, targeted)
+        ok = is_adversarial(logits, ysl, targeted)
         dc = row_norm(cand.double() - z0, p)
-        take = ok & (dc < da)
-        ti = act[take]
-        xa[ti] = cand[take]
-        dist[ti] = dc[take]
+        take = ok & (dc < dist)
+        cur = torch.where(take.unsqueeze(1), cand, cur)
+        dist = torch.where(take, dc, dist)
         # a rejected step whose chosen pair has another gradient at the candidate crossed a kink
-        g_old, g_new = ga[best_k, ar], gc.double()[best_k, ar]
-        crossed = row_norm(g_new - g_old, 2.0) > 1e-6 * row_norm(g_old, 2.0)
-        fi = act[~take & crossed]
-        kinked[fi] = True  # sticky: near a kink the last rejections may stay inside one piece
-        last_fail[fi] = cand[~take & crossed]
-        h[ti] = hc.double()[take]
-        g[:, ti] = gc.double()[:, take]
-        radius[act] = torch.where(take, ra * 2, ra * 0.5)
-        active[act] = radius[act] > 1e-7 * dist[act]
+        gc = gc.double()
+        g_old, g_new = g[best_k, ar], gc[best_k, ar]
+        crossed = ~take & (row_norm(g_new - g_old, 2.0) > 1e-6 * row_norm(g_old, 2.0))
+        if bool(crossed.any()):
+            kinked[idx[crossed]] = True  # sticky: near a kink the last rejections may stay inside one piece
+            last_fail[idx[crossed]] = cand[crossed]
+        h = torch.where(take.unsqueeze(1), hc.double(), h)
+        g = torch.where(take.view(1, -1, 1), gc, g)
+        radius = torch.where(take, radius * 2, radius * _SHRINK)
+        alive = radius > _TOL * dist
+        if owner is not None:
+            # a walk that has nearly converged (trust radius under 1e-4 of its distance) at more than
+            # 0.1% behind its sample's best walk stops: it would take many steps to catch up
+            dist_all[idx] = dist
+            best_s = torch.full((n_s,), INF, dtype=dist.dtype, device=dist.device)
+            best_s = best_s.scatter_reduce(0, owner, dist_all, "amin")
+            alive &= ~((radius < 1e-4 * dist) & (dist > (1 + _BEHIND) * best_s[owner[idx]]))
+        if not bool(alive.all()):
+            xa[idx[~alive]] = cur[~alive]
+            idx, cur, z0, dist, radius, h, ysl = (v[alive] for v in (idx, cur, z0, dist, radius, h, ysl))
+            g = g[:, alive]
+            cl = None if cl is None else cl[alive]
+    xa[idx] = cur
     return xa, kinked, last_fail
 
 
@@ -518,7 +581,10 @@ def _qp_l2(G: np.ndarray, e: np.ndarray, lo: np.ndarray, hi: np.ndarray):
 
 
 def _lp_step(G, e, lo, hi, p: float):
-    """min ||d||_p (p = 1 or inf) s.t. G d <= e, lo <= d <= hi, by HiGHS; None where infeasible."""
+    """min ||d||_p (p = 1 or inf) s.t. G d <= e, lo <= d <= hi, by HiGHS; None where infeasible.
+
+    One row per call: the reference that ``tests/test_boundary.py`` checks :func:`_lp_batch`
+    against (the polish uses the batched form, whose setup cost is shared by 32 rows)."""
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
@@ -541,6 +607,68 @@ def _lp_step(G, e, lo, hi, p: float):
     if res.status != 0:
         return None
     return np.clip(res.x[:dim], lo, hi)
+
+
+def _lp_batch(G: np.ndarray, e: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: float):
+    """Many independent problems ``min ||d_r||_p s.t. G_r d_r <= e_r, lo_r <= d_r <= hi_r`` (p = 1 or
+    inf) as one block-diagonal LP for HiGHS (one call instead of one per row: the per-call setup
+    costs far more than these small problems). ``G`` (R, m, D), ``e`` (R, m), ``lo, hi`` (R, D);
+    each cut should be scaled to a unit dual norm. Each row gets an elastic slack ``s_r >= 0`` on
+    all its cuts, priced far above any distance, so that one infeasible row cannot make the whole
+    LP infeasible. Returns ``(d (R, D), feasible (R,))``: rows that need a slack are infeasible.
+    """
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    r_n, m, dim = G.shape
+    price = 1e4
+    ar = np.arange(r_n)
+    if p == INF:  # per row: variables (d (D), t, s); rows: m cuts, then d - t <= 0 and -d - t <= 0
+        nv, nr = dim + 2, m + 2 * dim
+        vo, ro = ar * nv, ar * nr
+        # cuts: G d - s <= e
+        cr = (ro[:, None] + np.arange(m)[None, :])  # (R, m)
+        rows_c = np.repeat(cr[..., None], dim + 1, -1)
+        cols_c = np.concatenate([np.broadcast_to(vo[:, None, None] + np.arange(dim), (r_n, m, dim)),
+                                 np.broadcast_to((vo + dim + 1)[:, None, None], (r_n, m, 1))], -1)
+        vals_c = np.concatenate([G, -np.ones((r_n, m, 1))], -1)
+        # |d_i| <= t
+        ai = ro[:, None] + m + np.arange(dim)[None, :]  # (R, D)
+        di = vo[:, None] + np.arange(dim)[None, :]
+        ti = np.broadcast_to((vo + dim)[:, None], (r_n, dim))
+        rows_a = np.concatenate([ai, ai, ai + dim, ai + dim], -1)
+        cols_a = np.concatenate([di, ti, di, ti], -1)
+        ones = np.ones((r_n, dim))
+        vals_a = np.concatenate([ones, -ones, -ones, -ones], -1)
+        rows_all = np.concatenate([rows_c.ravel(), rows_a.ravel()])
+        cols_all = np.concatenate([cols_c.ravel(), cols_a.ravel()])
+        vals_all = np.concatenate([vals_c.ravel(), vals_a.ravel()])
+        b = np.concatenate([e, np.zeros((r_n, 2 * dim))], -1).ravel()
+        obj = np.zeros((r_n, nv))
+        obj[:, dim], obj[:, dim + 1] = 1.0, price
+        lb = np.concatenate([lo, np.zeros((r_n, 2))], -1).ravel()
+        ub = np.concatenate([hi, np.full((r_n, 2), np.inf)], -1).ravel()
+    else:  # L1, d = d+ - d-: variables (d+ (D), d- (D), s); rows: G d+ - G d- - s <= e
+        nv, nr = 2 * dim + 1, m
+        vo, ro = ar * nv, ar * nr
+        cr = ro[:, None] + np.arange(m)[None, :]
+        rows_all = np.repeat(cr[..., None], nv, -1).ravel()
+        cols_all = np.broadcast_to(vo[:, None, None] + np.arange(nv), (r_n, m, nv)).ravel()
+        vals_all = np.concatenate([G, -G, -np.ones((r_n, m, 1))], -1).ravel()
+        b = e.ravel()
+        obj = np.ones((r_n, nv))
+        obj[:, -1] = price
+        lb = np.concatenate([np.maximum(lo, 0), np.maximum(-hi, 0), np.zeros((r_n, 1))], -1).ravel()
+        ub = np.concatenate([np.maximum(hi, 0), np.maximum(-lo, 0), np.full((r_n, 1), np.inf)], -1).ravel()
+    A = sp.csr_matrix((vals_all, (rows_all, cols_all)), shape=(r_n * nr, r_n * nv))
+    res = linprog(obj.ravel(), A_ub=A, b_ub=b, bounds=np.c_[lb, ub], method="highs",
+                  options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
+    if res.status != 0:
+        return np.zeros_like(lo), np.zeros(r_n, dtype=bool)
+    x = res.x.reshape(r_n, nv)
+    d = x[:, :dim] if p == INF else x[:, :dim] - x[:, dim:2 * dim]
+    slack = x[:, -1]
+    return np.clip(d, lo, hi), slack <= 1e-9
 
 
 def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: bool, iters: int,
@@ -578,6 +706,7 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
         if rows.size == 0:
             break
         cands, keep = [], []
+        probs = []
         for i in rows:
             tau = overshoot * dist[i]
             G = np.stack([gk for gk, _, _ in bundle[i]])
@@ -585,7 +714,27 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
             e = np.array([gk @ (ck - z0[i]) - hk - tau * _np_norm(gk, q) for gk, hk, ck in bundle[i]])
             lo = np.maximum(a[i] - radius[i], 0.0) - z0[i]
             hi = np.minimum(a[i] + radius[i], 1.0) - z0[i]
-            d = _qp_l2(G, e, lo, hi) if p == 2 else _lp_step(G, e, lo, hi, p)
+            probs.append((G, e, lo, hi))
+        if p == 2:
+            sols = [_qp_l2(*pr) for pr in probs]
+        else:
+            # one LP for all rows: cuts scaled to unit dual norm, padded to the same count by repeating
+            m = max(pr[0].shape[0] for pr in probs)
+            Gs = np.zeros((len(probs), m, z0.shape[1]))
+            es = np.zeros((len(probs), m))
+            for j, (G, e, _, _) in enumerate(probs):
+                nrm = np.maximum(np.abs(G).max(1) if p == 1 else np.abs(G).sum(1), 1e-300)
+                G, e = G / nrm[:, None], e / nrm
+                k = G.shape[0]
+                Gs[j, :k], es[j, :k] = G, e
+                Gs[j, k:], es[j, k:] = G[0], e[0]
+            los, his = np.stack([pr[2] for pr in probs]), np.stack([pr[3] for pr in probs])
+            sols = []
+            for j in range(0, len(probs), _LP_BLOCK):  # HiGHS's time grows faster than its size
+                d_all, feas = _lp_batch(Gs[j:j + _LP_BLOCK], es[j:j + _LP_BLOCK], los[j:j + _LP_BLOCK],
+                                        his[j:j + _LP_BLOCK], p)
+                sols += [d if f else None for d, f in zip(d_all, feas)]
+        for i, d in zip(rows, sols):
             if d is None:
                 radius[i] *= 0.5
                 active[i] = radius[i] > 1e-7 * dist[i]

@@ -82,6 +82,35 @@ def test_plane_in_box_reports_unreachable_planes():
         assert torch.allclose(d, hi)  # the box point nearest the plane
 
 
+@pytest.mark.parametrize("p", [1.0, INF])
+def test_batched_polish_lp_matches_one_lp_per_row(p):
+    """The polish solves many rows' cut problems as one block-diagonal LP with an elastic slack per
+    row: each row's optimum and feasibility must be those of its own LP (boxes with and without the
+    origin; rows whose cuts the box cannot meet)."""
+    from attacks.boundary import _lp_batch, _lp_step
+
+    rng = np.random.default_rng(3)
+    r_n, m, dim = 12, 3, 9
+    G = rng.normal(size=(r_n, m, dim))
+    e = rng.normal(size=(r_n, m)) - 0.5
+    lo, hi = -rng.uniform(0, 0.6, size=(r_n, dim)), rng.uniform(0, 0.6, size=(r_n, dim))
+    lo[:3] += 0.4
+    hi[:3] += 0.4  # boxes that do not contain 0
+    e[3:5] = -30.0  # cuts out of the box's reach
+    scale = np.abs(G).sum(-1) if p == INF else np.abs(G).max(-1)  # unit dual norm, as the polish scales them
+    d, feasible = _lp_batch(G / scale[..., None], e / scale, lo, hi, p)
+    for i in range(r_n):
+        ref = _lp_step(G[i], e[i], lo[i], hi[i], p)
+        assert bool(feasible[i]) == (ref is not None), i
+        if ref is None:
+            continue
+        norm = (lambda v: np.abs(v).max()) if p == INF else (lambda v: np.abs(v).sum())
+        assert norm(d[i]) == pytest.approx(norm(ref), rel=1e-7, abs=1e-10)
+        assert (G[i] @ d[i] - e[i]).max() <= 1e-8
+        assert np.all(d[i] >= lo[i]) and np.all(d[i] <= hi[i])
+    assert feasible.sum() >= 4 and not feasible[3:5].any()  # both kinds of row are tested
+
+
 # --------------------------------------------------------------------------- starts
 def _net(seed=0, d=10, k=3, width=24):
     g = torch.Generator().manual_seed(seed)
