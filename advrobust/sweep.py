@@ -125,6 +125,13 @@ def _nonneg(v: Any) -> bool:
     return v >= 0
 
 
+def _params_target_ok(v: str) -> bool:
+    try:
+        return params_target(v) is not None
+    except UserError:
+        return False
+
+
 def _fraction(v: Any) -> bool:
     return 0 <= v < 1
 
@@ -132,7 +139,8 @@ def _fraction(v: Any) -> bool:
 # Allowed values, checked for the whole spec before the first run (key -> test, what is allowed).
 # Names (datasets, models, attacks) and closed sets are checked against the code's own lists.
 _VALUE_RULES: dict[str, tuple[Any, str]] = {
-    "width": (lambda v: v == "min" or v > 0, 'a positive integer or "min"'),
+    "width": (lambda v: v == "min" or (isinstance(v, str) and _params_target_ok(v)) or (not isinstance(v, str) and v > 0),
+              'a positive integer, "min" or "p=N" (the width nearest N parameters)'),
     "depth": (_positive, "a positive integer"),
     "n": (_positive, "a positive integer"),
     "n_test": (_positive, "a positive integer"),
