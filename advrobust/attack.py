@@ -27,6 +27,7 @@ import numpy as np
 
 from . import runs
 from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main, select_device
+from ._stats import median
 
 INF = math.inf
 _TS_SUFFIXES = (".ts", ".jit", ".torchscript")
@@ -237,12 +238,12 @@ def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device,
                                             "proven lower bound: the solver (or the model encoding) is wrong"})
     summary = summarize(result, _parse_eps(args.eps, norm))
     if lower:
-        summary["certified"] = {k: {"median": float(np.median(v))} for k, v in lower.items()}
+        summary["certified"] = {k: {"median": median(v)} for k, v in lower.items()}
     if exact is not None:
         st = np.asarray(exact["status"])
         summary["exact"] = {"optimal": int((st == 0).sum()), "time_limit": int((st == 1).sum()),
                             "error": int((st == 2).sum()),
-                            "median": float(np.median(np.asarray(exact["radius"], dtype=np.float64)))}
+                            "median": median(exact["radius"])}
         r_ex = np.asarray(exact["lower"], dtype=np.float64)
         summary["robust_accuracy_exact_lower"] = {e: float((np.where(result.correct, r_ex, 0) > float(e)).mean())
                                                   for e in summary["robust_accuracy"]}

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ._cli import UserError, norm_name, parse_norm, print_json, run_main, to_json
+from ._stats import median
 
 SPLITS = ("train", "test")
 DEFAULT_EPS = {"l1": (1.0,), "l2": (0.5,), "linf": (0.05,)}
@@ -200,7 +201,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
                 r = np.asarray(res["best_radius"], dtype=np.float64)
                 r = r[~np.isnan(r)]
                 row[cnt] = int(r.size)
-                row[med] = float(np.median(r)) if r.size else None
+                row[med] = median(r) if r.size else None
                 for c, e in zip(acc_cols, eps_map[nm]):
                     row[c] = float(np.mean(r > e)) if r.size else None
                 lower_key = next((k for k in ("exact_lower", "lower__crown", "lower__ibp") if k in res), None)
@@ -423,7 +424,7 @@ def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str
     ratio = xb[ok] / xa[ok]
     out = {"run_a": str(run_a), "run_b": str(run_b), "norm": nm, "split": split,
            "n_common": int(common.size), "n_used": int(ratio.size), "excluded": excluded,
-           "median_ratio": float(np.median(ratio)) if ratio.size else None,
+           "median_ratio": median(ratio) if ratio.size else None,
            "geomean_ratio": float(np.exp(np.mean(np.log(ratio)))) if ratio.size else None,
            "share_b_larger": float(np.mean(ratio > 1)) if ratio.size else None,
            "wilcoxon_statistic": None, "p_value": None,

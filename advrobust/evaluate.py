@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ._cli import UserError
+from ._stats import quantile
 
 INF = math.inf
 
@@ -491,11 +492,8 @@ def _masking_checks(model, x_all, y_all, correct, best, p, batch_size, n_dirs, s
 
 
 def _quantiles(r: np.ndarray, qs=(0.1, 0.25, 0.5, 0.75, 0.9)) -> dict:
-    if r.size == 0:
-        return {f"q{int(q * 100)}": math.nan for q in qs}
-    s = np.sort(r)
-    # inverted-CDF quantiles: always an observed value (inf stays inf instead of becoming nan)
-    return {f"q{int(q * 100)}": float(s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]) for q in qs}
+    # the project's one definition (advrobust._stats): an observed value, inf stays inf
+    return {f"q{int(q * 100)}": quantile(r, q) for q in qs}
 
 
 def _nanmean(v: np.ndarray) -> float:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ._cli import UserError, norm_name, parse_norm, print_json, run_main
+from ._stats import median
 
 INF = math.inf
 _NORMS = (1.0, 2.0, INF)
@@ -375,7 +376,7 @@ def attack_secants(model: nn.Module | None, results: Mapping[str, Any], x_split:
     ok = (margin > 0) & np.isfinite(radius) & (radius > 0)
     ratio = margin[ok] / radius[ok]
     out = {"ratio_max": float(ratio.max()) if ratio.size else None,
-           "ratio_median": float(np.median(ratio)) if ratio.size else None,
+           "ratio_median": median(ratio) if ratio.size else None,
            "ratio_count": int(ratio.size), "secant_max": None}
     if model is not None and x_split is not None and "adv" in results and ratio.size:
         idx = torch.as_tensor(np.asarray(results["index"])[ok], dtype=torch.long)
@@ -458,9 +459,9 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
         _, vs = _hill_climb(model, cand_x[top], cand_s[top], 1, p, steps=ascent_steps, step0=step0,
                             gen=gen, lo=lo, hi=hi)
         m_asc, s_asc = float(vm.max()), float(vs.max())
-    margin = {"lower_gradient": float(m_train.max()), "lower_gradient_median": float(m_train.median()),
+    margin = {"lower_gradient": float(m_train.max()), "lower_gradient_median": median(m_train.detach().cpu().numpy()),
               "lower_segments": float(m_seg.max()) if m_seg.numel() else None, "lower_ascent": m_asc}
-    logit = {"lower_gradient": float(s_train.max()), "lower_gradient_median": float(s_train.median()),
+    logit = {"lower_gradient": float(s_train.max()), "lower_gradient_median": median(s_train.detach().cpu().numpy()),
              "lower_segments": float(s_seg.max()) if s_seg.numel() else None, "lower_ascent": s_asc}
     secants = {}
     for split, (res, xs) in (attack_results or {}).items():

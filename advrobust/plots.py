@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ._stats import median
+
 #: Okabe & Ito (2008) colour-blind-safe palette; its yellow, faint on white, comes last.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 #: one marker per group of runs where a figure shows several groups
@@ -194,6 +196,7 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
                 if ok.size:
                     positive.append(ok)
                     bp = ax.boxplot([ok], positions=[pos], widths=0.3, patch_artist=True, showfliers=True,
+                                    usermedians=[median(ok)],
                                     flierprops={"markersize": 2, "markeredgecolor": st["color"]},
                                     medianprops={"color": "black", "linewidth": 1.0})
                     for patch in bp["boxes"]:

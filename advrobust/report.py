@@ -25,6 +25,7 @@ import numpy as np
 
 from . import plots
 from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main
+from ._stats import quantile
 from .runs import (MODEL_FILE, RUN_FILE, atomic_write_bytes, atomic_write_text, find_runs, load_npz,
                    read_json, results_stem, versions)
 
@@ -210,11 +211,8 @@ def certified_lower(arrays: dict) -> np.ndarray | None:
 
 
 def _quantile(r: np.ndarray, q: float) -> float:
-    """Quantile without interpolation (inf stays inf instead of becoming nan)."""
-    r = np.sort(r[~np.isnan(r)])
-    if r.size == 0:
-        return math.nan
-    return float(r[min(r.size - 1, max(0, int(math.ceil(q * r.size)) - 1))])
+    """Quantile by the project's one definition (:func:`advrobust._stats.quantile`: an observed value)."""
+    return quantile(r, q)
 
 
 def _quartiles(r: np.ndarray) -> tuple[float, float, float]:
