@@ -37,7 +37,9 @@ BRACKET_RTOL = 1e-4
 
 #: most models drawn in one per-model figure (robust accuracy, radii, attacks, gallery): a study with seeds
 #: has hundreds of runs, whose curves and legend would be unreadable; the tables keep every run
-FIGURE_MAX_RUNS = 8
+FIGURE_MAX_RUNS = 12
+#: the full comparison table (every column of ``advrobust.compare``), written beside the report
+COMPARISON_CSV = "comparison.csv"
 #: CSS pixels per inch of a figure's printed size in the HTML (a 7 in figure is 910 px wide)
 CSS_PX_PER_INCH = 130
 
@@ -66,6 +68,12 @@ class RunData:
     meta: dict
     results: dict = field(default_factory=dict)  # (norm, split) -> (arrays, info json)
     lipschitz: dict | None = None
+    label: str = ""  # short: data set, family, width (or p); unique among the report's runs
+
+    @property
+    def tag(self) -> "Label":
+        """The run's short label as a table cell whose tooltip (HTML) is its full name."""
+        return Label(self.label or self.name, self.name)
 
     @property
     def params(self) -> float:
@@ -127,6 +135,66 @@ def _dataset_name(meta: dict) -> Any:
     return _get(meta, "dataset") or _get(data, "name")
 
 
+class Label(str):
+    """A short table cell (a run's label) that carries a longer text shown as its HTML tooltip."""
+
+    def __new__(cls, text: str, full: str) -> "Label":
+        obj = super().__new__(cls, text)
+        obj.full = full
+        return obj
+
+
+def short_label(meta: dict, name: str) -> str:
+    """``'digits mlp w6'``: data set, model family and width (``p=…`` for a family without one);
+    ``(min)`` marks a width found by the minimal-width search. The run's name where the record lacks them."""
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
+    data, family = _dataset_name(meta), _get(model, "family") or _get(meta, "model")
+    if data is None or family is None:
+        return name
+    width = _get(model, "width")
+    if width is not None:
+        size = f"w{width}" + (" (min)" if "min_width_search" in meta else "")
+    else:
+        p = _num(_get(meta, "params"))
+        size = f"p={p:,.0f}" if math.isfinite(p) else ""
+    return " ".join(str(t) for t in (data, family, size) if t)
+
+
+def _distinguish(meta: dict) -> dict[str, str]:
+    """What may tell runs with the same short label apart, most telling first: {field: text}."""
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
+    out = {}
+    for key, fmt in (("label_noise", "noise {:g}"), ("n", "n={}"), ("dim", "d={}"), ("resize", "{}px"),
+                     ("classes", "k={}"), ("labels", "{} labels")):
+        if data.get(key) is not None:
+            out[key] = fmt.format(data[key])
+    if model.get("depth") is not None:
+        out["depth"] = f"depth {model['depth']}"
+    if _get(meta, "seed") is not None:
+        out["seed"] = f"s{_get(meta, 'seed')}"
+    return out
+
+
+def _assign_labels(runs: list) -> None:
+    """Short unique labels: the short label, plus the fields that differ among runs sharing it (seed,
+    label noise, n, d, ...); the run's name where nothing does."""
+    base = {id(r): short_label(r.meta, r.name) for r in runs}
+    for lab in set(base.values()):
+        same = [r for r in runs if base[id(r)] == lab]
+        extras = [_distinguish(r.meta) for r in same]
+        keys = list(dict.fromkeys(k for e in extras for k in e))
+        differing = [k for k in keys if len({e.get(k, "") for e in extras}) > 1]
+        for r, e in zip(same, extras):
+            r.label = " ".join([lab] + [e[k] for k in differing if k in e])
+    labels = [r.label for r in runs]
+    for r in runs:
+        if labels.count(r.label) > 1:
+            r.label = r.name
+
+
 def _num(v: Any) -> float:
     try:
         return float(v)
@@ -181,7 +249,27 @@ def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = N
                             r.name))
     for i, r in enumerate(out):
         r.index = i
+    _assign_labels(out)
     return out
+
+
+def _spread(pool: list, k: int) -> list:
+    """``k`` of ``pool`` (ordered by data set, then p): the first and last run of every data set (its
+    smallest and largest model), then the rest evenly over the remaining positions, in pool order."""
+    if len(pool) <= k:
+        return list(pool)
+    keys = [str(_dataset_name(r.meta)) for r in pool]
+    ends = []
+    for ds in dict.fromkeys(keys):
+        idx = [i for i, v in enumerate(keys) if v == ds]
+        ends += [idx[0], idx[-1]]
+    chosen = list(dict.fromkeys(ends))[:k]
+    others = [i for i in range(len(pool)) if i not in chosen]
+    slots = k - len(chosen)
+    if slots > 0 and others:
+        chosen += [others[min(len(others) - 1, int(round((j + 0.5) * len(others) / slots - 0.5)))]
+                   for j in range(slots)]
+    return [pool[i] for i in sorted(set(chosen))]
 
 
 # --------------------------------------------------------------------------- per-sample helpers
@@ -307,7 +395,8 @@ class Doc:
             self.blocks.append(("list", list(items)))
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self.blocks.append(("table", [str(h) for h in headers], [[_fmt(c) for c in r] for r in rows]))
+        self.blocks.append(("table", [str(h) for h in headers],
+                            [[c if isinstance(c, Label) else _fmt(c) for c in r] for r in rows]))
 
     def fig(self, name: str, caption: str) -> None:
         self.blocks.append(("fig", name, caption))
@@ -320,9 +409,29 @@ _INLINE_CODE = re.compile(r"`([^`]+)`")
 _NUMERIC = re.compile(r"[-+]?(\d[\d,]*\.?\d*(e[-+]?\d+)?|∞|inf|–|-)", re.I)
 
 
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
 def _html_inline(text: str) -> str:
+    """Inline `code` and [text](relative link) as HTML; everything else escaped."""
+    out, pos = [], 0
+    for m in _LINK.finditer(text):
+        out.append(_html_code(text[pos:m.start()]))
+        out.append(f'<a href="{html.escape(m.group(2), quote=True)}">{_html_code(m.group(1))}</a>')
+        pos = m.end()
+    out.append(_html_code(text[pos:]))
+    return "".join(out)
+
+
+def _html_code(text: str) -> str:
     parts = _INLINE_CODE.split(text)
     return "".join(f"<code>{html.escape(t)}</code>" if i % 2 else html.escape(t) for i, t in enumerate(parts))
+
+
+def _html_cell(c: str) -> str:
+    if isinstance(c, Label):
+        return f'<td class="run" title="{html.escape(c.full, quote=True)}">{html.escape(c)}</td>'
+    return f'<td class="num">{_html_inline(c)}</td>' if _NUMERIC.fullmatch(c) else f"<td>{_html_inline(c)}</td>"
 
 
 def _md_cell(text: str) -> str:
@@ -334,9 +443,9 @@ body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1
 color:#222;line-height:1.45;font-size:15px}
 h1{font-size:1.6em;border-bottom:2px solid #0072B2;padding-bottom:.2em}h2{font-size:1.3em;margin-top:1.8em;
 border-bottom:1px solid #ccc}h3{font-size:1.08em}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:13px;display:block;overflow-x:auto;max-width:100%}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}
-td.num{text-align:right;white-space:nowrap}th{background:#eef3f8;white-space:nowrap}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:13px;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+td.num{text-align:right;white-space:nowrap}th{background:#eef3f8}td.run{white-space:nowrap;cursor:help}
 tr:nth-child(even) td{background:#fafafa}
 .figs{display:flex;flex-wrap:wrap;gap:0 1.5em;align-items:flex-start}
 figure{margin:1em 0 1.6em;flex:0 1 auto}figure img{max-width:100%;height:auto;border:1px solid #eee}
@@ -376,8 +485,7 @@ def render_html(doc: Doc, *, title: str, images: dict[str, bytes]) -> str:
             out.append("<table><thead><tr>" + "".join(f"<th>{_html_inline(h)}</th>" for h in headers)
                        + "</tr></thead><tbody>")
             for r in rows:
-                out.append("<tr>" + "".join(f'<td class="num">{_html_inline(c)}</td>' if _NUMERIC.fullmatch(c)
-                                            else f"<td>{_html_inline(c)}</td>" for c in r) + "</tr>")
+                out.append("<tr>" + "".join(_html_cell(c) for c in r) + "</tr>")
             out.append("</tbody></table>")
         elif kind == "fig":
             _, name, caption = b
@@ -450,7 +558,7 @@ class _Builder:
         self.figures: dict[str, dict] = {}
         self.missing: list[dict] = []
         self.flags: list[dict] = []
-        self._styles: dict[str, int] = {}  # run name -> style index in the per-model figure being drawn
+        self._styles: dict[str, dict] = {}  # run name -> colour and line style in the per-model figure drawn
         self.notes: list[str] = []
 
     # ---- helpers
@@ -463,6 +571,7 @@ class _Builder:
 
     def save(self, fig, name: str, meta: dict, caption: str) -> None:
         try:
+            meta = dict(meta, **plots.layout_problems(fig))
             png = plots.figure_bytes(fig, "png")
             pdf = plots.figure_bytes(fig, "pdf")
         finally:
@@ -474,24 +583,31 @@ class _Builder:
         self.doc.fig(name, caption)
 
     def drawn(self, runs: list[RunData], what: str) -> list[RunData]:
-        """At most FIGURE_MAX_RUNS of ``runs`` for a per-model figure: those of the lowest seed, spread
-        evenly over the runs' order (data set, then p); a paragraph says which when some are left out."""
-        if len(runs) <= FIGURE_MAX_RUNS:
-            self._styles = {}
-            return runs
-        seeds = [_num(_get(r.meta, "seed")) for r in runs]
-        known = [v for v in seeds if math.isfinite(v)]
-        low = min(known) if known else math.nan
-        pool = [r for r, v in zip(runs, seeds) if v == low] or list(runs)
-        if len(pool) > FIGURE_MAX_RUNS:
-            idx = sorted({round(i * (len(pool) - 1) / (FIGURE_MAX_RUNS - 1)) for i in range(FIGURE_MAX_RUNS)})
-            pool = [pool[i] for i in idx]
-        seed = f"seed {low:g}, " if math.isfinite(low) and len(set(known)) > 1 else ""
-        # colours by position among the drawn runs (by index among hundreds they would repeat)
-        self._styles = {r.name: i for i, r in enumerate(pool)}
-        self.doc.p(f"{what}: {len(pool)} of {len(runs)} runs drawn ({seed}spread evenly over the data sets and "
-                   f"parameter counts: {', '.join(r.name for r in pool)}); the table lists every run.")
+        """At most FIGURE_MAX_RUNS of ``runs`` for a per-model figure: those of the lowest seed, always the
+        smallest and the largest model of each data set, the rest spread evenly over the runs' order (data
+        set, then p); a paragraph says which when some are left out. Sets each drawn run's colour and line
+        style (:func:`plots.sequential_styles`: shades ordered by p within a data set, line style by data set)."""
+        pool = list(runs)
+        if len(runs) > FIGURE_MAX_RUNS:
+            seeds = [_num(_get(r.meta, "seed")) for r in runs]
+            known = [v for v in seeds if math.isfinite(v)]
+            low = min(known) if known else math.nan
+            pool = [r for r, v in zip(runs, seeds) if v == low] or list(runs)
+            pool = _spread(pool, FIGURE_MAX_RUNS)
+            seed = f"seed {low:g}, " if math.isfinite(low) and len(set(known)) > 1 else ""
+            self.doc.p(f"{what}: {len(pool)} of {len(runs)} runs drawn ({seed}the smallest and largest model of "
+                       f"each data set, the rest spread evenly over the parameter counts: "
+                       f"{', '.join(r.label for r in pool)}); the table lists every run.")
+        styles = plots.sequential_styles([(str(_dataset_name(r.meta)), r.params) for r in pool])
+        self._styles = {r.name: st for r, st in zip(pool, styles)}
         return pool
+
+    def item(self, r: RunData, **values) -> dict:
+        """A run's entry in a per-model figure: full name, short label, style (after :meth:`drawn`)."""
+        return {"run": r.name, "label": r.label, "index": r.index, "style": self._styles.get(r.name), **values}
+
+    def _tag(self, name: str) -> Any:
+        return next((r.tag for r in self.runs if r.name == name), name)
 
     def with_results(self, norm: str, split: str) -> list[RunData]:
         return [r for r in self.runs if (norm, split) in r.results]
@@ -505,7 +621,7 @@ class _Builder:
         rows = []
         for r in self.runs:
             have = [f"{n}-{s}" for (n, s) in sorted(r.results)]
-            rows.append([r.name, str(r.path), _dataset_name(r.meta),
+            rows.append([r.tag, str(r.path), _dataset_name(r.meta),
                          r.params, r.n, r.d, ", ".join(have) or "none",
                          ", ".join(n for n in NORMS if _lipschitz_entry(r.lipschitz, n)) or "none"])
         d.table(["run", "path", "dataset", "p", "n", "d", "attack results", "Lipschitz"], rows)
@@ -533,21 +649,69 @@ class _Builder:
                 by_cmd.setdefault(cmd, []).append(col)
             for cmd, cols in by_cmd.items():
                 self.need(f"{', '.join(cols[:4])}{' ...' if len(cols) > 4 else ''} for {row.get('run', '?')}", cmd)
-        text = compare.format_table(rows, fmt="markdown")
-        parsed = _parse_markdown_table(text)
-        d.p("One row per run, from `advrobust.compare` (the same table `python -m advrobust.compare` prints).")
-        if parsed is None:
-            d.pre(text)
-        else:
-            headers, body = parsed
-            d.blocks.append(("table", headers, body))
+        csv_text = compare.format_table(rows, fmt="csv")
+        atomic_write_text(self.out / COMPARISON_CSV, csv_text)
+        d.p(f"From `advrobust.compare`, split by topic so each table fits the page. Every column of every run "
+            f"is in [`{COMPARISON_CSV}`]({COMPARISON_CSV}) (the table `python -m advrobust.compare --format csv` "
+            "prints). Runs are named by their short label; hover a label for the run's full name (also in "
+            "Provenance). `–`: not measured (see Missing pieces).")
+        by_name = {r.name: r for r in self.runs}
+        by_path = {str(r.path): r for r in self.runs}
+
+        def tag(row: dict) -> Any:
+            r = by_path.get(str(row.get("path"))) or by_name.get(str(row.get("run")))
+            return r.tag if r is not None else row.get("run")
+
+        def table(title: str, cols: list[tuple[str, str]]) -> None:
+            cols = [(k, h) for k, h in cols if any(row.get(k) is not None for row in rows)]
+            if not cols:
+                return
+            d.h(2, title)
+            d.table(["run"] + [h for _, h in cols], [[tag(row)] + [row.get(k) for k, _ in cols] for row in rows])
+
+        table("Size and accuracy", [("dataset", "data"), ("width", "width"),
+                                    ("params", "p"), ("n", "n"), ("d", "d"), ("p/n", "p/n"),
+                                    ("train_accuracy", "train acc."), ("test_accuracy", "test acc."),
+                                    ("interpolated", "interpolated"), ("d_intrinsic", "intrinsic d")])
+        for norm in self.norms:
+            for split in compare.SPLITS:
+                pre = f"{norm}_{split}_"
+                keys = [k for row in rows for k in row if k.startswith(pre)]
+                keys = list(dict.fromkeys(keys))
+                cols = [(pre + "attacked", "points"), (pre + "radius_median", "median radius")]
+                cols += [(k, f"robust acc. ε={k.split('@')[1]}") for k in keys if "_robust_acc@" in k]
+                cols += [(k, f"certified ε={k.split('@')[1]}") for k in keys if "_certified@" in k]
+                table(f"Radii: {norm}, {split} points", cols)
+        lip_cols = []
+        for norm in self.norms:
+            lip_cols += [(f"{norm}_lip_lower", f"{norm} lower"), (f"{norm}_lip_upper", f"{norm} upper"),
+                         (f"{norm}_lip_local_median", f"{norm} local median")]
+        table("Lipschitz constant of the margin", lip_cols + [("logit_lip_lower", "logits lower"),
+                                                             ("logit_lip_upper", "logits upper"),
+                                                             ("input_scale", "input scale")])
+        cost = []
+        for row in rows:
+            r = by_path.get(str(row.get("path"))) or by_name.get(str(row.get("run")))
+            if r is None:
+                continue
+            search = r.meta.get("min_width_search") if isinstance(r.meta.get("min_width_search"), dict) else {}
+            attack = [info.get("wall_time_s") for _, info in r.results.values()]
+            attack = [_num(v) for v in attack if math.isfinite(_num(v))]
+            lips = [_num((_lipschitz_entry(r.lipschitz, nm) or {}).get("wall_time_s")) for nm in NORMS]
+            lips = [v for v in lips if math.isfinite(v)]
+            cost.append([r.tag, _get(r.meta, "epochs"), _get(r.meta, "wall_time_s"),
+                         search.get("wall_time_s"), sum(attack) if attack else None, sum(lips) if lips else None])
+        if cost:
+            d.h(2, "Cost (wall time, seconds)")
+            d.table(["run", "epochs", "training", "min-width search", "attacks", "Lipschitz"], cost)
 
     def robust_accuracy(self) -> None:
         d = self.doc
         d.h(1, "Robust accuracy against epsilon", "robust-accuracy")
-        d.p("Share of points whose radius exceeds ε, from the per-sample radii: solid, the best over attacks "
-            "(an upper bound on true robust accuracy); dashed, the certified lower bounds where they exist "
-            "(a lower bound). The truth lies between the two curves of a model.")
+        d.p("Share of points whose radius exceeds ε, from the per-sample radii: thick, the best over attacks "
+            "(an upper bound on true robust accuracy); thin with tick marks, the certified lower bounds where they "
+            "exist (a lower bound). The truth lies between the two curves of a model. Colours: one sequential "
+            "colormap per data set, darker for more parameters; line style by data set.")
         for norm in self.norms:
             for split in SPLITS:
                 runs = self.with_results(norm, split)
@@ -560,8 +724,7 @@ class _Builder:
                                   flag_commands(r.path)["certify"].format(norm=norm, split=split))
                 for r in self.drawn(runs, f"{norm} robust accuracy on {split} points"):
                     arrays, _ = r.results[(norm, split)]
-                    curves.append({"run": r.name, "index": self._styles.get(r.name, r.index),
-                                   "radius": _radius(arrays), "lower": certified_lower(arrays)})
+                    curves.append(self.item(r, radius=_radius(arrays), lower=certified_lower(arrays)))
                 fig, meta = plots.plot_robust_accuracy(curves, norm=norm, split=split, image=runs[0].image)
                 self.save(fig, f"robust-accuracy-{norm}-{split}", meta,
                           f"{norm} robust accuracy on {split} points, one curve per model "
@@ -583,16 +746,16 @@ class _Builder:
                     if (norm, split) in r.results:
                         rad = _radius(r.results[(norm, split)][0])
                         radii[split] = rad
-                        rows.append([r.name, split, rad.size, int(np.sum(rad == 0)), int(np.sum(np.isinf(rad))),
+                        rows.append([r.tag, split, rad.size, int(np.sum(rad == 0)), int(np.sum(np.isinf(rad))),
                                      _quantile(rad, 0.1), _quantile(rad, 0.5), _quantile(rad, 0.9)])
                 if radii:
-                    groups.append({"run": r.name, "index": r.index, "radius": radii})
+                    groups.append((r, radii))
             if not groups:
                 continue
             d.h(2, f"{norm}")
             keep = {r.name for r in self.drawn([r for r in self.runs if any((norm, s) in r.results for s in SPLITS)],
                                                f"{norm} radii")}
-            groups = [{**g, "index": self._styles.get(g["run"], g["index"])} for g in groups if g["run"] in keep]
+            groups = [self.item(r, radius=radii) for r, radii in groups if r.name in keep]
             fig, meta = plots.plot_radius_distribution(groups, norm=norm, image=self.runs[0].image)
             self.save(fig, f"radii-{norm}", meta, f"{norm} radii on training and test points per model.")
             d.table(["run", "split", "samples", "misclassified (0)", "unbroken (∞)", "q10", "median", "q90"], rows)
@@ -911,7 +1074,7 @@ class _Builder:
                         st = np.asarray(arrays.get("exact_status", np.zeros(best.shape)), dtype=int)
                         exact = np.where((st == 0) & broken, np.asarray(arrays["exact_radius"], float), np.nan)
                         exact = np.where(exact > 0, exact, np.nan)
-                    m = {"run": r.name, "index": r.index, "best_share": {}, "ratio_best": {}, "ratio_exact": {}}
+                    m = {"run": r.name, "best_share": {}, "ratio_best": {}, "ratio_exact": {}}
                     for ai, a in enumerate(names):
                         col = arrays.get(f"radius__{a}")
                         if col is None:
@@ -934,7 +1097,7 @@ class _Builder:
                         fw = arrays.get(f"forward__{a}")
                         m["best_share"][a] = share
                         m["ratio_best"][a] = q3
-                        rows.append([r.name, a, share, near, failed, ratio, rex,
+                        rows.append([r.tag, a, share, near, failed, ratio, rex,
                                      _quantile(np.asarray(fw, float), 0.5) if fw is not None else None,
                                      _quantile(np.asarray(t, float), 0.5) if t is not None else None])
                         if a not in attacks_all:
@@ -946,8 +1109,8 @@ class _Builder:
                     continue
                 any_done = True
                 d.h(2, f"{norm}, {split} points")
-                keep = {r.name for r in self.drawn(runs, f"attacks on {norm} {split} points")}
-                models = [{**m, "index": self._styles.get(m["run"], m["index"])} for m in models if m["run"] in keep]
+                keep = {r.name: r for r in self.drawn(runs, f"attacks on {norm} {split} points")}
+                models = [{**m, **self.item(keep[m["run"]])} for m in models if m["run"] in keep]
                 fig, meta = plots.plot_attack_comparison(models, attacks=attacks_all, norm=norm, split=split)
                 self.save(fig, f"attacks-{norm}-{split}", meta,
                           f"Attacks on {norm} {split} points: share best, median gap to the best"
@@ -1008,7 +1171,7 @@ class _Builder:
                     continue
                 with torch.no_grad():
                     adv_pred = model(torch.as_tensor(adv)).argmax(1).tolist()
-                rows.append({"run": r.name, "image": bool(r.image), "samples": [
+                rows.append({"run": r.name, "label": r.label, "image": bool(r.image), "samples": [
                     {"x": x[k], "adv": adv[k], "label": int(arrays["label"][i]) if "label" in arrays else "?",
                      "pred": int(arrays["pred"][i]) if "pred" in arrays else "?", "adv_pred": int(adv_pred[k]),
                      "radius": float(best[i])} for k, i in enumerate(picks)]})
@@ -1068,39 +1231,40 @@ class _Builder:
         d.p("Every check that fired, with its stable name; each is explained in `docs/attacks.md` (attack "
             "flags) or `docs/report.md` (bracket checks done by the report).")
         d.table(["run", "norm", "split", "flag", "count", "explanation", "documented in"],
-                [[f["run"], f["norm"], f["split"], f["name"], f["count"], f["message"], f["doc"]] for f in self.flags])
+                [[self._tag(f["run"]), f["norm"], f["split"], f["name"], f["count"], f["message"], f["doc"]]
+                 for f in self.flags])
 
     def provenance(self) -> None:
         d = self.doc
         d.h(1, "Provenance", "provenance")
-        rows = []
+        d.p("Each run: its short label (used in every table and figure), full name and folder, seed, device, "
+            "library versions and training time. For a run whose width was found by the minimal-width search "
+            "(`width=min`), the search's own time is given too: the search trains every width it tries, so it "
+            "costs more than the final model's training.")
+        rows, stages = [], []
         for r in self.runs:
             m = r.meta
             v = m.get("versions") or {}
-            dev = _device(m.get("device"))
-            rows.append([r.name, "train", _command(_get(m, "command")), _get(m, "seed"), dev,
+            search = m.get("min_width_search") if isinstance(m.get("min_width_search"), dict) else None
+            rows.append([r.tag, r.name, str(r.path), _get(m, "seed"), _device(m.get("device")),
                          f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
-                         _get(m, "wall_time_s")])
+                         _get(m, "wall_time_s"), search.get("wall_time_s") if search else None,
+                         len(search.get("tried") or []) if search else None])
+            stages.append([r.tag, "train", _command(_get(m, "command")), _get(m, "wall_time_s")])
             for (norm, split), (_, info) in sorted(r.results.items()):
-                v = info.get("versions") or {}
-                dev = _device(info.get("device"))
-                rows.append([r.name, f"attack {norm}/{split}", _command(info.get("command")), info.get("seed"), dev,
-                             f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
-                             info.get("wall_time_s")])
+                stages.append([r.tag, f"attack {norm}/{split}", _command(info.get("command")), info.get("wall_time_s")])
             for norm in NORMS:
                 lip = _lipschitz_entry(r.lipschitz, norm)
                 if lip is not None:
-                    v = lip.get("versions") or {}
-                    rows.append([r.name, f"lipschitz {norm}", _command(lip.get("command")), lip.get("seed"),
-                                 _device(lip.get("device")),
-                                 f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
-                                 lip.get("wall_time_s")])
-        d.p("Commands, seeds, devices, library versions and wall times recorded by each stage.")
-        d.table(["run", "stage", "command", "seed", "device", "versions", "wall time (s)"], rows)
+                    stages.append([r.tag, f"lipschitz {norm}", _command(lip.get("command")), lip.get("wall_time_s")])
+        d.table(["run", "full name", "folder", "seed", "device", "versions", "training (s)",
+                 "min-width search (s)", "widths tried"], rows)
+        d.p("Commands and wall times recorded by each stage.")
+        d.table(["run", "stage", "command", "wall time (s)"], stages)
         attack_rows = []
         for r in self.runs:
             for (norm, split), (_, info) in sorted(r.results.items()):
-                attack_rows.append([r.name, norm, split, info.get("n"), ", ".join(map(str, info.get("attacks") or [])),
+                attack_rows.append([r.tag, norm, split, info.get("n"), ", ".join(map(str, info.get("attacks") or [])),
                                     info.get("steps"), info.get("batch_size")])
         if attack_rows:
             d.table(["run", "norm", "split", "samples", "attacks", "steps", "batch size"], attack_rows)
