@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import operator
 import re
@@ -41,6 +42,57 @@ CERTIFY_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split} -
 LIPSCHITZ_CMD = "python -m advrobust.lipschitz {path} --norm {norm}"
 TRAIN_CMD = "python -m advrobust.train --out {path} ..."
 INTRINSIC_CMD = "python -m advrobust.intrinsic {path}"
+
+
+def attack_command(path: Path, norm: str, split: str, *, certify: str | None = None) -> str:
+    """The command that fills a run's missing ``norm``/``split`` attack results or certified bounds.
+
+    Certified bounds for existing results: ``--bounds-only`` adds them to those results (the same
+    points; no attack runs, nothing replaced). Missing results: the attack configuration (attacks, n,
+    steps, seed) the run's other attack results were made with, so the new file completes the study
+    instead of redoing it differently; the command's defaults only when the run has none.
+    """
+    path = Path(path)
+    stem = f"attack-{norm}-{split}"
+    if certify and (path / f"{stem}.npz").is_file() and (path / f"{stem}.json").is_file():
+        return ATTACK_CMD.format(path=path, norm=norm, split=split) + f" --certify {certify} --bounds-only"
+    cmd = ATTACK_CMD.format(path=path, norm=norm, split=split)
+    siblings = sorted(path.glob("attack-*-*.json"), key=lambda f: (f"-{norm}-" not in f.name, f.name))
+    for f in siblings:
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or not rec.get("attacks"):
+            continue
+        if rec.get("n"):
+            cmd += f" --n {int(rec['n'])}"
+        if rec.get("steps"):
+            cmd += f" --steps {int(rec['steps'])}"
+        cmd += f" --attacks {','.join(map(str, rec['attacks']))}"
+        if rec.get("seed") is not None:
+            cmd += f" --seed {int(rec['seed'])}"
+        break
+    return cmd + (f" --certify {certify}" if certify else "")
+
+
+def describe_missing(column: str, *, has_results: bool = True) -> str:
+    """What a missing comparison column is, in words (not just its name)."""
+    m = re.fullmatch(r"(l1|l2|linf)_(train|test)_(radius_median|attacked|robust_acc@.*|certified@.*)", column)
+    if m:
+        nm, split, what = m.groups()
+        if what.startswith("certified") and has_results:
+            return (f"{nm} certified accuracy on {split} points: the attack results hold no certified lower bounds "
+                    "(attacked without --certify)")
+        return f"{nm} radii on {split} points: this norm and split were never attacked (no attack-{nm}-{split}.npz)"
+    m = re.fullmatch(r"(l1|l2|linf)_lip_(lower|upper|local_median)", column)
+    if m:
+        return f"{m.group(1)} Lipschitz estimates of the margin (no lipschitz.json entry for {m.group(1)})"
+    if column.startswith("logit_lip_") or column == "input_scale":
+        return "Lipschitz estimates of the logits and the data's input scale (no lipschitz.json)"
+    if column.startswith("d_intrinsic"):
+        return "intrinsic dimension of the training inputs (not recorded when the run was trained)"
+    return f"{column} (not recorded)"
 
 
 def training_kind(train_spec: Mapping) -> str:
@@ -183,7 +235,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
             for split in SPLITS:
                 stem = runs.results_stem(nm, split)
                 f = path / f"{stem}.npz"
-                cmd = ATTACK_CMD.format(path=path, norm=nm, split=split)
+                cmd = attack_command(path, nm, split)
                 med, cnt = f"{nm}_{split}_radius_median", f"{nm}_{split}_attacked"
                 acc_cols = [f"{nm}_{split}_robust_acc@{e:g}" for e in eps_map[nm]]
                 cert_cols = [f"{nm}_{split}_certified@{e:g}" for e in eps_map[nm]]
@@ -193,7 +245,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
                         missing[c] = cmd
                     for c in cert_cols:
                         row[c] = None
-                        missing[c] = CERTIFY_CMD.format(path=path, norm=nm, split=split)
+                        missing[c] = attack_command(path, nm, split, certify="crown")
                     continue
                 res = runs.load_npz(f)
                 if "best_radius" not in res:
@@ -208,7 +260,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
                 for c, e in zip(cert_cols, eps_map[nm]):
                     if lower_key is None:
                         row[c] = None
-                        missing[c] = CERTIFY_CMD.format(path=path, norm=nm, split=split)
+                        missing[c] = attack_command(path, nm, split, certify="crown")
                     else:
                         lb = np.asarray(res[lower_key], dtype=np.float64)
                         row[c] = float(np.mean(np.nan_to_num(lb, nan=-np.inf) >= e)) if lb.size else None

@@ -354,18 +354,14 @@ def _lipschitz_entry(lip: dict | None, norm: str) -> dict | None:
     return lip if lip.get("norm") == norm and isinstance(lip.get("margin"), dict) else None
 
 
-def flag_commands(path: Path) -> dict:
-    """Command templates (``{norm}``, ``{split}``) that fill each kind of missing piece for a run
-    directory; the same commands ``advrobust.compare`` names."""
-    try:
-        from .compare import ATTACK_CMD, CERTIFY_CMD, LIPSCHITZ_CMD
-    except ImportError:  # compare absent: the same commands, spelled here
-        ATTACK_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split}"
-        CERTIFY_CMD = ATTACK_CMD + " --certify crown"
-        LIPSCHITZ_CMD = "python -m advrobust.lipschitz {path} --norm {norm}"
-    keep = {"norm": "{norm}", "split": "{split}"}
-    return {"attack": ATTACK_CMD.format(path=path, **keep), "certify": CERTIFY_CMD.format(path=path, **keep),
-            "lipschitz": LIPSCHITZ_CMD.format(path=path, **keep)}
+def flag_commands(path: Path, norm: str, split: str) -> dict:
+    """The commands that fill each kind of missing piece of a run directory for ``norm``/``split``;
+    the same commands ``advrobust.compare`` names (:func:`advrobust.compare.attack_command`: the
+    run's own attack configuration, and ``--bounds-only`` for bounds on existing results)."""
+    from .compare import LIPSCHITZ_CMD, attack_command
+
+    return {"attack": attack_command(path, norm, split), "certify": attack_command(path, norm, split, certify="crown"),
+            "lipschitz": LIPSCHITZ_CMD.format(path=path, norm=norm)}
 
 
 def _command(cmd: Any) -> Any:
@@ -626,12 +622,12 @@ class _Builder:
                          ", ".join(n for n in NORMS if _lipschitz_entry(r.lipschitz, n)) or "none"])
         d.table(["run", "path", "dataset", "p", "n", "d", "attack results", "Lipschitz"], rows)
         for r in self.runs:
-            cmds = flag_commands(r.path)
             for norm in self.norms:
                 for split in SPLITS:
                     if (norm, split) not in r.results:
-                        self.need(f"attack results {norm}/{split} for {r.name}",
-                                  cmds["attack"].format(norm=norm, split=split))
+                        self.need(f"{r.label}: {norm} radii on {split} points (this norm and split were never "
+                                  "attacked)",
+                                  flag_commands(r.path, norm, split)["attack"])
 
     def comparison(self) -> None:
         d = self.doc
@@ -648,7 +644,11 @@ class _Builder:
             for col, cmd in (row.get("missing") or {}).items():
                 by_cmd.setdefault(cmd, []).append(col)
             for cmd, cols in by_cmd.items():
-                self.need(f"{', '.join(cols[:4])}{' ...' if len(cols) > 4 else ''} for {row.get('run', '?')}", cmd)
+                r = next((x for x in self.runs if str(x.path) == str(row.get("path"))), None)
+                has = r is not None and any(c.startswith(f"{n}_{s}_") and (n, s) in r.results
+                                            for c in cols for n in NORMS for s in SPLITS)
+                self.need(f"{r.label if r else row.get('run', '?')}: "
+                          f"{compare.describe_missing(cols[0], has_results=has)}", cmd)
         csv_text = compare.format_table(rows, fmt="csv")
         atomic_write_text(self.out / COMPARISON_CSV, csv_text)
         d.p(f"From `advrobust.compare`, split by topic so each table fits the page. Every column of every run "
@@ -720,8 +720,9 @@ class _Builder:
                 curves = []
                 for r in runs:
                     if certified_lower(r.results[(norm, split)][0]) is None:
-                        self.need(f"certified lower bounds {norm}/{split} for {r.name} (optional)",
-                                  flag_commands(r.path)["certify"].format(norm=norm, split=split))
+                        self.need(f"{r.label}: {norm} certified lower bounds on {split} points (optional; attacked "
+                                  "without --certify)",
+                                  flag_commands(r.path, norm, split)["certify"])
                 for r in self.drawn(runs, f"{norm} robust accuracy on {split} points"):
                     arrays, _ = r.results[(norm, split)]
                     curves.append(self.item(r, radius=_radius(arrays), lower=certified_lower(arrays)))
@@ -830,8 +831,8 @@ class _Builder:
         for r in self.runs:
             for norm in self.norms:
                 if _lipschitz_entry(r.lipschitz, norm) is None:
-                    self.need(f"{norm} Lipschitz estimates for {r.name}",
-                              flag_commands(r.path)["lipschitz"].format(norm=norm))
+                    self.need(f"{r.label}: {norm} Lipschitz estimates (no lipschitz.json entry)",
+                              flag_commands(r.path, norm, "train")["lipschitz"])
         if fit_rows:
             d.table(["group", "quantity", "against", "runs fitted", "regime", "fitted slope", "95% low", "95% high", "r²",
                      "law's slope"], fit_rows)

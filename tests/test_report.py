@@ -140,9 +140,15 @@ def test_missing_pieces_named_with_commands(built, runs_root):
     mlp8, mlp32 = runs_root / "mlp8", runs_root / "mlp32"
     assert f"python -m advrobust.lipschitz {mlp8} --norm l2" in cmds
     assert f"python -m advrobust.lipschitz {mlp32} --norm l2" not in cmds
-    assert f"python -m advrobust.attack {mlp8} --norm linf --split train" in cmds
-    assert f"python -m advrobust.attack {mlp8} --norm l2 --split test --certify crown" in cmds
-    assert f"python -m advrobust.attack {mlp32} --norm l2 --split test --certify crown" not in cmds
+    # a missing attack file: the run's own configuration (its linf test results: fmn, 30 points, 20 steps)
+    assert f"python -m advrobust.attack {mlp8} --norm linf --split train --n 30 --steps 20 --attacks fmn --seed 0" in cmds
+    # missing bounds on existing results: added to them, no attack reruns
+    assert f"python -m advrobust.attack {mlp8} --norm l2 --split test --certify crown --bounds-only" in cmds
+    assert not any(c and str(mlp32) in c and "--norm l2 --split test --certify" in c for c in cmds)
+    assert not any(c and c.startswith("python -m advrobust.attack") and "--attacks" not in c and "--bounds-only" not in c
+                   for c in cmds)
+    whats = " ".join(m["what"] for m in built["missing"])
+    assert "attacked without --certify" in whats and "never attacked" in whats and "certified@" not in whats
     md = Path(built["markdown"]).read_text(encoding="utf-8")
     for c in cmds - {None}:
         assert f"`{c}`" in md
