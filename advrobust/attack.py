@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
     ap.add_argument("--eps", default=None, help="comma-separated radii for robust accuracy (default per norm)")
-    ap.add_argument("--certify", choices=("ibp", "crown"), default=None, help="also compute certified lower bounds")
+    ap.add_argument("--certify", choices=("ibp", "crown", "crown-ibp"), default=None,
+                    help="also compute certified lower bounds (crown-ibp: cheaper for convolutions; docs/certify.md)")
     ap.add_argument("--exact", action=argparse.BooleanOptionalAction, default=False,
                     help="also compute exact radii by MILP/MIQP (small ReLU MLPs only)")
     ap.add_argument("--bounds-only", action="store_true",

@@ -256,7 +256,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
                 row[med] = median(r) if r.size else None
                 for c, e in zip(acc_cols, eps_map[nm]):
                     row[c] = float(np.mean(r > e)) if r.size else None
-                lower_key = next((k for k in ("exact_lower", "lower__crown", "lower__ibp") if k in res), None)
+                lower_key = next((k for k in ("exact_lower", "lower__crown", "lower__crown-ibp", "lower__ibp") if k in res), None)
                 for c, e in zip(cert_cols, eps_map[nm]):
                     if lower_key is None:
                         row[c] = None
@@ -551,14 +551,15 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--sort", default=None, help="column to sort by (prefix - for descending)")
     ap.add_argument("--filter", action="append", default=[], metavar="EXPR",
                     help="keep rows where COLUMN OP VALUE holds, e.g. dataset=digits, params>1000 (repeatable)")
-    ap.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json"))
+    ap.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json"),
+                    help="output format (default table; csv holds every column at full precision)")
     ap.add_argument("--columns", default=None, help="comma-separated columns to show")
     ap.add_argument("--eps", default=None, help="robust-accuracy radii, comma-separated (e.g. 0.1,0.5)")
     ap.add_argument("--norm", action="append", default=None, help="norm(s) to report (default: all attacked)")
     ap.add_argument("--fit", action=argparse.BooleanOptionalAction, default=True,
                     help="fit the law when runs differ in p, n or d (default on)")
-    ap.add_argument("--bootstrap", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the law fits' intervals (default 2000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     ap.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
                     help="paired per-sample radius comparison of two runs (ratio B/A, Wilcoxon test)")
     ap.add_argument("--split", default="test", choices=SPLITS, help="split for --pair (default test)")

@@ -529,15 +529,18 @@ def _parser() -> argparse.ArgumentParser:
     ap = argument_parser(prog="python -m advrobust.lipschitz",
                                  description="Lower and upper Lipschitz estimates of a run's model; writes "
                                              "lipschitz.json in the run directory.")
-    ap.add_argument("run_dir")
+    ap.add_argument("run_dir", help="run directory written by python -m advrobust.train")
     ap.add_argument("--norm", default="l2", help="input norm of the margin estimates: l1, l2 or linf (default l2)")
-    ap.add_argument("--ascent-steps", type=int, default=100)
-    ap.add_argument("--ascent-points", type=int, default=16)
-    ap.add_argument("--segments", type=int, default=256)
+    ap.add_argument("--ascent-steps", type=int, default=100,
+                    help="hill-climbing steps on the local gradient norm for the lower bound (0: none; default 100)")
+    ap.add_argument("--ascent-points", type=int, default=16,
+                    help="points the hill climbing starts from: those with the largest gradient norm (default 16)")
+    ap.add_argument("--segments", type=int, default=256,
+                    help="random pairs of training points whose segments are sampled for the lower bound (default 256)")
     ap.add_argument("--max-points", type=int, default=None,
                     help="use only the first N training points (default: all)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the segments' random pairs (default 0)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     ap.add_argument("--no-write", action="store_true", help="do not write lipschitz.json")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     return ap

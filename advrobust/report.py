@@ -281,7 +281,7 @@ def certified_lower(arrays: dict) -> np.ndarray | None:
     """Largest certified lower bound per sample (IBP, CROWN, MILP lower bound, exact radius when
     optimal); None when the file holds none. Samples without a bound get 0."""
     parts = []
-    for key in ("lower__ibp", "lower__crown", "exact_lower"):
+    for key in ("lower__ibp", "lower__crown-ibp", "lower__crown", "exact_lower"):
         if key in arrays:
             parts.append(np.asarray(arrays[key], dtype=float))
     if "exact_radius" in arrays:
@@ -1208,7 +1208,7 @@ class _Builder:
                 best = _radius(arrays)
                 tol = lambda v: BRACKET_RTOL * (1.0 + np.abs(v))  # noqa: E731
                 fired = {f.get("name") for f in info.get("flags") or [] if isinstance(f, dict)}
-                for key in ("lower__ibp", "lower__crown"):
+                for key in ("lower__ibp", "lower__crown-ibp", "lower__crown"):
                     if key in arrays and "radius-below-certified" not in fired:
                         low = np.asarray(arrays[key], float)
                         bad = int(np.sum(np.isfinite(best) & (best > 0) & np.isfinite(low) & (best < low - tol(low))))

@@ -251,5 +251,8 @@ def test_bounds_only_adds_bounds_and_keeps_the_attack_results(tmp_path):
     assert lo.shape == best.shape and np.all(lo <= best + 1e-9) and np.any(lo > 0)
     assert (rec2["attacks"], rec2["n"], rec2["steps"], rec2["command"]) == (rec["attacks"], 12, 15, rec["command"])
     assert "crown" in rec2["summary"]["certified"] and rec2["bounds_commands"]
+    assert attack.main(base + ["--certify", "crown-ibp", "--bounds-only"]) == 0  # offered as docs/certify.md says
+    ci = load_npz(out / "attack-l2-train.npz")["lower__crown-ibp"]
+    assert np.all(ci <= best + 1e-9) and np.all(ci >= 0)
     assert run_main(attack.main, base + ["--bounds-only"]) == 2
     assert run_main(attack.main, [str(out), "--split", "test", "--certify", "ibp", "--bounds-only", "--quiet"]) == 2
