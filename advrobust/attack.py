@@ -222,7 +222,8 @@ def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device,
         except ImportError as exc:
             raise UserError(f"--certify needs advrobust.certify ({exc})") from None
         lower[args.certify] = np.asarray(certified_radii(model, x.to(device), y.to(device), norm=norm,
-                                                         method=args.certify), dtype=np.float64)
+                                                         method=args.certify, progress=not args.quiet),
+                                         dtype=np.float64)
     result = run_cascade(model, x, y, norm=norm, attacks=configured, batch_size=args.batch_size, device=device,
                          seed=args.seed, progress=not args.quiet, lower=lower.get(args.certify),
                          random_checks=args.random_checks, pool=pool, starts=starts)
@@ -233,7 +234,7 @@ def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device,
         except ImportError as exc:
             raise UserError(f"--exact needs advrobust.exact and a MILP solver ({exc})") from None
         exact = exact_radii(model, x.to(device), y.to(device), norm=norm, upper=result.best_radius,
-                            time_limit=args.exact_time_limit)
+                            time_limit=args.exact_time_limit, progress=not args.quiet)
         lo = np.asarray(exact["lower"], dtype=np.float64)
         below = np.isfinite(result.best_radius) & (result.best_radius < lo * (1 - 1e-4) - 1e-9)
         if below.any():
@@ -355,7 +356,8 @@ def add_bounds(model, x_split, *, norms, args, device, out_dir: Path, argv) -> i
         if args.certify:
             from .certify import certified_radii
 
-            lo = np.asarray(certified_radii(model, x, y, norm=p, method=args.certify), dtype=np.float64)
+            lo = np.asarray(certified_radii(model, x, y, norm=p, method=args.certify, progress=not args.quiet),
+                            dtype=np.float64)
             arrays[f"lower__{args.certify}"] = lo
             summary.setdefault("certified", {})[args.certify] = {"median": median(lo)}
             summary["robust_accuracy_certified"] = {e: float((np.where(correct, lo, 0) > float(e)).mean())
@@ -363,7 +365,8 @@ def add_bounds(model, x_split, *, norms, args, device, out_dir: Path, argv) -> i
         if args.exact:
             from .exact import exact_radii
 
-            ex = exact_radii(model, x, y, norm=p, upper=best, time_limit=args.exact_time_limit)
+            ex = exact_radii(model, x, y, norm=p, upper=best, time_limit=args.exact_time_limit,
+                             progress=not args.quiet)
             arrays["exact_radius"] = np.asarray(ex["radius"], dtype=np.float64)
             arrays["exact_lower"] = np.asarray(ex["lower"], dtype=np.float64)
             arrays["exact_status"] = np.asarray(ex["status"], dtype=np.int64)

@@ -431,7 +431,7 @@ def box_radius(norm, dim: int) -> float:
 
 
 def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, method: str = "crown",
-                    tol: float = 1e-3, eps_hi: float | None = None) -> np.ndarray:
+                    tol: float = 1e-3, eps_hi: float | None = None, progress: bool = False) -> np.ndarray:
     """Largest radius each sample is certified at, by bisection on the margin lower bounds.
 
     Parameters
@@ -447,6 +447,8 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     eps_hi : float, optional
         Upper end of the search. Default: the radius of a ball that covers the whole box
         (1 for Linf, sqrt(d) for L2, d for L1).
+    progress : bool
+        Show a bar named ``certify <method>`` over the bisection steps (once it runs 2 s).
 
     Returns
     -------
@@ -491,8 +493,15 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     # bisection: lo is always certified, hi never (or the search cap). The first steps are
     # geometric (radii span orders of magnitude), then arithmetic.
     floor = hi_val * 1e-9
+    from ._progress import bar
+
+    # about log2(1 / tol) arithmetic steps after a few geometric ones
+    steps = bar(desc=f"certify {method}", total=int(math.ceil(math.log2(1 / tol))) + 12, unit="step",
+                enabled=progress)
     for _ in range(200):
         active = todo & ((hi - lo) > tol * torch.maximum(lo, torch.full_like(lo, floor)))
+        steps.set_postfix_str(f"{int(active.sum())} of {idx.numel()} points open")
+        steps.update()
         if not active.any():
             break
         a = torch.nonzero(active).flatten()
@@ -501,6 +510,7 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
         ok = certified(idx[a], mid)
         lo[a] = torch.where(ok, mid, lo_a)
         hi[a] = torch.where(ok, hi_a, mid)
+    steps.close()
     res = torch.where(todo, lo, res)
     out[idx.cpu().numpy()] = res.cpu().numpy()
     return out

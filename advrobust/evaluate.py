@@ -306,9 +306,9 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
 
     batches = range(0, B, batch_size)
     if progress:
-        from tqdm import tqdm
+        from ._progress import bar
 
-        batches = tqdm(batches, desc=f"attacks {_norm_str(p)}", unit="batch")
+        batches = bar(batches, desc=f"attacks {_norm_str(p)}", unit="batch")
     for start in batches:
         sl = slice(start, min(start + batch_size, B))
         x, y = x_all[sl], y_all[sl]

@@ -1284,7 +1284,8 @@ class _Builder:
 
 
 def build_report(run_dirs: Sequence[str | Path], out: str | Path, *, norms: Sequence[str] | None = None,
-                 title: str | None = None, samples: int = 3, bootstrap: int = 200, seed: int = 0) -> dict:
+                 title: str | None = None, samples: int = 3, bootstrap: int = 200, seed: int = 0,
+                 progress: bool = False) -> dict:
     """Write ``report.html``, ``report.md`` and the figures (PNG and PDF) for ``run_dirs`` into ``out``.
 
     Parameters
@@ -1295,6 +1296,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, *, norms: Sequ
     title : the report's title.
     samples : adversarial examples per model in the gallery.
     bootstrap, seed : resamples and seed of the power-law fits' intervals.
+    progress : show a bar naming the section being built (once the report takes 2 s).
 
     Returns
     -------
@@ -1317,17 +1319,15 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, *, norms: Sequ
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"advrobust report: {len(runs)} run{'s' if len(runs) != 1 else ''}"
     b = _Builder(runs, out, chosen, samples=samples, bootstrap=bootstrap, seed=seed)
-    b.overview()
-    b.comparison()
-    b.robust_accuracy()
-    b.distributions()
-    b.scaling()
-    b.attack_comparison()
-    if samples:
-        b.gallery()
-    b.sanity_flags()
-    b.provenance()
-    b.missing_section()
+    from ._progress import bar
+
+    sections = [b.overview, b.comparison, b.robust_accuracy, b.distributions, b.scaling, b.attack_comparison,
+                *([b.gallery] if samples else []), b.sanity_flags, b.provenance, b.missing_section]
+    with bar(desc="report", total=len(sections), unit="section", enabled=progress) as steps:
+        for section in sections:
+            steps.set_description_str(f"report: {section.__name__.replace('_', ' ')}")
+            section()
+            steps.update()
     html_path = atomic_write_text(out / "report.html", render_html(b.doc, title=title, images=b.images))
     md_path = atomic_write_text(out / "report.md", render_markdown(b.doc, title=title))
     return {"out": str(out), "html": str(html_path), "markdown": str(md_path), "norms": chosen,
@@ -1347,9 +1347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the fits' intervals")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     res = build_report(args.run_dirs, args.out, norms=args.norm, title=args.title, samples=args.samples,
-                       bootstrap=args.bootstrap, seed=args.seed)
+                       bootstrap=args.bootstrap, seed=args.seed, progress=not args.quiet)
     if args.json:
         print_json(res)
     else:
