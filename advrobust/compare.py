@@ -50,7 +50,9 @@ def attack_command(path: Path, norm: str, split: str, *, certify: str | None = N
     Certified bounds for existing results: ``--bounds-only`` adds them to those results (the same
     points; no attack runs, nothing replaced). Missing results: the attack configuration (attacks, n,
     steps, seed) the run's other attack results were made with, so the new file completes the study
-    instead of redoing it differently; the command's defaults only when the run has none.
+    instead of redoing it differently; the command's defaults only when the run has none. The attacks
+    are copied only from results of the same norm (attacks differ in the norms they support); from
+    another norm only n, steps and seed, with that norm's default cascade.
     """
     path = Path(path)
     stem = f"attack-{norm}-{split}"
@@ -69,7 +71,8 @@ def attack_command(path: Path, norm: str, split: str, *, certify: str | None = N
             cmd += f" --n {int(rec['n'])}"
         if rec.get("steps"):
             cmd += f" --steps {int(rec['steps'])}"
-        cmd += f" --attacks {','.join(map(str, rec['attacks']))}"
+        if rec.get("norm") == norm:
+            cmd += f" --attacks {','.join(map(str, rec['attacks']))}"
         if rec.get("seed") is not None:
             cmd += f" --seed {int(rec['seed'])}"
         break
