@@ -319,7 +319,14 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
         import textwrap
 
         names = [textwrap.fill(str(g.get("label", g["run"])), 11, break_long_words=False) for g in groups]
-        ax.set_xticklabels(names, fontsize=6, linespacing=1.05)
+        # too wide for the space per model (many models, long labels): vertical labels, one line each
+        spacing_pt = (width - 1.6) * 72 / max(len(groups), 1)
+        widest_pt = max((len(line) for t in names for line in t.split("\n")), default=0) * 6 * 0.62
+        if widest_pt > 0.9 * spacing_pt:
+            ax.set_xticklabels([str(g.get("label", g["run"])) for g in groups], fontsize=6, rotation=90,
+                               ha="center", va="top")
+        else:
+            ax.set_xticklabels(names, fontsize=6, linespacing=1.05)
         ax.tick_params(axis="x", pad=27, length=0)
         ax.grid(False, axis="x")
         ax.set_xlim(-0.6, len(groups) - 0.4)
@@ -532,6 +539,8 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
     ``adv_pred`` (int or None) and ``radius``. For non-image data each sample is one bar chart of
     the perturbation per coordinate.
     """
+    import textwrap
+
     _, plt = _mpl()
     per = max((len(r["samples"]) for r in rows), default=0)
     n_rows = len(rows)
@@ -539,7 +548,7 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
     with plt.rc_context(_style()):
         cell = DOUBLE / max(cols, 1)
         fig, axes = plt.subplots(n_rows, max(cols, 1), squeeze=False,
-                                 figsize=(DOUBLE, 0.5 + n_rows * (cell * 1.6 if image else 1.6)))
+                                 figsize=(DOUBLE, 0.7 + n_rows * (cell * 1.6 if image else 1.6)))
         for ri, row in enumerate(rows):
             for si in range(per):
                 if si >= len(row["samples"]):
@@ -557,7 +566,8 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
                     _show(ax0, s["x"])
                     ax0.set_title(f"clean: {s['pred']}\n(label {s['label']})", fontsize=6)
                     if si == 0:
-                        ax0.set_ylabel(str(row.get("label", row["run"])), fontsize=6)
+                        ax0.set_ylabel(textwrap.fill(str(row.get("label", row["run"])), 16, break_long_words=False),
+                                       fontsize=6, linespacing=1.0)
                     d2 = delta.mean(axis=0) if delta.ndim == 3 else delta
                     ax1.imshow(d2, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
                     ax1.set_title(f"δ ×{1 / scale:.3g}\nr={s['radius']:.3g}", fontsize=6)
@@ -576,7 +586,7 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
                      "r = radius\n" + ("δ = adv − x in a diverging colormap (red +, blue −), scaled ×k to its largest entry"
                                         if image else "δ = adv − x per input coordinate (orange +, blue −)"),
                      fontsize=7)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the 2-line suptitle
     return fig, {"curves": len(rows), "runs": [r["run"] for r in rows],
                  "samples": int(sum(len(r["samples"]) for r in rows)), "norm": norm, "image": bool(image)}
 

@@ -189,6 +189,16 @@ def _assign_labels(runs: list) -> None:
         differing = [k for k in keys if len({e.get(k, "") for e in extras}) > 1]
         for r, e in zip(same, extras):
             r.label = " ".join([lab] + [e[k] for k in differing if k in e])
+    # still shared (e.g. runs differing in training only): add the parts of their names that differ
+    for lab in {r.label for r in runs}:
+        same = [r for r in runs if r.label == lab]
+        if len(same) < 2:
+            continue
+        parts = [r.name.replace("/", "-").split("-") for r in same]
+        common = set(parts[0]).intersection(*parts[1:])
+        for r, ps in zip(same, parts):
+            extra = [t for t in ps if t not in common]
+            r.label = " ".join([lab] + extra) if extra else lab
     labels = [r.label for r in runs]
     for r in runs:
         if labels.count(r.label) > 1:
