@@ -27,6 +27,7 @@ import numpy as np
 
 from . import runs
 from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main, select_device
+from ._stats import median
 
 INF = math.inf
 _TS_SUFFIXES = (".ts", ".jit", ".torchscript")
@@ -57,9 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
     ap.add_argument("--eps", default=None, help="comma-separated radii for robust accuracy (default per norm)")
-    ap.add_argument("--certify", choices=("ibp", "crown"), default=None, help="also compute certified lower bounds")
+    ap.add_argument("--certify", choices=("ibp", "crown", "crown-ibp"), default=None,
+                    help="also compute certified lower bounds (crown-ibp: cheaper for convolutions; docs/certify.md)")
     ap.add_argument("--exact", action=argparse.BooleanOptionalAction, default=False,
                     help="also compute exact radii by MILP/MIQP (small ReLU MLPs only)")
+    ap.add_argument("--bounds-only", action="store_true",
+                    help="with --certify and/or --exact: add the bounds to the existing attack-<norm>-<split> results "
+                         "(the same points), leaving the attacks' radii and configuration as they are (no attack runs)")
     ap.add_argument("--exact-time-limit", type=float, default=10.0, help="seconds per sample for --exact")
     ap.add_argument("--random-checks", type=int, default=8,
                     help="random directions per sample for the gradient-masking check (0: off)")
@@ -246,7 +251,8 @@ def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device,
         except ImportError as exc:
             raise UserError(f"--certify needs advrobust.certify ({exc})") from None
         lower[args.certify] = np.asarray(certified_radii(model, x.to(device), y.to(device), norm=norm,
-                                                         method=args.certify), dtype=np.float64)
+                                                         method=args.certify, progress=not args.quiet),
+                                         dtype=np.float64)
     result = run_cascade(model, x, y, norm=norm, attacks=configured, batch_size=args.batch_size, device=device,
                          seed=args.seed, progress=not args.quiet, lower=lower.get(args.certify),
                          random_checks=args.random_checks, pool=pool, starts=starts)
@@ -257,7 +263,7 @@ def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device,
         except ImportError as exc:
             raise UserError(f"--exact needs advrobust.exact and a MILP solver ({exc})") from None
         exact = exact_radii(model, x.to(device), y.to(device), norm=norm, upper=result.best_radius,
-                            time_limit=args.exact_time_limit)
+                            time_limit=args.exact_time_limit, progress=not args.quiet)
         lo = np.asarray(exact["lower"], dtype=np.float64)
         below = np.isfinite(result.best_radius) & (result.best_radius < lo * (1 - 1e-4) - 1e-9)
         if below.any():
@@ -266,12 +272,12 @@ def attack_norm(model, x, y, *, norm: float, names: Sequence[str], args, device,
                                             "proven lower bound: the solver (or the model encoding) is wrong"})
     summary = summarize(result, _parse_eps(args.eps, norm))
     if lower:
-        summary["certified"] = {k: {"median": float(np.median(v))} for k, v in lower.items()}
+        summary["certified"] = {k: {"median": median(v)} for k, v in lower.items()}
     if exact is not None:
         st = np.asarray(exact["status"])
         summary["exact"] = {"optimal": int((st == 0).sum()), "time_limit": int((st == 1).sum()),
                             "error": int((st == 2).sum()),
-                            "median": float(np.median(np.asarray(exact["radius"], dtype=np.float64)))}
+                            "median": median(exact["radius"])}
         r_ex = np.asarray(exact["lower"], dtype=np.float64)
         summary["robust_accuracy_exact_lower"] = {e: float((np.where(result.correct, r_ex, 0) > float(e)).mean())
                                                   for e in summary["robust_accuracy"]}
@@ -348,6 +354,66 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def add_bounds(model, x_split, *, norms, args, device, out_dir: Path, argv) -> int:
+    """``--bounds-only``: certified (and exact) lower bounds for the points of existing attack results,
+    added as columns of the same files; the attacks' radii, configuration and record stay as they were."""
+    import torch
+
+    if not args.certify and not args.exact:
+        raise UserError("--bounds-only adds bounds: give --certify ibp|crown and/or --exact")
+    for p in norms:
+        stem = runs.results_stem(norm_name(p), args.split)
+        f, fj = out_dir / f"{stem}.npz", out_dir / f"{stem}.json"
+        if not f.is_file() or not fj.is_file():
+            raise UserError(f"--bounds-only needs existing results {f} (and .json); run python -m advrobust.attack "
+                            f"{args.run_dir or '...'} --norm {norm_name(p)} --split {args.split} first")
+        arrays = dict(runs.load_npz(f, what="attack results"))
+        record = runs.read_json(fj, what="attack record")
+        if "index" not in arrays or "best_radius" not in arrays or not isinstance(record, dict):
+            raise UserError(f"{f} lacks its index or best_radius column; rerun the attack on it")
+        idx = torch.as_tensor(np.asarray(arrays["index"], dtype=np.int64))
+        if idx.numel() and int(idx.max()) >= len(x_split):
+            raise UserError(f"{f} indexes point {int(idx.max())} but the {args.split} split has {len(x_split)}: "
+                            "the results belong to other data; rerun the attack")
+        x = x_split[idx].to(device=device, dtype=torch.float32)
+        y = torch.as_tensor(np.asarray(arrays["label"], dtype=np.int64), device=device)
+        best = np.asarray(arrays["best_radius"], dtype=np.float64)
+        correct = np.asarray(arrays["pred"]) == np.asarray(arrays["label"])
+        summary = record.setdefault("summary", {})
+        eps = list((summary.get("robust_accuracy") or {}).keys()) or [f"{e:g}" for e in _parse_eps(args.eps, p)]
+        if args.certify:
+            from .certify import certified_radii
+
+            lo = np.asarray(certified_radii(model, x, y, norm=p, method=args.certify, progress=not args.quiet),
+                            dtype=np.float64)
+            arrays[f"lower__{args.certify}"] = lo
+            summary.setdefault("certified", {})[args.certify] = {"median": median(lo)}
+            summary["robust_accuracy_certified"] = {e: float((np.where(correct, lo, 0) > float(e)).mean())
+                                                    for e in eps}
+        if args.exact:
+            from .exact import exact_radii
+
+            ex = exact_radii(model, x, y, norm=p, upper=best, time_limit=args.exact_time_limit,
+                             progress=not args.quiet)
+            arrays["exact_radius"] = np.asarray(ex["radius"], dtype=np.float64)
+            arrays["exact_lower"] = np.asarray(ex["lower"], dtype=np.float64)
+            arrays["exact_status"] = np.asarray(ex["status"], dtype=np.int64)
+            st = arrays["exact_status"]
+            summary["exact"] = {"optimal": int((st == 0).sum()), "time_limit": int((st == 1).sum()),
+                                "error": int((st == 2).sum()), "median": median(arrays["exact_radius"])}
+            summary["robust_accuracy_exact_lower"] = {
+                e: float((np.where(correct, arrays["exact_lower"], 0) > float(e)).mean()) for e in eps}
+        record.setdefault("bounds_commands", []).append(
+            ["python", "-m", "advrobust.attack", *(argv if argv is not None else sys.argv[1:])])
+        runs.commit_results(out_dir / stem, arrays, record)  # npz, then the json naming its new sha256
+        if args.json:
+            print_json({"file": str(f), "summary": summary})
+        elif not args.quiet:
+            what = " and ".join(w for w, on in ((f"{args.certify} bounds", args.certify), ("exact radii", args.exact)) if on)
+            print(f"added {what} for {len(best)} points to {f} (attack radii unchanged)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
@@ -387,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("--starts is used by the boundary attack; add it to --attacks (e.g. --attacks boundary)")
         starts = _load_starts(args.starts)
     model, x, y, out_dir, source, pool = load_target(args, device)
+    if args.bounds_only:
+        return add_bounds(model, x, norms=[p for p, _ in plan], args=args, device=device, out_dir=out_dir, argv=argv)
     if args.n is not None:  # at most n (a sweep's attack n applies to runs of every data size)
         if args.n > len(x) and not args.quiet:
             print(f"note: --n {args.n} is more than the {len(x)} points of the {args.split} split; "

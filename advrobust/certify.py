@@ -42,6 +42,9 @@ from ._cli import UserError, parse_norm
 
 INF = math.inf
 METHODS = ("ibp", "crown", "crown-ibp")
+#: neurons whose CROWN bounds are computed in one backward pass: memory is about
+#: 2 x CHUNK x (largest layer width) float64 values per tensor, whatever the batch and layer sizes
+DEFAULT_CHUNK = 128
 
 
 # --------------------------------------------------------------------------- the network as ops
@@ -332,8 +335,47 @@ def _crown_backward(ops: list, upto: int, a: Tensor, c: Tensor, pre_bounds: dict
     return concretize_min(a, c, x, eps, p)
 
 
-def _bounds(ops: list, x: Tensor, eps: Tensor, p: float, method: str, spec: Tensor | None):
-    """Propagate; return (pre-activation bounds per ReLU op index, spec lower bound or None)."""
+def _refine(ops: list, k: int, lo: Tensor, hi: Tensor, pre: dict, x: Tensor, eps: Tensor, p: float, *,
+            unstable_only: bool, chunk: int) -> tuple[Tensor, Tensor]:
+    """CROWN bounds on the output neurons of op ``k``, intersected with (lo, hi) from IBP.
+
+    Neurons are refined in chunks of ``chunk`` (sample, neuron) pairs: each chunk is one backward
+    pass of ``2 x chunk`` rows (upper and lower bound), so memory does not grow with the layer's
+    width squared. With ``unstable_only``, only neurons that IBP leaves unstable (lo < 0 < hi) are
+    refined: a stable neuron's ReLU relaxation is exact (identity or zero) whatever its bounds, so
+    the bounds of later layers are the same; the next layer's IBP bounds can be looser, and are
+    then refined by CROWN in turn.
+    """
+    bsz, n = lo.shape
+    mask = (lo < 0) & (hi > 0) if unstable_only else torch.ones_like(lo, dtype=torch.bool)
+    bi, ji = mask.nonzero(as_tuple=True)
+    lo, hi = lo.clone(), hi.clone()
+    for s in range(0, bi.numel(), chunk):
+        b, j = bi[s:s + chunk], ji[s:s + chunk]
+        m = b.numel()
+        rows = torch.arange(m, device=x.device)
+        a = torch.zeros(m, 2, n, dtype=torch.float64, device=x.device)  # (pairs, [lower, -upper], neurons)
+        a[rows, 0, j] = 1.0
+        a[rows, 1, j] = -1.0
+        sub_pre = {q: (pl[b], ph[b]) for q, (pl, ph) in pre.items()}
+        v = _crown_backward(ops, k, a, torch.zeros(m, 2, dtype=torch.float64, device=x.device), sub_pre,
+                            x[b], eps[b], p)
+        lo[b, j] = torch.maximum(lo[b, j], v[:, 0])
+        hi[b, j] = torch.minimum(hi[b, j], -v[:, 1])
+    return lo, torch.maximum(hi, lo)  # guard against crossing by rounding
+
+
+def _bounds(ops: list, x: Tensor, eps: Tensor, p: float, method: str, spec: Tensor | None, *,
+            chunk: int | None = DEFAULT_CHUNK, unstable_only: bool = True, prior: dict | None = None):
+    """Propagate; return (pre-activation bounds per ReLU op index, spec lower bound or None).
+
+    ``prior``: pre-activation bounds per ReLU op index already known to hold over this input set
+    (e.g. computed for a larger radius around the same points); they are intersected with the new
+    ones before a layer's unstable neurons are chosen, so neurons they prove stable are not refined.
+
+    ``chunk=None`` is the reference implementation: every neuron of a layer at once through an
+    identity matrix (memory B x n^2 per layer), kept to check and benchmark the chunked one
+    (``experiments/bench_certify_cnn.py``)."""
     if method not in METHODS:
         raise UserError(f"unknown bound method {method!r}; use one of {', '.join(METHODS)}")
     lo, hi = _input_box(x, eps)
@@ -348,9 +390,21 @@ def _bounds(ops: list, x: Tensor, eps: Tensor, p: float, method: str, spec: Tens
         if k == last and spec is not None:
             break
         nlo, nhi = _ibp_affine(op, lo, hi)
+        if prior is not None and k + 1 in prior:
+            plo, phi = prior[k + 1]
+            nlo, nhi = torch.maximum(nlo, plo), torch.minimum(nhi, phi)
+            nhi = torch.maximum(nhi, nlo)
         # full CROWN for pre-activations that feed a ReLU (for the first layer this is the exact
         # bound over ball ∩ box, tighter than IBP's box for L1 and L2)
-        if method == "crown" and k + 1 <= last and isinstance(ops[k + 1], _ReLU):
+        if method == "crown" and k + 1 <= last and isinstance(ops[k + 1], _ReLU) and chunk is not None:
+            # Linf, first layer: the input set is a box and IBP's bound of one affine layer over a box
+            # is exact, so CROWN cannot tighten it (the reference path computes it anyway)
+            # L1/L2, first layer: every neuron (the exact bound over ball ∩ box, cheap without ReLUs behind
+            # it), since stable neurons' bounds feed the IBP bounds of the next layer
+            if not (k == 0 and p == INF and unstable_only):
+                nlo, nhi = _refine(ops, k, nlo, nhi, pre, x, eps, p, unstable_only=unstable_only and k > 0,
+                                   chunk=chunk)
+        elif method == "crown" and k + 1 <= last and isinstance(ops[k + 1], _ReLU):
             n = op.out_dim
             eye = torch.eye(n, dtype=torch.float64, device=x.device).expand(bsz, n, n)
             zero = torch.zeros(bsz, n, dtype=torch.float64, device=x.device)
@@ -394,8 +448,8 @@ def layer_bounds(model: nn.Module, inputs: Tensor, eps, *, norm, method: str = "
     """
     ops, x, _, p = _prepare(model, inputs, None, norm)
     e = _eps_vector(eps, x.shape[0], x.device)
-    with torch.no_grad():
-        pre, logits = _bounds(ops, x, e, p, method, None)
+    with torch.no_grad():  # every neuron refined: these bounds are returned, not only relaxed
+        pre, logits = _bounds(ops, x, e, p, method, None, unstable_only=False)
     return [pre[k] for k in sorted(pre)] + [logits]
 
 
@@ -431,7 +485,8 @@ def box_radius(norm, dim: int) -> float:
 
 
 def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, method: str = "crown",
-                    tol: float = 1e-3, eps_hi: float | None = None) -> np.ndarray:
+                    tol: float = 1e-3, eps_hi: float | None = None, progress: bool = False,
+                    chunk: int | None = DEFAULT_CHUNK) -> np.ndarray:
     """Largest radius each sample is certified at, by bisection on the margin lower bounds.
 
     Parameters
@@ -447,6 +502,11 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     eps_hi : float, optional
         Upper end of the search. Default: the radius of a ball that covers the whole box
         (1 for Linf, sqrt(d) for L2, d for L1).
+    progress : bool
+        Show a bar named ``certify <method>`` over the bisection steps (once it runs 2 s).
+    chunk : int or None
+        CROWN refines at most this many (point, neuron) pairs per backward pass (memory bound);
+        ``None``: the reference implementation, every neuron of a layer at once.
 
     Returns
     -------
@@ -458,6 +518,8 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     ops, x, labels, p = _prepare(model, inputs, labels, norm)
     if not (tol > 0 and tol < 1):
         raise UserError(f"tol must lie in (0, 1), got {tol}")
+    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+        raise UserError(f"chunk must be a positive integer (or None), got {chunk!r}")
     bsz, dim = x.shape
     full = box_radius(p, dim)
     hi_val = full if eps_hi is None else float(eps_hi)
@@ -473,16 +535,47 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     correct = (logits.argmax(1) == labels.to(logits.device)).cpu().numpy()
     spec = margin_matrix(labels.to(x.device), ops[-1].out_dim)
 
-    def certified(idx: Tensor, eps: Tensor) -> Tensor:
+    # cheaper bounds first (IBP, then CROWN-IBP for crown): a point they certify is certified, and only
+    # the others pay for the full method. Every bound is sound, so the decision is the reference's
+    # (max of CROWN and IBP) or, where CROWN-IBP happens to beat CROWN, more.
+    cascade = {"ibp": ("ibp",), "crown-ibp": ("ibp", "crown-ibp"), "crown": ("ibp", "crown-ibp", "crown")}[method] \
+        if chunk is not None and method in METHODS else (method,)
+
+    # pre-activation bounds of each point at its current ``hi`` (a radius it was not certified at):
+    # they hold at every smaller radius, so later bisection steps start from them
+    cache: dict[int, tuple[Tensor, Tensor]] | None = None
+
+    def certified(pos: Tensor, eps: Tensor) -> Tensor:
+        """Certification of points ``idx[pos]`` at radii ``eps``; updates the cache where it fails."""
+        nonlocal cache
+        ok = torch.zeros(pos.numel(), dtype=torch.bool, device=x.device)
         with torch.no_grad():
-            _, lb = _bounds(ops, x[idx], eps, p, method, spec[idx])
-        return (lb > 0).all(1)
+            for m in cascade:
+                todo = torch.nonzero(~ok).flatten()
+                if todo.numel() == 0:
+                    break
+                rows = pos[todo]
+                prior = None if cache is None or m != "crown" else {k: (lo[rows], hi[rows]) for k, (lo, hi) in cache.items()}
+                pre, lb = _bounds(ops, x[idx[rows]], eps[todo], p, m, spec[idx[rows]], chunk=chunk,
+                                  unstable_only=chunk is not None, prior=prior)
+                ok[todo] = (lb > 0).all(1)
+                if m == cascade[-1] and m == "crown" and chunk is not None:
+                    failed = ~ok[todo]
+                    if cache is None:
+                        n_pts = idx.numel()
+                        cache = {k: (torch.full((n_pts, lo.shape[1]), -INF, dtype=torch.float64, device=x.device),
+                                     torch.full((n_pts, lo.shape[1]), INF, dtype=torch.float64, device=x.device))
+                                 for k, (lo, _) in pre.items()}
+                    for k, (lo, hi) in pre.items():
+                        cache[k][0][rows[failed]] = lo[failed]
+                        cache[k][1][rows[failed]] = hi[failed]
+        return ok
 
     idx = torch.nonzero(torch.as_tensor(correct, device=x.device)).flatten()
     if idx.numel() == 0:
         return out
     hi = torch.full((idx.numel(),), hi_val, dtype=torch.float64, device=x.device)
-    at_hi = certified(idx, hi)
+    at_hi = certified(torch.arange(idx.numel(), device=x.device), hi)
     res = torch.where(at_hi, hi, torch.zeros_like(hi))
     if hi_val >= full:
         res = torch.where(at_hi, torch.full_like(hi, INF), res)
@@ -491,16 +584,24 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     # bisection: lo is always certified, hi never (or the search cap). The first steps are
     # geometric (radii span orders of magnitude), then arithmetic.
     floor = hi_val * 1e-9
+    from ._progress import bar
+
+    # about log2(1 / tol) arithmetic steps after a few geometric ones
+    steps = bar(desc=f"certify {method}", total=int(math.ceil(math.log2(1 / tol))) + 12, unit="step",
+                enabled=progress)
     for _ in range(200):
         active = todo & ((hi - lo) > tol * torch.maximum(lo, torch.full_like(lo, floor)))
+        steps.set_postfix_str(f"{int(active.sum())} of {idx.numel()} points open")
+        steps.update()
         if not active.any():
             break
         a = torch.nonzero(active).flatten()
         lo_a, hi_a = lo[a], hi[a]
         mid = torch.where(lo_a > 0, (lo_a + hi_a) / 2, hi_a / 8)
-        ok = certified(idx[a], mid)
+        ok = certified(a, mid)
         lo[a] = torch.where(ok, mid, lo_a)
         hi[a] = torch.where(ok, hi_a, mid)
+    steps.close()
     res = torch.where(todo, lo, res)
     out[idx.cpu().numpy()] = res.cpu().numpy()
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import operator
 import re
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ._cli import UserError, norm_name, parse_norm, print_json, run_main, to_json
+from ._stats import median
 
 SPLITS = ("train", "test")
 DEFAULT_EPS = {"l1": (1.0,), "l2": (0.5,), "linf": (0.05,)}
@@ -40,6 +42,60 @@ CERTIFY_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split} -
 LIPSCHITZ_CMD = "python -m advrobust.lipschitz {path} --norm {norm}"
 TRAIN_CMD = "python -m advrobust.train --out {path} ..."
 INTRINSIC_CMD = "python -m advrobust.intrinsic {path}"
+
+
+def attack_command(path: Path, norm: str, split: str, *, certify: str | None = None) -> str:
+    """The command that fills a run's missing ``norm``/``split`` attack results or certified bounds.
+
+    Certified bounds for existing results: ``--bounds-only`` adds them to those results (the same
+    points; no attack runs, nothing replaced). Missing results: the attack configuration (attacks, n,
+    steps, seed) the run's other attack results were made with, so the new file completes the study
+    instead of redoing it differently; the command's defaults only when the run has none. The attacks
+    are copied only from results of the same norm (attacks differ in the norms they support); from
+    another norm only n, steps and seed, with that norm's default cascade.
+    """
+    path = Path(path)
+    stem = f"attack-{norm}-{split}"
+    if certify and (path / f"{stem}.npz").is_file() and (path / f"{stem}.json").is_file():
+        return ATTACK_CMD.format(path=path, norm=norm, split=split) + f" --certify {certify} --bounds-only"
+    cmd = ATTACK_CMD.format(path=path, norm=norm, split=split)
+    siblings = sorted(path.glob("attack-*-*.json"), key=lambda f: (f"-{norm}-" not in f.name, f.name))
+    for f in siblings:
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or not rec.get("attacks"):
+            continue
+        if rec.get("n"):
+            cmd += f" --n {int(rec['n'])}"
+        if rec.get("steps"):
+            cmd += f" --steps {int(rec['steps'])}"
+        if rec.get("norm") == norm:
+            cmd += f" --attacks {','.join(map(str, rec['attacks']))}"
+        if rec.get("seed") is not None:
+            cmd += f" --seed {int(rec['seed'])}"
+        break
+    return cmd + (f" --certify {certify}" if certify else "")
+
+
+def describe_missing(column: str, *, has_results: bool = True) -> str:
+    """What a missing comparison column is, in words (not just its name)."""
+    m = re.fullmatch(r"(l1|l2|linf)_(train|test)_(radius_median|attacked|robust_acc@.*|certified@.*)", column)
+    if m:
+        nm, split, what = m.groups()
+        if what.startswith("certified") and has_results:
+            return (f"{nm} certified accuracy on {split} points: the attack results hold no certified lower bounds "
+                    "(attacked without --certify)")
+        return f"{nm} radii on {split} points: this norm and split were never attacked (no attack-{nm}-{split}.npz)"
+    m = re.fullmatch(r"(l1|l2|linf)_lip_(lower|upper|local_median)", column)
+    if m:
+        return f"{m.group(1)} Lipschitz estimates of the margin (no lipschitz.json entry for {m.group(1)})"
+    if column.startswith("logit_lip_") or column == "input_scale":
+        return "Lipschitz estimates of the logits and the data's input scale (no lipschitz.json)"
+    if column.startswith("d_intrinsic"):
+        return "intrinsic dimension of the training inputs (not recorded when the run was trained)"
+    return f"{column} (not recorded)"
 
 
 def training_kind(train_spec: Mapping) -> str:
@@ -182,7 +238,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
             for split in SPLITS:
                 stem = runs.results_stem(nm, split)
                 f = path / f"{stem}.npz"
-                cmd = ATTACK_CMD.format(path=path, norm=nm, split=split)
+                cmd = attack_command(path, nm, split)
                 med, cnt = f"{nm}_{split}_radius_median", f"{nm}_{split}_attacked"
                 acc_cols = [f"{nm}_{split}_robust_acc@{e:g}" for e in eps_map[nm]]
                 cert_cols = [f"{nm}_{split}_certified@{e:g}" for e in eps_map[nm]]
@@ -192,7 +248,7 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
                         missing[c] = cmd
                     for c in cert_cols:
                         row[c] = None
-                        missing[c] = CERTIFY_CMD.format(path=path, norm=nm, split=split)
+                        missing[c] = attack_command(path, nm, split, certify="crown")
                     continue
                 res = runs.load_npz(f)
                 if "best_radius" not in res:
@@ -200,14 +256,14 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
                 r = np.asarray(res["best_radius"], dtype=np.float64)
                 r = r[~np.isnan(r)]
                 row[cnt] = int(r.size)
-                row[med] = float(np.median(r)) if r.size else None
+                row[med] = median(r) if r.size else None
                 for c, e in zip(acc_cols, eps_map[nm]):
                     row[c] = float(np.mean(r > e)) if r.size else None
-                lower_key = next((k for k in ("exact_lower", "lower__crown", "lower__ibp") if k in res), None)
+                lower_key = next((k for k in ("exact_lower", "lower__crown", "lower__crown-ibp", "lower__ibp") if k in res), None)
                 for c, e in zip(cert_cols, eps_map[nm]):
                     if lower_key is None:
                         row[c] = None
-                        missing[c] = CERTIFY_CMD.format(path=path, norm=nm, split=split)
+                        missing[c] = attack_command(path, nm, split, certify="crown")
                     else:
                         lb = np.asarray(res[lower_key], dtype=np.float64)
                         row[c] = float(np.mean(np.nan_to_num(lb, nan=-np.inf) >= e)) if lb.size else None
@@ -423,7 +479,7 @@ def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str
     ratio = xb[ok] / xa[ok]
     out = {"run_a": str(run_a), "run_b": str(run_b), "norm": nm, "split": split,
            "n_common": int(common.size), "n_used": int(ratio.size), "excluded": excluded,
-           "median_ratio": float(np.median(ratio)) if ratio.size else None,
+           "median_ratio": median(ratio) if ratio.size else None,
            "geomean_ratio": float(np.exp(np.mean(np.log(ratio)))) if ratio.size else None,
            "share_b_larger": float(np.mean(ratio > 1)) if ratio.size else None,
            "wilcoxon_statistic": None, "p_value": None,
@@ -498,14 +554,15 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--sort", default=None, help="column to sort by (prefix - for descending)")
     ap.add_argument("--filter", action="append", default=[], metavar="EXPR",
                     help="keep rows where COLUMN OP VALUE holds, e.g. dataset=digits, params>1000 (repeatable)")
-    ap.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json"))
+    ap.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json"),
+                    help="output format (default table; csv holds every column at full precision)")
     ap.add_argument("--columns", default=None, help="comma-separated columns to show")
     ap.add_argument("--eps", default=None, help="robust-accuracy radii, comma-separated (e.g. 0.1,0.5)")
     ap.add_argument("--norm", action="append", default=None, help="norm(s) to report (default: all attacked)")
     ap.add_argument("--fit", action=argparse.BooleanOptionalAction, default=True,
                     help="fit the law when runs differ in p, n or d (default on)")
-    ap.add_argument("--bootstrap", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the law fits' intervals (default 2000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     ap.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
                     help="paired per-sample radius comparison of two runs (ratio B/A, Wilcoxon test)")
     ap.add_argument("--split", default="test", choices=SPLITS, help="split for --pair (default test)")

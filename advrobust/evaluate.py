@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ._cli import UserError
+from ._stats import quantile
 
 INF = math.inf
 
@@ -305,9 +306,9 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
 
     batches = range(0, B, batch_size)
     if progress:
-        from tqdm import tqdm
+        from ._progress import bar
 
-        batches = tqdm(batches, desc=f"attacks {_norm_str(p)}", unit="batch")
+        batches = bar(batches, desc=f"attacks {_norm_str(p)}", unit="batch")
     for start in batches:
         sl = slice(start, min(start + batch_size, B))
         x, y = x_all[sl], y_all[sl]
@@ -491,11 +492,8 @@ def _masking_checks(model, x_all, y_all, correct, best, p, batch_size, n_dirs, s
 
 
 def _quantiles(r: np.ndarray, qs=(0.1, 0.25, 0.5, 0.75, 0.9)) -> dict:
-    if r.size == 0:
-        return {f"q{int(q * 100)}": math.nan for q in qs}
-    s = np.sort(r)
-    # inverted-CDF quantiles: always an observed value (inf stays inf instead of becoming nan)
-    return {f"q{int(q * 100)}": float(s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]) for q in qs}
+    # the project's one definition (advrobust._stats): an observed value, inf stays inf
+    return {f"q{int(q * 100)}": quantile(r, q) for q in qs}
 
 
 def _nanmean(v: np.ndarray) -> float:

@@ -352,7 +352,8 @@ def _run(prog: _Program, xv: list, x0: np.ndarray, radius: float, p: float, time
     return _solve_highs(prog, time_limit)
 
 
-def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper=None, time_limit: float = 10.0) -> dict:
+def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper=None, time_limit: float = 10.0,
+                progress: bool = False) -> dict:
     """Exact minimal adversarial radii of a small ReLU MLP, by MILP (Linf, L1) or MIQP (L2).
 
     Parameters
@@ -367,6 +368,8 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
         ``None``) mean "unknown", and then the whole box is searched.
     time_limit : float
         Seconds per sample (shared by that sample's target classes).
+    progress : bool
+        Show a bar named ``exact (MILP)`` over the points, with the solver's status so far (after 2 s).
 
     Returns
     -------
@@ -414,7 +417,14 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
     lower = np.full(bsz, np.nan)
     status = np.full(bsz, -1, dtype=np.int64)
     adv = inputs.detach().clone()
-    for s in range(bsz):
+    from ._progress import bar
+
+    points = bar(range(bsz), desc="exact (MILP)", unit="point", enabled=progress)
+    for s in points:
+        if s:  # the solver's status so far, and the last point's
+            done = status[:s]
+            points.set_postfix_str(f"last {STATUS.get(int(status[s - 1]), '?')}; optimal {int((done == 0).sum())}, "
+                                   f"time limit {int((done == 1).sum())}, error {int((done == 2).sum())}")
         x = inputs[s]
         y = int(lab[s])
         if pred[s] != y:
@@ -499,6 +509,10 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
                 status[s], radius[s] = 0, INF
         else:
             status[s], radius[s] = 0, best
+    if bsz:
+        points.set_postfix_str(f"optimal {int((status == 0).sum())}, time limit {int((status == 1).sum())}, "
+                               f"error {int((status == 2).sum())}")
+    points.close()
     return {"radius": radius, "lower": lower, "status": status, "adv": adv.cpu().numpy()}
 
 

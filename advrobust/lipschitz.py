@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ._cli import UserError, norm_name, parse_norm, print_json, run_main
+from ._stats import median
 
 INF = math.inf
 _NORMS = (1.0, 2.0, INF)
@@ -375,7 +376,7 @@ def attack_secants(model: nn.Module | None, results: Mapping[str, Any], x_split:
     ok = (margin > 0) & np.isfinite(radius) & (radius > 0)
     ratio = margin[ok] / radius[ok]
     out = {"ratio_max": float(ratio.max()) if ratio.size else None,
-           "ratio_median": float(np.median(ratio)) if ratio.size else None,
+           "ratio_median": median(ratio) if ratio.size else None,
            "ratio_count": int(ratio.size), "secant_max": None}
     if model is not None and x_split is not None and "adv" in results and ratio.size:
         idx = torch.as_tensor(np.asarray(results["index"])[ok], dtype=torch.long)
@@ -397,8 +398,8 @@ def attack_secants(model: nn.Module | None, results: Mapping[str, Any], x_split:
 def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, *, norm: float = 2.0,
                        ascent_steps: int = 100, ascent_points: int = 16, segments: int = 256,
                        batch_size: int = 256, seed: int = 0,
-                       attack_results: Mapping[str, tuple[Mapping[str, Any], torch.Tensor | None]] | None = None
-                       ) -> dict:
+                       attack_results: Mapping[str, tuple[Mapping[str, Any], torch.Tensor | None]] | None = None,
+                       progress: bool = False) -> dict:
     """Lower and upper estimates of the Lipschitz constants of a classifier's margin and logits.
 
     Parameters
@@ -411,6 +412,8 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
     seed : seeds the segment pairs and the hill climb (deterministic)
     attack_results : optional ``{split: (npz_dict, x_split)}`` from ``attack-<norm>-<split>.npz``
         (same norm), for the secant lower bounds along the attacks' paths
+    progress : show a bar naming the stage (gradients, segments, ascent, secants, upper bound) once
+        the estimate takes 2 s
 
     Returns
     -------
@@ -433,7 +436,17 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
     x = x_train.to(dev).float()
     gen = torch.Generator().manual_seed(int(seed))
     fn = lambda z: _local_constants(model, z, p)  # noqa: E731
+    from ._progress import bar
+
+    steps = bar(desc="lipschitz", total=5, unit="stage", enabled=progress)
+
+    def stage(name: str) -> None:
+        steps.set_description_str(f"lipschitz: {name}")
+        steps.update(0 if name == "gradients at training points" else 1)
+
+    stage("gradients at training points")
     m_train, s_train = _batched(fn, x, batch_size)
+    stage("segments")
     lo, hi = float(min(0.0, x.min())), float(max(1.0, x.max()))
     # segments between random pairs of training points
     m_seg = s_seg = torch.zeros(0)
@@ -448,6 +461,7 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
     cand_m = torch.cat([m_train, m_seg]) if m_seg.numel() else m_train
     cand_s = torch.cat([s_train, s_seg]) if m_seg.numel() else s_train
     m_asc = s_asc = None
+    stage("gradient ascent")
     if ascent_steps > 0:
         k = min(ascent_points, cand_x.shape[0])
         step0 = 0.05 * float(cand_x.reshape(cand_x.shape[0], -1).norm(dim=1).mean().clamp_min(1e-6))
@@ -458,11 +472,12 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
         _, vs = _hill_climb(model, cand_x[top], cand_s[top], 1, p, steps=ascent_steps, step0=step0,
                             gen=gen, lo=lo, hi=hi)
         m_asc, s_asc = float(vm.max()), float(vs.max())
-    margin = {"lower_gradient": float(m_train.max()), "lower_gradient_median": float(m_train.median()),
+    margin = {"lower_gradient": float(m_train.max()), "lower_gradient_median": median(m_train.detach().cpu().numpy()),
               "lower_segments": float(m_seg.max()) if m_seg.numel() else None, "lower_ascent": m_asc}
-    logit = {"lower_gradient": float(s_train.max()), "lower_gradient_median": float(s_train.median()),
+    logit = {"lower_gradient": float(s_train.max()), "lower_gradient_median": median(s_train.detach().cpu().numpy()),
              "lower_segments": float(s_seg.max()) if s_seg.numel() else None, "lower_ascent": s_asc}
     secants = {}
+    stage("attack secants")
     for split, (res, xs) in (attack_results or {}).items():
         secants[split] = attack_secants(model, res, None if xs is None else xs.to(dev).float(), norm=p)
     margin["attack"] = secants
@@ -477,7 +492,10 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
         best = max(cands, key=cands.get)
         sec["lower"] = cands[best]
         sec["lower_method"] = best
+    stage("upper bound")
     ub = upper_bounds(model, tuple(x.shape[1:]), norm=p, seed=seed)
+    steps.update()
+    steps.close()
     margin["upper"] = ub["margin"]
     logit["upper"] = ub["logit"]
     for sec in (margin, logit):
@@ -528,17 +546,21 @@ def _parser() -> argparse.ArgumentParser:
     ap = argument_parser(prog="python -m advrobust.lipschitz",
                                  description="Lower and upper Lipschitz estimates of a run's model; writes "
                                              "lipschitz.json in the run directory.")
-    ap.add_argument("run_dir")
+    ap.add_argument("run_dir", help="run directory written by python -m advrobust.train")
     ap.add_argument("--norm", default="l2", help="input norm of the margin estimates: l1, l2 or linf (default l2)")
-    ap.add_argument("--ascent-steps", type=int, default=100)
-    ap.add_argument("--ascent-points", type=int, default=16)
-    ap.add_argument("--segments", type=int, default=256)
+    ap.add_argument("--ascent-steps", type=int, default=100,
+                    help="hill-climbing steps on the local gradient norm for the lower bound (0: none; default 100)")
+    ap.add_argument("--ascent-points", type=int, default=16,
+                    help="points the hill climbing starts from: those with the largest gradient norm (default 16)")
+    ap.add_argument("--segments", type=int, default=256,
+                    help="random pairs of training points whose segments are sampled for the lower bound (default 256)")
     ap.add_argument("--max-points", type=int, default=None,
                     help="use only the first N training points (default: all)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the segments' random pairs (default 0)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     ap.add_argument("--no-write", action="store_true", help="do not write lipschitz.json")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar (--json implies it)")
     return ap
 
 
@@ -568,7 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             attack_results[split] = (runs.load_npz(f), xs)
     est = estimate_lipschitz(run.model, x, y, norm=p, ascent_steps=args.ascent_steps,
                              ascent_points=args.ascent_points, segments=args.segments, seed=args.seed,
-                             attack_results=attack_results)
+                             attack_results=attack_results,
+                             progress=not (args.quiet or args.json))
     s, src = input_scale(data.x_train, getattr(data, "meta", None))
     est["input_scale"] = s
     est["input_scale_source"] = src

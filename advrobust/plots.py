@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ._stats import median
+
 #: Okabe & Ito (2008) colour-blind-safe palette; its yellow, faint on white, comes last.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 #: one marker per group of runs where a figure shows several groups
@@ -76,20 +78,57 @@ def run_style(index: int) -> dict:
     return {"color": PALETTE[index % len(PALETTE)], "linestyle": LINESTYLES[(index // len(PALETTE)) % len(LINESTYLES)]}
 
 
+#: One sequential colormap per data set in a per-model figure (light = few parameters, dark = many);
+#: runs of different data sets also differ in line style (:data:`LINESTYLES`).
+SEQUENTIAL_CMAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
+
+
+def sequential_styles(keys: Sequence[tuple]) -> list[dict]:
+    """Colour and line style per run of one figure from ``(data set, parameter count)`` keys.
+
+    Runs of a data set take evenly spaced shades of that data set's colormap, ordered by p (lightest
+    for the smallest model); each data set has its own colormap and line style. Two runs of a figure
+    never share a colour (shades are nudged apart if rounding to hex would merge them).
+    """
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    datasets = list(dict.fromkeys(k[0] for k in keys))
+    out: list[dict] = [{} for _ in keys]
+    used: set = set()
+    for di, ds in enumerate(datasets):
+        members = sorted((i for i, k in enumerate(keys) if k[0] == ds),
+                         key=lambda i: (keys[i][1] if keys[i][1] == keys[i][1] else math.inf, i))
+        cmap = matplotlib.colormaps[SEQUENTIAL_CMAPS[di % len(SEQUENTIAL_CMAPS)]]
+        # the colormaps' palest quarter is too faint on white; beyond 6 data sets, shift the range
+        lo, hi = 0.4 - 0.1 * (di // len(SEQUENTIAL_CMAPS) % 3), 0.95
+        pos = np.linspace(lo, hi, len(members)) if len(members) > 1 else np.array([0.75])
+        for j, i in zip(pos, members):
+            c, t = to_hex(cmap(float(j))), float(j)
+            while c in used and t > 0.05:  # extremely many runs: step to the next distinct shade
+                t -= 0.002
+                c = to_hex(cmap(t))
+            used.add(c)
+            out[i] = {"color": c, "linestyle": LINESTYLES[di % len(LINESTYLES)], "dataset": ds}
+    return out
+
+
+def _run_style(item: dict) -> dict:
+    """A figure item's style: its ``style`` (from :func:`sequential_styles`), else by ``index``."""
+    return item.get("style") or run_style(item.get("index", 0))
+
+
 def radius_label(norm: str, *, image: bool) -> str:
     """Axis label with units, e.g. ``'L2 radius (pixel units, [0,1] scale)'``."""
     unit = "pixel units, [0,1] scale" if image else "input units"
     return f"{NORM_LABEL.get(norm, norm)} radius ({unit})"
 
 
-def _legend_outside(ax, n_items: int) -> None:
-    """Legend right of the axes when there are many entries, else at matplotlib's 'best' spot."""
+def _legend_outside(ax, n_items: int, **kwargs) -> None:
+    """Legend right of the axes (never over the data)."""
     if n_items == 0:
         return
-    if n_items > 3:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    else:
-        ax.legend(loc="best")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
 
 
 def figure_bytes(fig, fmt: str) -> bytes:
@@ -116,6 +155,63 @@ def _plain_log_ticks(ax, axis: str = "y") -> None:
         which.set_major_locator(LogLocator(base=10, subs=subs))
         which.set_major_formatter(fmt)
         which.set_minor_formatter(NullFormatter())
+
+
+def layout_problems(fig) -> dict:
+    """Overlapping text and legends over data, measured through matplotlib's renderer after drawing.
+
+    Returns ``{"overlaps": [(text a, text b), ...], "legend_over_axes": [legend's first entry, ...]}``:
+    pairs of visible texts (suptitle, titles, axis labels, tick labels, annotations, legend entries)
+    whose boxes intersect by more than half a pixel each way, and legends whose box intersects a panel.
+    Both are empty for a figure a reader can read. The report records them in each figure's metadata.
+    """
+    _, plt = _mpl()
+    with plt.rc_context(_style()):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+    texts: list = []
+
+    def add(t, what: str) -> None:
+        if t is not None and t.get_visible() and t.get_text().strip():
+            texts.append((f"{what}: {t.get_text()!r}", t.get_window_extent(renderer)))
+
+    for t in fig.texts:  # the suptitle is one of them
+        add(t, "suptitle" if t is getattr(fig, "_suptitle", None) else "figure text")
+    legends = list(fig.legends)
+    for i, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        for t in (ax.title, ax._left_title, ax._right_title):
+            add(t, f"axes {i} title")
+        add(ax.xaxis.label, f"axes {i} xlabel")
+        add(ax.yaxis.label, f"axes {i} ylabel")
+        for axis, name in ((ax.xaxis, "xtick"), (ax.yaxis, "ytick")):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if tick.get_loc() is not None and lo - 1e-12 * abs(hi - lo) <= tick.get_loc() <= hi + 1e-12 * abs(hi - lo):
+                    add(tick.label1, f"axes {i} {name}")
+        for t in ax.texts:
+            add(t, f"axes {i} text")
+        if ax.get_legend() is not None:
+            legends.append(ax.get_legend())
+    for leg in legends:
+        for t in leg.get_texts():
+            add(t, "legend")
+    overlaps = []
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            a, b = texts[i][1], texts[j][1]
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > 0.5 and min(a.y1, b.y1) - max(a.y0, b.y0) > 0.5:
+                overlaps.append((texts[i][0], texts[j][0]))
+    over = []
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        for ax in fig.axes:
+            if ax.get_visible() and ax.axison:
+                p = ax.get_window_extent(renderer)
+                if min(box.x1, p.x1) - max(box.x0, p.x0) > 0.5 and min(box.y1, p.y1) - max(box.y0, p.y0) > 0.5:
+                    over.append(leg.get_texts()[0].get_text() if leg.get_texts() else "legend")
+    return {"overlaps": overlaps, "legend_over_axes": over}
 
 
 def close(fig) -> None:
@@ -146,23 +242,33 @@ def plot_robust_accuracy(curves: Sequence[dict], *, norm: str, split: str, image
     top = top * 1.08 if top > 0 else 1.0
     eps = np.linspace(0.0, top, 512)
     with plt.rc_context(_style()):
-        fig, ax = plt.subplots(figsize=(SINGLE + (1.2 if len(curves) > 3 else 0.0), 2.4))
+        fig, ax = plt.subplots(figsize=(SINGLE, 2.4))
         n_cert = 0
+        from matplotlib.lines import Line2D
+
+        handles = []
         for c in curves:
-            st = run_style(c["index"])
-            ax.plot(eps, robust_accuracy(c["radius"], eps), color=st["color"], linestyle="-",
-                    label=f"{c['run']} (attack)", drawstyle="steps-post")
+            st = _run_style(c)
+            line, = ax.plot(eps, robust_accuracy(c["radius"], eps), color=st["color"], linestyle=st["linestyle"],
+                            label=str(c.get("label", c["run"])), drawstyle="steps-post")
+            handles.append(line)
             if c.get("lower") is not None:
-                ax.plot(eps, robust_accuracy(c["lower"], eps), color=st["color"], linestyle="--",
-                        label=f"{c['run']} (certified)", drawstyle="steps-post", alpha=0.9)
+                # certified: the same colour, thin, with markers every so often (the line style is the data set's)
+                ax.plot(eps, robust_accuracy(c["lower"], eps), color=st["color"], linestyle=st["linestyle"],
+                        linewidth=0.8, marker="|", markevery=40, markersize=4, drawstyle="steps-post", alpha=0.9)
                 n_cert += 1
+        if n_cert:
+            handles.append(Line2D([], [], color="0.3", linewidth=0.8, marker="|", markersize=4,
+                                  label="thin, ticked: certified"))
         ax.set_xlim(0.0, top)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(f"ε: {radius_label(norm, image=image)}")
         ax.set_ylabel(f"robust accuracy ({split} points)")
         ax.set_title(f"{NORM_LABEL.get(norm, norm)} robust accuracy on {split} points")
-        _legend_outside(ax, len(curves) + n_cert)
+        if handles:
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig, {"curves": len(curves), "certified_curves": n_cert, "runs": [c["run"] for c in curves],
+                 "colors": [_run_style(c)["color"] for c in curves],
                  "norm": norm, "split": split, "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel()}
 
 
@@ -176,7 +282,7 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
     """
     _, plt = _mpl()
     splits = [s for s in ("train", "test") if any(s in g["radius"] for g in groups)]
-    width = min(DOUBLE, max(SINGLE, 0.9 * len(groups) * max(1, len(splits)) + 1.0))
+    width = max(SINGLE, min(DOUBLE + 1.5, 0.45 * len(groups) * max(1, len(splits)) + 1.6))
     positive = []
     with plt.rc_context(_style()):
         fig, ax = plt.subplots(figsize=(width, 2.6))
@@ -184,7 +290,7 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
         offsets = {s: (i - (len(splits) - 1) / 2) * 0.36 for i, s in enumerate(splits)}
         hatch = {"train": "", "test": "////"}
         for gi, g in enumerate(groups):
-            st = run_style(g["index"])
+            st = _run_style(g)
             for s in splits:
                 if s not in g["radius"]:
                     continue
@@ -194,6 +300,7 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
                 if ok.size:
                     positive.append(ok)
                     bp = ax.boxplot([ok], positions=[pos], widths=0.3, patch_artist=True, showfliers=True,
+                                    usermedians=[median(ok)],
                                     flierprops={"markersize": 2, "markeredgecolor": st["color"]},
                                     medianprops={"color": "black", "linewidth": 1.0})
                     for patch in bp["boxes"]:
@@ -208,9 +315,18 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
                             linespacing=1.1)
         ax.set_xticks(range(len(groups)))
         # long run names side by side overlap: slant them when there are several models
-        slant = len(groups) > 3 or max((len(str(g["run"])) for g in groups), default=0) > 14
-        ax.set_xticklabels([g["run"] for g in groups], rotation=30 if slant else 0, ha="right" if slant else "center",
-                           rotation_mode="anchor" if slant else "default")
+        # labels wrapped onto short lines, upright: slanted labels' boxes overlap their neighbours'
+        import textwrap
+
+        names = [textwrap.fill(str(g.get("label", g["run"])), 11, break_long_words=False) for g in groups]
+        # too wide for the space per model (many models, long labels): vertical labels, one line each
+        spacing_pt = (width - 1.6) * 72 / max(len(groups), 1)
+        widest_pt = max((len(line) for t in names for line in t.split("\n")), default=0) * 6 * 0.62
+        if widest_pt > 0.9 * spacing_pt:
+            ax.set_xticklabels([str(g.get("label", g["run"])) for g in groups], fontsize=6, rotation=90,
+                               ha="center", va="top")
+        else:
+            ax.set_xticklabels(names, fontsize=6, linespacing=1.05)
         ax.tick_params(axis="x", pad=27, length=0)
         ax.grid(False, axis="x")
         ax.set_xlim(-0.6, len(groups) - 0.4)
@@ -228,6 +344,7 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
                          label=f"{s} points") for s in splits]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig, {"curves": len(groups), "boxes": n_boxes, "runs": [g["run"] for g in groups], "norm": norm,
+                 "colors": [_run_style(g)["color"] for g in groups],
                  "splits": splits, "ylabel": ax.get_ylabel(), "yscale": ax.get_yscale()}
 
 
@@ -378,9 +495,9 @@ def plot_attack_comparison(models: Sequence[dict], *, attacks: Sequence[str], no
             panels.append(("ratio_exact", "radius / exact radius"))
         for ax, (key, ylabel) in zip(axes, panels):
             for j, m in enumerate(models):
-                color = run_style(m["index"])["color"]
+                color = _run_style(m)["color"]
                 pos = xs + (j - (k - 1) / 2) * w
-                label = m["run"] if ax is axes[0] else None
+                label = str(m.get("label", m["run"])) if ax is axes[0] else None
                 if key == "best_share":
                     vals = [m.get(key, {}).get(a, np.nan) for a in attacks]
                     ax.bar(pos, vals, width=w, color=color, label=label)
@@ -405,9 +522,11 @@ def plot_attack_comparison(models: Sequence[dict], *, attacks: Sequence[str], no
         if has_exact:
             axes[2].set_title("gap to exact (MILP): median, IQR")
         fig.suptitle(f"Attacks, {NORM_LABEL.get(norm, norm)} radii on {split} points", fontsize=8)
-        fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(models), 6))
         fig.tight_layout()
+        # one column right of the panels (a legend across the page squeezed them)
+        fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.92), ncol=1)
     return fig, {"curves": len(models), "runs": [m["run"] for m in models], "attacks": list(attacks),
+                 "colors": [_run_style(m)["color"] for m in models],
                  "norm": norm, "split": split, "exact": has_exact}
 
 
@@ -420,6 +539,8 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
     ``adv_pred`` (int or None) and ``radius``. For non-image data each sample is one bar chart of
     the perturbation per coordinate.
     """
+    import textwrap
+
     _, plt = _mpl()
     per = max((len(r["samples"]) for r in rows), default=0)
     n_rows = len(rows)
@@ -427,7 +548,7 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
     with plt.rc_context(_style()):
         cell = DOUBLE / max(cols, 1)
         fig, axes = plt.subplots(n_rows, max(cols, 1), squeeze=False,
-                                 figsize=(DOUBLE, 0.5 + n_rows * (cell * 1.6 if image else 1.6)))
+                                 figsize=(DOUBLE, 0.7 + n_rows * (cell * 1.6 if image else 1.6)))
         for ri, row in enumerate(rows):
             for si in range(per):
                 if si >= len(row["samples"]):
@@ -445,7 +566,8 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
                     _show(ax0, s["x"])
                     ax0.set_title(f"clean: {s['pred']}\n(label {s['label']})", fontsize=6)
                     if si == 0:
-                        ax0.set_ylabel(row["run"], fontsize=7)
+                        ax0.set_ylabel(textwrap.fill(str(row.get("label", row["run"])), 16, break_long_words=False),
+                                       fontsize=6, linespacing=1.0)
                     d2 = delta.mean(axis=0) if delta.ndim == 3 else delta
                     ax1.imshow(d2, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
                     ax1.set_title(f"δ ×{1 / scale:.3g}\nr={s['radius']:.3g}", fontsize=6)
@@ -457,14 +579,14 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
                     flatd = delta.reshape(-1)
                     colors = np.where(flatd >= 0, "#D55E00", "#0072B2")
                     ax.bar(np.arange(flatd.size), flatd, color=colors, width=1.0)
-                    ax.set_title(f"{row['run']}: {arrow}, r={s['radius']:.3g}", fontsize=6)
+                    ax.set_title(f"{row.get('label', row['run'])}: {arrow}, r={s['radius']:.3g}", fontsize=6)
                     ax.set_xlabel("coordinate", fontsize=6)
                     ax.set_ylabel("δ (input units)", fontsize=6)
         fig.suptitle(f"{NORM_LABEL.get(norm, norm)} adversarial examples: clean prediction → adversarial prediction, "
                      "r = radius\n" + ("δ = adv − x in a diverging colormap (red +, blue −), scaled ×k to its largest entry"
                                         if image else "δ = adv − x per input coordinate (orange +, blue −)"),
                      fontsize=7)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the 2-line suptitle
     return fig, {"curves": len(rows), "runs": [r["run"] for r in rows],
                  "samples": int(sum(len(r["samples"]) for r in rows)), "norm": norm, "image": bool(image)}
 

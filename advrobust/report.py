@@ -25,6 +25,7 @@ import numpy as np
 
 from . import plots
 from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main
+from ._stats import quantile
 from .runs import (MODEL_FILE, RUN_FILE, atomic_write_bytes, atomic_write_text, find_runs, load_npz,
                    read_json, read_run_record, results_stem, versions)
 
@@ -36,7 +37,9 @@ BRACKET_RTOL = 1e-4
 
 #: most models drawn in one per-model figure (robust accuracy, radii, attacks, gallery): a study with seeds
 #: has hundreds of runs, whose curves and legend would be unreadable; the tables keep every run
-FIGURE_MAX_RUNS = 8
+FIGURE_MAX_RUNS = 12
+#: the full comparison table (every column of ``advrobust.compare``), written beside the report
+COMPARISON_CSV = "comparison.csv"
 #: CSS pixels per inch of a figure's printed size in the HTML (a 7 in figure is 910 px wide)
 CSS_PX_PER_INCH = 130
 
@@ -65,6 +68,12 @@ class RunData:
     meta: dict
     results: dict = field(default_factory=dict)  # (norm, split) -> (arrays, info json)
     lipschitz: dict | None = None
+    label: str = ""  # short: data set, family, width (or p); unique among the report's runs
+
+    @property
+    def tag(self) -> "Label":
+        """The run's short label as a table cell whose tooltip (HTML) is its full name."""
+        return Label(self.label or self.name, self.name)
 
     @property
     def params(self) -> float:
@@ -126,6 +135,76 @@ def _dataset_name(meta: dict) -> Any:
     return _get(meta, "dataset") or _get(data, "name")
 
 
+class Label(str):
+    """A short table cell (a run's label) that carries a longer text shown as its HTML tooltip."""
+
+    def __new__(cls, text: str, full: str) -> "Label":
+        obj = super().__new__(cls, text)
+        obj.full = full
+        return obj
+
+
+def short_label(meta: dict, name: str) -> str:
+    """``'digits mlp w6'``: data set, model family and width (``p=…`` for a family without one);
+    ``(min)`` marks a width found by the minimal-width search. The run's name where the record lacks them."""
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
+    data, family = _dataset_name(meta), _get(model, "family") or _get(meta, "model")
+    if data is None or family is None:
+        return name
+    width = _get(model, "width")
+    if width is not None:
+        size = f"w{width}" + (" (min)" if "min_width_search" in meta else "")
+    else:
+        p = _num(_get(meta, "params"))
+        size = f"p={p:,.0f}" if math.isfinite(p) else ""
+    return " ".join(str(t) for t in (data, family, size) if t)
+
+
+def _distinguish(meta: dict) -> dict[str, str]:
+    """What may tell runs with the same short label apart, most telling first: {field: text}."""
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
+    out = {}
+    for key, fmt in (("label_noise", "noise {:g}"), ("n", "n={}"), ("dim", "d={}"), ("resize", "{}px"),
+                     ("classes", "k={}"), ("labels", "{} labels")):
+        if data.get(key) is not None:
+            out[key] = fmt.format(data[key])
+    if model.get("depth") is not None:
+        out["depth"] = f"depth {model['depth']}"
+    if _get(meta, "seed") is not None:
+        out["seed"] = f"s{_get(meta, 'seed')}"
+    return out
+
+
+def _assign_labels(runs: list) -> None:
+    """Short unique labels: the short label, plus the fields that differ among runs sharing it (seed,
+    label noise, n, d, ...); the run's name where nothing does."""
+    base = {id(r): short_label(r.meta, r.name) for r in runs}
+    for lab in set(base.values()):
+        same = [r for r in runs if base[id(r)] == lab]
+        extras = [_distinguish(r.meta) for r in same]
+        keys = list(dict.fromkeys(k for e in extras for k in e))
+        differing = [k for k in keys if len({e.get(k, "") for e in extras}) > 1]
+        for r, e in zip(same, extras):
+            r.label = " ".join([lab] + [e[k] for k in differing if k in e])
+    # still shared (e.g. runs differing in training only): add the parts of their names that differ
+    for lab in {r.label for r in runs}:
+        same = [r for r in runs if r.label == lab]
+        if len(same) < 2:
+            continue
+        parts = [r.name.replace("/", "-").split("-") for r in same]
+        common = set(parts[0]).intersection(*parts[1:])
+        for r, ps in zip(same, parts):
+            extra = [t for t in ps if t not in common]
+            r.label = " ".join([lab] + extra) if extra else lab
+    labels = [r.label for r in runs]
+    for r in runs:
+        if labels.count(r.label) > 1:
+            r.label = r.name
+
+
 def _num(v: Any) -> float:
     try:
         return float(v)
@@ -180,7 +259,27 @@ def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = N
                             r.name))
     for i, r in enumerate(out):
         r.index = i
+    _assign_labels(out)
     return out
+
+
+def _spread(pool: list, k: int) -> list:
+    """``k`` of ``pool`` (ordered by data set, then p): the first and last run of every data set (its
+    smallest and largest model), then the rest evenly over the remaining positions, in pool order."""
+    if len(pool) <= k:
+        return list(pool)
+    keys = [str(_dataset_name(r.meta)) for r in pool]
+    ends = []
+    for ds in dict.fromkeys(keys):
+        idx = [i for i, v in enumerate(keys) if v == ds]
+        ends += [idx[0], idx[-1]]
+    chosen = list(dict.fromkeys(ends))[:k]
+    others = [i for i in range(len(pool)) if i not in chosen]
+    slots = k - len(chosen)
+    if slots > 0 and others:
+        chosen += [others[min(len(others) - 1, int(round((j + 0.5) * len(others) / slots - 0.5)))]
+                   for j in range(slots)]
+    return [pool[i] for i in sorted(set(chosen))]
 
 
 # --------------------------------------------------------------------------- per-sample helpers
@@ -192,7 +291,7 @@ def certified_lower(arrays: dict) -> np.ndarray | None:
     """Largest certified lower bound per sample (IBP, CROWN, MILP lower bound, exact radius when
     optimal); None when the file holds none. Samples without a bound get 0."""
     parts = []
-    for key in ("lower__ibp", "lower__crown", "exact_lower"):
+    for key in ("lower__ibp", "lower__crown-ibp", "lower__crown", "exact_lower"):
         if key in arrays:
             parts.append(np.asarray(arrays[key], dtype=float))
     if "exact_radius" in arrays:
@@ -210,11 +309,8 @@ def certified_lower(arrays: dict) -> np.ndarray | None:
 
 
 def _quantile(r: np.ndarray, q: float) -> float:
-    """Quantile without interpolation (inf stays inf instead of becoming nan)."""
-    r = np.sort(r[~np.isnan(r)])
-    if r.size == 0:
-        return math.nan
-    return float(r[min(r.size - 1, max(0, int(math.ceil(q * r.size)) - 1))])
+    """Quantile by the project's one definition (:func:`advrobust._stats.quantile`: an observed value)."""
+    return quantile(r, q)
 
 
 def _quartiles(r: np.ndarray) -> tuple[float, float, float]:
@@ -268,18 +364,14 @@ def _lipschitz_entry(lip: dict | None, norm: str) -> dict | None:
     return lip if lip.get("norm") == norm and isinstance(lip.get("margin"), dict) else None
 
 
-def flag_commands(path: Path) -> dict:
-    """Command templates (``{norm}``, ``{split}``) that fill each kind of missing piece for a run
-    directory; the same commands ``advrobust.compare`` names."""
-    try:
-        from .compare import ATTACK_CMD, CERTIFY_CMD, LIPSCHITZ_CMD
-    except ImportError:  # compare absent: the same commands, spelled here
-        ATTACK_CMD = "python -m advrobust.attack {path} --norm {norm} --split {split}"
-        CERTIFY_CMD = ATTACK_CMD + " --certify crown"
-        LIPSCHITZ_CMD = "python -m advrobust.lipschitz {path} --norm {norm}"
-    keep = {"norm": "{norm}", "split": "{split}"}
-    return {"attack": ATTACK_CMD.format(path=path, **keep), "certify": CERTIFY_CMD.format(path=path, **keep),
-            "lipschitz": LIPSCHITZ_CMD.format(path=path, **keep)}
+def flag_commands(path: Path, norm: str, split: str) -> dict:
+    """The commands that fill each kind of missing piece of a run directory for ``norm``/``split``;
+    the same commands ``advrobust.compare`` names (:func:`advrobust.compare.attack_command`: the
+    run's own attack configuration, and ``--bounds-only`` for bounds on existing results)."""
+    from .compare import LIPSCHITZ_CMD, attack_command
+
+    return {"attack": attack_command(path, norm, split), "certify": attack_command(path, norm, split, certify="crown"),
+            "lipschitz": LIPSCHITZ_CMD.format(path=path, norm=norm)}
 
 
 def _command(cmd: Any) -> Any:
@@ -309,7 +401,8 @@ class Doc:
             self.blocks.append(("list", list(items)))
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self.blocks.append(("table", [str(h) for h in headers], [[_fmt(c) for c in r] for r in rows]))
+        self.blocks.append(("table", [str(h) for h in headers],
+                            [[c if isinstance(c, Label) else _fmt(c) for c in r] for r in rows]))
 
     def fig(self, name: str, caption: str) -> None:
         self.blocks.append(("fig", name, caption))
@@ -322,9 +415,29 @@ _INLINE_CODE = re.compile(r"`([^`]+)`")
 _NUMERIC = re.compile(r"[-+]?(\d[\d,]*\.?\d*(e[-+]?\d+)?|∞|inf|–|-)", re.I)
 
 
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
 def _html_inline(text: str) -> str:
+    """Inline `code` and [text](relative link) as HTML; everything else escaped."""
+    out, pos = [], 0
+    for m in _LINK.finditer(text):
+        out.append(_html_code(text[pos:m.start()]))
+        out.append(f'<a href="{html.escape(m.group(2), quote=True)}">{_html_code(m.group(1))}</a>')
+        pos = m.end()
+    out.append(_html_code(text[pos:]))
+    return "".join(out)
+
+
+def _html_code(text: str) -> str:
     parts = _INLINE_CODE.split(text)
     return "".join(f"<code>{html.escape(t)}</code>" if i % 2 else html.escape(t) for i, t in enumerate(parts))
+
+
+def _html_cell(c: str) -> str:
+    if isinstance(c, Label):
+        return f'<td class="run" title="{html.escape(c.full, quote=True)}">{html.escape(c)}</td>'
+    return f'<td class="num">{_html_inline(c)}</td>' if _NUMERIC.fullmatch(c) else f"<td>{_html_inline(c)}</td>"
 
 
 def _md_cell(text: str) -> str:
@@ -336,9 +449,9 @@ body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1
 color:#222;line-height:1.45;font-size:15px}
 h1{font-size:1.6em;border-bottom:2px solid #0072B2;padding-bottom:.2em}h2{font-size:1.3em;margin-top:1.8em;
 border-bottom:1px solid #ccc}h3{font-size:1.08em}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:13px;display:block;overflow-x:auto;max-width:100%}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}
-td.num{text-align:right;white-space:nowrap}th{background:#eef3f8;white-space:nowrap}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:13px;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+td.num{text-align:right;white-space:nowrap}th{background:#eef3f8}td.run{white-space:nowrap;cursor:help}
 tr:nth-child(even) td{background:#fafafa}
 .figs{display:flex;flex-wrap:wrap;gap:0 1.5em;align-items:flex-start}
 figure{margin:1em 0 1.6em;flex:0 1 auto}figure img{max-width:100%;height:auto;border:1px solid #eee}
@@ -378,8 +491,7 @@ def render_html(doc: Doc, *, title: str, images: dict[str, bytes]) -> str:
             out.append("<table><thead><tr>" + "".join(f"<th>{_html_inline(h)}</th>" for h in headers)
                        + "</tr></thead><tbody>")
             for r in rows:
-                out.append("<tr>" + "".join(f'<td class="num">{_html_inline(c)}</td>' if _NUMERIC.fullmatch(c)
-                                            else f"<td>{_html_inline(c)}</td>" for c in r) + "</tr>")
+                out.append("<tr>" + "".join(_html_cell(c) for c in r) + "</tr>")
             out.append("</tbody></table>")
         elif kind == "fig":
             _, name, caption = b
@@ -452,7 +564,7 @@ class _Builder:
         self.figures: dict[str, dict] = {}
         self.missing: list[dict] = []
         self.flags: list[dict] = []
-        self._styles: dict[str, int] = {}  # run name -> style index in the per-model figure being drawn
+        self._styles: dict[str, dict] = {}  # run name -> colour and line style in the per-model figure drawn
         self.notes: list[str] = []
 
     # ---- helpers
@@ -465,6 +577,7 @@ class _Builder:
 
     def save(self, fig, name: str, meta: dict, caption: str) -> None:
         try:
+            meta = dict(meta, **plots.layout_problems(fig))
             png = plots.figure_bytes(fig, "png")
             pdf = plots.figure_bytes(fig, "pdf")
         finally:
@@ -476,24 +589,31 @@ class _Builder:
         self.doc.fig(name, caption)
 
     def drawn(self, runs: list[RunData], what: str) -> list[RunData]:
-        """At most FIGURE_MAX_RUNS of ``runs`` for a per-model figure: those of the lowest seed, spread
-        evenly over the runs' order (data set, then p); a paragraph says which when some are left out."""
-        if len(runs) <= FIGURE_MAX_RUNS:
-            self._styles = {}
-            return runs
-        seeds = [_num(_get(r.meta, "seed")) for r in runs]
-        known = [v for v in seeds if math.isfinite(v)]
-        low = min(known) if known else math.nan
-        pool = [r for r, v in zip(runs, seeds) if v == low] or list(runs)
-        if len(pool) > FIGURE_MAX_RUNS:
-            idx = sorted({round(i * (len(pool) - 1) / (FIGURE_MAX_RUNS - 1)) for i in range(FIGURE_MAX_RUNS)})
-            pool = [pool[i] for i in idx]
-        seed = f"seed {low:g}, " if math.isfinite(low) and len(set(known)) > 1 else ""
-        # colours by position among the drawn runs (by index among hundreds they would repeat)
-        self._styles = {r.name: i for i, r in enumerate(pool)}
-        self.doc.p(f"{what}: {len(pool)} of {len(runs)} runs drawn ({seed}spread evenly over the data sets and "
-                   f"parameter counts: {', '.join(r.name for r in pool)}); the table lists every run.")
+        """At most FIGURE_MAX_RUNS of ``runs`` for a per-model figure: those of the lowest seed, always the
+        smallest and the largest model of each data set, the rest spread evenly over the runs' order (data
+        set, then p); a paragraph says which when some are left out. Sets each drawn run's colour and line
+        style (:func:`plots.sequential_styles`: shades ordered by p within a data set, line style by data set)."""
+        pool = list(runs)
+        if len(runs) > FIGURE_MAX_RUNS:
+            seeds = [_num(_get(r.meta, "seed")) for r in runs]
+            known = [v for v in seeds if math.isfinite(v)]
+            low = min(known) if known else math.nan
+            pool = [r for r, v in zip(runs, seeds) if v == low] or list(runs)
+            pool = _spread(pool, FIGURE_MAX_RUNS)
+            seed = f"seed {low:g}, " if math.isfinite(low) and len(set(known)) > 1 else ""
+            self.doc.p(f"{what}: {len(pool)} of {len(runs)} runs drawn ({seed}the smallest and largest model of "
+                       f"each data set, the rest spread evenly over the parameter counts: "
+                       f"{', '.join(r.label for r in pool)}); the table lists every run.")
+        styles = plots.sequential_styles([(str(_dataset_name(r.meta)), r.params) for r in pool])
+        self._styles = {r.name: st for r, st in zip(pool, styles)}
         return pool
+
+    def item(self, r: RunData, **values) -> dict:
+        """A run's entry in a per-model figure: full name, short label, style (after :meth:`drawn`)."""
+        return {"run": r.name, "label": r.label, "index": r.index, "style": self._styles.get(r.name), **values}
+
+    def _tag(self, name: str) -> Any:
+        return next((r.tag for r in self.runs if r.name == name), name)
 
     def with_results(self, norm: str, split: str) -> list[RunData]:
         return [r for r in self.runs if (norm, split) in r.results]
@@ -507,17 +627,17 @@ class _Builder:
         rows = []
         for r in self.runs:
             have = [f"{n}-{s}" for (n, s) in sorted(r.results)]
-            rows.append([r.name, str(r.path), _dataset_name(r.meta),
+            rows.append([r.tag, str(r.path), _dataset_name(r.meta),
                          r.params, r.n, r.d, ", ".join(have) or "none",
                          ", ".join(n for n in NORMS if _lipschitz_entry(r.lipschitz, n)) or "none"])
         d.table(["run", "path", "dataset", "p", "n", "d", "attack results", "Lipschitz"], rows)
         for r in self.runs:
-            cmds = flag_commands(r.path)
             for norm in self.norms:
                 for split in SPLITS:
                     if (norm, split) not in r.results:
-                        self.need(f"attack results {norm}/{split} for {r.name}",
-                                  cmds["attack"].format(norm=norm, split=split))
+                        self.need(f"{r.label}: {norm} radii on {split} points (this norm and split were never "
+                                  "attacked)",
+                                  flag_commands(r.path, norm, split)["attack"])
 
     def comparison(self) -> None:
         d = self.doc
@@ -534,22 +654,74 @@ class _Builder:
             for col, cmd in (row.get("missing") or {}).items():
                 by_cmd.setdefault(cmd, []).append(col)
             for cmd, cols in by_cmd.items():
-                self.need(f"{', '.join(cols[:4])}{' ...' if len(cols) > 4 else ''} for {row.get('run', '?')}", cmd)
-        text = compare.format_table(rows, fmt="markdown")
-        parsed = _parse_markdown_table(text)
-        d.p("One row per run, from `advrobust.compare` (the same table `python -m advrobust.compare` prints).")
-        if parsed is None:
-            d.pre(text)
-        else:
-            headers, body = parsed
-            d.blocks.append(("table", headers, body))
+                r = next((x for x in self.runs if str(x.path) == str(row.get("path"))), None)
+                has = r is not None and any(c.startswith(f"{n}_{s}_") and (n, s) in r.results
+                                            for c in cols for n in NORMS for s in SPLITS)
+                self.need(f"{r.label if r else row.get('run', '?')}: "
+                          f"{compare.describe_missing(cols[0], has_results=has)}", cmd)
+        csv_text = compare.format_table(rows, fmt="csv")
+        atomic_write_text(self.out / COMPARISON_CSV, csv_text)
+        d.p(f"From `advrobust.compare`, split by topic so each table fits the page. Every column of every run "
+            f"is in [`{COMPARISON_CSV}`]({COMPARISON_CSV}) (the table `python -m advrobust.compare --format csv` "
+            "prints). Runs are named by their short label; hover a label for the run's full name (also in "
+            "Provenance). `–`: not measured (see Missing pieces).")
+        by_name = {r.name: r for r in self.runs}
+        by_path = {str(r.path): r for r in self.runs}
+
+        def tag(row: dict) -> Any:
+            r = by_path.get(str(row.get("path"))) or by_name.get(str(row.get("run")))
+            return r.tag if r is not None else row.get("run")
+
+        def table(title: str, cols: list[tuple[str, str]]) -> None:
+            cols = [(k, h) for k, h in cols if any(row.get(k) is not None for row in rows)]
+            if not cols:
+                return
+            d.h(2, title)
+            d.table(["run"] + [h for _, h in cols], [[tag(row)] + [row.get(k) for k, _ in cols] for row in rows])
+
+        table("Size and accuracy", [("dataset", "data"), ("width", "width"),
+                                    ("params", "p"), ("n", "n"), ("d", "d"), ("p/n", "p/n"),
+                                    ("train_accuracy", "train acc."), ("test_accuracy", "test acc."),
+                                    ("interpolated", "interpolated"), ("d_intrinsic", "intrinsic d")])
+        for norm in self.norms:
+            for split in compare.SPLITS:
+                pre = f"{norm}_{split}_"
+                keys = [k for row in rows for k in row if k.startswith(pre)]
+                keys = list(dict.fromkeys(keys))
+                cols = [(pre + "attacked", "points"), (pre + "radius_median", "median radius")]
+                cols += [(k, f"robust acc. ε={k.split('@')[1]}") for k in keys if "_robust_acc@" in k]
+                cols += [(k, f"certified ε={k.split('@')[1]}") for k in keys if "_certified@" in k]
+                table(f"Radii: {norm}, {split} points", cols)
+        lip_cols = []
+        for norm in self.norms:
+            lip_cols += [(f"{norm}_lip_lower", f"{norm} lower"), (f"{norm}_lip_upper", f"{norm} upper"),
+                         (f"{norm}_lip_local_median", f"{norm} local median")]
+        table("Lipschitz constant of the margin", lip_cols + [("logit_lip_lower", "logits lower"),
+                                                             ("logit_lip_upper", "logits upper"),
+                                                             ("input_scale", "input scale")])
+        cost = []
+        for row in rows:
+            r = by_path.get(str(row.get("path"))) or by_name.get(str(row.get("run")))
+            if r is None:
+                continue
+            search = r.meta.get("min_width_search") if isinstance(r.meta.get("min_width_search"), dict) else {}
+            attack = [info.get("wall_time_s") for _, info in r.results.values()]
+            attack = [_num(v) for v in attack if math.isfinite(_num(v))]
+            lips = [_num((_lipschitz_entry(r.lipschitz, nm) or {}).get("wall_time_s")) for nm in NORMS]
+            lips = [v for v in lips if math.isfinite(v)]
+            cost.append([r.tag, _get(r.meta, "epochs"), _get(r.meta, "wall_time_s"),
+                         search.get("wall_time_s"), sum(attack) if attack else None, sum(lips) if lips else None])
+        if cost:
+            d.h(2, "Cost (wall time, seconds)")
+            d.table(["run", "epochs", "training", "min-width search", "attacks", "Lipschitz"], cost)
 
     def robust_accuracy(self) -> None:
         d = self.doc
         d.h(1, "Robust accuracy against epsilon", "robust-accuracy")
-        d.p("Share of points whose radius exceeds ε, from the per-sample radii: solid, the best over attacks "
-            "(an upper bound on true robust accuracy); dashed, the certified lower bounds where they exist "
-            "(a lower bound). The truth lies between the two curves of a model.")
+        d.p("Share of points whose radius exceeds ε, from the per-sample radii: thick, the best over attacks "
+            "(an upper bound on true robust accuracy); thin with tick marks, the certified lower bounds where they "
+            "exist (a lower bound). The truth lies between the two curves of a model. Colours: one sequential "
+            "colormap per data set, darker for more parameters; line style by data set.")
         for norm in self.norms:
             for split in SPLITS:
                 runs = self.with_results(norm, split)
@@ -558,12 +730,12 @@ class _Builder:
                 curves = []
                 for r in runs:
                     if certified_lower(r.results[(norm, split)][0]) is None:
-                        self.need(f"certified lower bounds {norm}/{split} for {r.name} (optional)",
-                                  flag_commands(r.path)["certify"].format(norm=norm, split=split))
+                        self.need(f"{r.label}: {norm} certified lower bounds on {split} points (optional; attacked "
+                                  "without --certify)",
+                                  flag_commands(r.path, norm, split)["certify"])
                 for r in self.drawn(runs, f"{norm} robust accuracy on {split} points"):
                     arrays, _ = r.results[(norm, split)]
-                    curves.append({"run": r.name, "index": self._styles.get(r.name, r.index),
-                                   "radius": _radius(arrays), "lower": certified_lower(arrays)})
+                    curves.append(self.item(r, radius=_radius(arrays), lower=certified_lower(arrays)))
                 fig, meta = plots.plot_robust_accuracy(curves, norm=norm, split=split, image=runs[0].image)
                 self.save(fig, f"robust-accuracy-{norm}-{split}", meta,
                           f"{norm} robust accuracy on {split} points, one curve per model "
@@ -585,16 +757,16 @@ class _Builder:
                     if (norm, split) in r.results:
                         rad = _radius(r.results[(norm, split)][0])
                         radii[split] = rad
-                        rows.append([r.name, split, rad.size, int(np.sum(rad == 0)), int(np.sum(np.isinf(rad))),
+                        rows.append([r.tag, split, rad.size, int(np.sum(rad == 0)), int(np.sum(np.isinf(rad))),
                                      _quantile(rad, 0.1), _quantile(rad, 0.5), _quantile(rad, 0.9)])
                 if radii:
-                    groups.append({"run": r.name, "index": r.index, "radius": radii})
+                    groups.append((r, radii))
             if not groups:
                 continue
             d.h(2, f"{norm}")
             keep = {r.name for r in self.drawn([r for r in self.runs if any((norm, s) in r.results for s in SPLITS)],
                                                f"{norm} radii")}
-            groups = [{**g, "index": self._styles.get(g["run"], g["index"])} for g in groups if g["run"] in keep]
+            groups = [self.item(r, radius=radii) for r, radii in groups if r.name in keep]
             fig, meta = plots.plot_radius_distribution(groups, norm=norm, image=self.runs[0].image)
             self.save(fig, f"radii-{norm}", meta, f"{norm} radii on training and test points per model.")
             d.table(["run", "split", "samples", "misclassified (0)", "unbroken (∞)", "q10", "median", "q90"], rows)
@@ -669,8 +841,8 @@ class _Builder:
         for r in self.runs:
             for norm in self.norms:
                 if _lipschitz_entry(r.lipschitz, norm) is None:
-                    self.need(f"{norm} Lipschitz estimates for {r.name}",
-                              flag_commands(r.path)["lipschitz"].format(norm=norm))
+                    self.need(f"{r.label}: {norm} Lipschitz estimates (no lipschitz.json entry)",
+                              flag_commands(r.path, norm, "train")["lipschitz"])
         if fit_rows:
             d.table(["group", "quantity", "against", "runs fitted", "regime", "fitted slope", "95% low", "95% high", "r²",
                      "law's slope"], fit_rows)
@@ -913,7 +1085,7 @@ class _Builder:
                         st = np.asarray(arrays.get("exact_status", np.zeros(best.shape)), dtype=int)
                         exact = np.where((st == 0) & broken, np.asarray(arrays["exact_radius"], float), np.nan)
                         exact = np.where(exact > 0, exact, np.nan)
-                    m = {"run": r.name, "index": r.index, "best_share": {}, "ratio_best": {}, "ratio_exact": {}}
+                    m = {"run": r.name, "best_share": {}, "ratio_best": {}, "ratio_exact": {}}
                     for ai, a in enumerate(names):
                         col = arrays.get(f"radius__{a}")
                         if col is None:
@@ -936,7 +1108,7 @@ class _Builder:
                         fw = arrays.get(f"forward__{a}")
                         m["best_share"][a] = share
                         m["ratio_best"][a] = q3
-                        rows.append([r.name, a, share, near, failed, ratio, rex,
+                        rows.append([r.tag, a, share, near, failed, ratio, rex,
                                      _quantile(np.asarray(fw, float), 0.5) if fw is not None else None,
                                      _quantile(np.asarray(t, float), 0.5) if t is not None else None])
                         if a not in attacks_all:
@@ -948,8 +1120,8 @@ class _Builder:
                     continue
                 any_done = True
                 d.h(2, f"{norm}, {split} points")
-                keep = {r.name for r in self.drawn(runs, f"attacks on {norm} {split} points")}
-                models = [{**m, "index": self._styles.get(m["run"], m["index"])} for m in models if m["run"] in keep]
+                keep = {r.name: r for r in self.drawn(runs, f"attacks on {norm} {split} points")}
+                models = [{**m, **self.item(keep[m["run"]])} for m in models if m["run"] in keep]
                 fig, meta = plots.plot_attack_comparison(models, attacks=attacks_all, norm=norm, split=split)
                 self.save(fig, f"attacks-{norm}-{split}", meta,
                           f"Attacks on {norm} {split} points: share best, median gap to the best"
@@ -1010,7 +1182,7 @@ class _Builder:
                     continue
                 with torch.no_grad():
                     adv_pred = model(torch.as_tensor(adv)).argmax(1).tolist()
-                rows.append({"run": r.name, "image": bool(r.image), "samples": [
+                rows.append({"run": r.name, "label": r.label, "image": bool(r.image), "samples": [
                     {"x": x[k], "adv": adv[k], "label": int(arrays["label"][i]) if "label" in arrays else "?",
                      "pred": int(arrays["pred"][i]) if "pred" in arrays else "?", "adv_pred": int(adv_pred[k]),
                      "radius": float(best[i])} for k, i in enumerate(picks)]})
@@ -1046,7 +1218,7 @@ class _Builder:
                 best = _radius(arrays)
                 tol = lambda v: BRACKET_RTOL * (1.0 + np.abs(v))  # noqa: E731
                 fired = {f.get("name") for f in info.get("flags") or [] if isinstance(f, dict)}
-                for key in ("lower__ibp", "lower__crown"):
+                for key in ("lower__ibp", "lower__crown-ibp", "lower__crown"):
                     if key in arrays and "radius-below-certified" not in fired:
                         low = np.asarray(arrays[key], float)
                         bad = int(np.sum(np.isfinite(best) & (best > 0) & np.isfinite(low) & (best < low - tol(low))))
@@ -1070,39 +1242,40 @@ class _Builder:
         d.p("Every check that fired, with its stable name; each is explained in `docs/attacks.md` (attack "
             "flags) or `docs/report.md` (bracket checks done by the report).")
         d.table(["run", "norm", "split", "flag", "count", "explanation", "documented in"],
-                [[f["run"], f["norm"], f["split"], f["name"], f["count"], f["message"], f["doc"]] for f in self.flags])
+                [[self._tag(f["run"]), f["norm"], f["split"], f["name"], f["count"], f["message"], f["doc"]]
+                 for f in self.flags])
 
     def provenance(self) -> None:
         d = self.doc
         d.h(1, "Provenance", "provenance")
-        rows = []
+        d.p("Each run: its short label (used in every table and figure), full name and folder, seed, device, "
+            "library versions and training time. For a run whose width was found by the minimal-width search "
+            "(`width=min`), the search's own time is given too: the search trains every width it tries, so it "
+            "costs more than the final model's training.")
+        rows, stages = [], []
         for r in self.runs:
             m = r.meta
             v = m.get("versions") or {}
-            dev = _device(m.get("device"))
-            rows.append([r.name, "train", _command(_get(m, "command")), _get(m, "seed"), dev,
+            search = m.get("min_width_search") if isinstance(m.get("min_width_search"), dict) else None
+            rows.append([r.tag, r.name, str(r.path), _get(m, "seed"), _device(m.get("device")),
                          f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
-                         _get(m, "wall_time_s")])
+                         _get(m, "wall_time_s"), search.get("wall_time_s") if search else None,
+                         len(search.get("tried") or []) if search else None])
+            stages.append([r.tag, "train", _command(_get(m, "command")), _get(m, "wall_time_s")])
             for (norm, split), (_, info) in sorted(r.results.items()):
-                v = info.get("versions") or {}
-                dev = _device(info.get("device"))
-                rows.append([r.name, f"attack {norm}/{split}", _command(info.get("command")), info.get("seed"), dev,
-                             f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
-                             info.get("wall_time_s")])
+                stages.append([r.tag, f"attack {norm}/{split}", _command(info.get("command")), info.get("wall_time_s")])
             for norm in NORMS:
                 lip = _lipschitz_entry(r.lipschitz, norm)
                 if lip is not None:
-                    v = lip.get("versions") or {}
-                    rows.append([r.name, f"lipschitz {norm}", _command(lip.get("command")), lip.get("seed"),
-                                 _device(lip.get("device")),
-                                 f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
-                                 lip.get("wall_time_s")])
-        d.p("Commands, seeds, devices, library versions and wall times recorded by each stage.")
-        d.table(["run", "stage", "command", "seed", "device", "versions", "wall time (s)"], rows)
+                    stages.append([r.tag, f"lipschitz {norm}", _command(lip.get("command")), lip.get("wall_time_s")])
+        d.table(["run", "full name", "folder", "seed", "device", "versions", "training (s)",
+                 "min-width search (s)", "widths tried"], rows)
+        d.p("Commands and wall times recorded by each stage.")
+        d.table(["run", "stage", "command", "wall time (s)"], stages)
         attack_rows = []
         for r in self.runs:
             for (norm, split), (_, info) in sorted(r.results.items()):
-                attack_rows.append([r.name, norm, split, info.get("n"), ", ".join(map(str, info.get("attacks") or [])),
+                attack_rows.append([r.tag, norm, split, info.get("n"), ", ".join(map(str, info.get("attacks") or [])),
                                     info.get("steps"), info.get("batch_size")])
         if attack_rows:
             d.table(["run", "norm", "split", "samples", "attacks", "steps", "batch size"], attack_rows)
@@ -1121,7 +1294,8 @@ class _Builder:
 
 
 def build_report(run_dirs: Sequence[str | Path], out: str | Path, *, norms: Sequence[str] | None = None,
-                 title: str | None = None, samples: int = 3, bootstrap: int = 200, seed: int = 0) -> dict:
+                 title: str | None = None, samples: int = 3, bootstrap: int = 200, seed: int = 0,
+                 progress: bool = False) -> dict:
     """Write ``report.html``, ``report.md`` and the figures (PNG and PDF) for ``run_dirs`` into ``out``.
 
     Parameters
@@ -1132,6 +1306,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, *, norms: Sequ
     title : the report's title.
     samples : adversarial examples per model in the gallery.
     bootstrap, seed : resamples and seed of the power-law fits' intervals.
+    progress : show a bar naming the section being built (once the report takes 2 s).
 
     Returns
     -------
@@ -1154,17 +1329,15 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, *, norms: Sequ
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"advrobust report: {len(runs)} run{'s' if len(runs) != 1 else ''}"
     b = _Builder(runs, out, chosen, samples=samples, bootstrap=bootstrap, seed=seed)
-    b.overview()
-    b.comparison()
-    b.robust_accuracy()
-    b.distributions()
-    b.scaling()
-    b.attack_comparison()
-    if samples:
-        b.gallery()
-    b.sanity_flags()
-    b.provenance()
-    b.missing_section()
+    from ._progress import bar
+
+    sections = [b.overview, b.comparison, b.robust_accuracy, b.distributions, b.scaling, b.attack_comparison,
+                *([b.gallery] if samples else []), b.sanity_flags, b.provenance, b.missing_section]
+    with bar(desc="report", total=len(sections), unit="section", enabled=progress) as steps:
+        for section in sections:
+            steps.set_description_str(f"report: {section.__name__.replace('_', ' ')}")
+            section()
+            steps.update()
     html_path = atomic_write_text(out / "report.html", render_html(b.doc, title=title, images=b.images))
     md_path = atomic_write_text(out / "report.md", render_markdown(b.doc, title=title))
     return {"out": str(out), "html": str(html_path), "markdown": str(md_path), "norms": chosen,
@@ -1184,9 +1357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the fits' intervals")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     ap.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     res = build_report(args.run_dirs, args.out, norms=args.norm, title=args.title, samples=args.samples,
-                       bootstrap=args.bootstrap, seed=args.seed)
+                       bootstrap=args.bootstrap, seed=args.seed, progress=not args.quiet)
     if args.json:
         print_json(res)
     else:

@@ -592,6 +592,7 @@ def run_task(task: RunTask, *, threads: int | None = None, device: str | None = 
     done_before = []
     with tqdm(total=stages, desc=task.name, position=position, leave=False, disable=not progress) as bar:
         train_argv = list(task.train_argv) + dev
+        bar.set_description_str(f"{task.name}: train")
         if _train_done(path, train_argv):
             done_before.append("train")
         else:
@@ -604,6 +605,7 @@ def run_task(task: RunTask, *, threads: int | None = None, device: str | None = 
         bar.update()
         for argv, output in zip(task.attack_argvs, task.attack_outputs):
             argv = list(argv) + dev
+            bar.set_description_str(f"{task.name}: {Path(output).stem.replace('-', ' ', 1)}")
             if _stage_done(path, output, argv):
                 done_before.append(output)
             else:
@@ -614,6 +616,7 @@ def run_task(task: RunTask, *, threads: int | None = None, device: str | None = 
             bar.update()
         if task.lipschitz_argv:
             argv = list(task.lipschitz_argv) + dev
+            bar.set_description_str(f"{task.name}: lipschitz")
             if _stage_done(path, "lipschitz.json", argv):
                 done_before.append("lipschitz.json")
             else:
@@ -832,7 +835,7 @@ def _run_sweep_locked(spec: dict, spec_path, name: str, out: Path, tasks: list[R
     if do_report:
         from .report import build_report
 
-        res = build_report(run_dirs, out / "report", title=spec.get("report", {}).get("title"))
+        res = build_report(run_dirs, out / "report", title=spec.get("report", {}).get("title"), progress=progress)
         report_dir, figures = str(out / "report"), res["figures"]
     rec = record(final=True)
     rec["compare"] = str(out / "compare.md")

@@ -829,11 +829,12 @@ def _parser():
     g.add_argument("--depth", type=int, default=None, help="hidden dense layers (default 1)")
     g.add_argument("--max-width", type=int, default=DEFAULT_MAX_WIDTH, help="largest width --width min tries")
     g = ap.add_argument_group("training")
-    g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
-    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help=f"default {d.optimizer}")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD only")
     g.add_argument("--batch-size", type=int, default=None, help="default: full batch")
-    g.add_argument("--loss", default=d.loss, choices=LOSSES)
+    g.add_argument("--loss", default=d.loss, choices=LOSSES,
+                   help=f"ce: cross-entropy; mse: square loss on --targets (default {d.loss})")
     g.add_argument("--targets", default=d.targets, choices=TARGETS, help="square-loss targets")
     g.add_argument("--mode", default=d.mode, choices=MODES,
                    help="interpolate: stop when train accuracy is 1 and loss < tol; budget: exactly --epochs")

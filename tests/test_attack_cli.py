@@ -222,3 +222,37 @@ def test_cli_bad_starts_exit_2(case, run_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not list(tmp_path.glob("attack-*"))  # nothing written on a bad start
+
+
+def test_bounds_only_adds_bounds_and_keeps_the_attack_results(tmp_path):
+    """The fill command for missing bounds: same points, radii and record untouched, bounds below the radii."""
+    import json
+
+    import numpy as np
+
+    from advrobust import attack
+    from advrobust.runs import load_npz
+    from advrobust.train import TrainConfig, train_run
+
+    out = tmp_path / "run"
+    train_run(out, data_kwargs={"name": "digits", "n": 40, "n_test": 20, "seed": 0},
+              model_spec={"family": "mlp", "width": 8, "depth": 1},
+              config=TrainConfig(epochs=50, seed=0, device="cpu"), command="pytest", progress=False)
+    base = [str(out), "--split", "train", "--norm", "l2", "--quiet", "--device", "cpu"]
+    assert attack.main(base + ["--attacks", "fmn", "--n", "12", "--steps", "15", "--random-checks", "0"]) == 0
+    before = load_npz(out / "attack-l2-train.npz")
+    rec = json.loads((out / "attack-l2-train.json").read_text())
+    assert attack.main(base + ["--certify", "crown", "--bounds-only"]) == 0
+    after = load_npz(out / "attack-l2-train.npz")
+    rec2 = json.loads((out / "attack-l2-train.json").read_text())
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v)
+    lo, best = after["lower__crown"], after["best_radius"]
+    assert lo.shape == best.shape and np.all(lo <= best + 1e-9) and np.any(lo > 0)
+    assert (rec2["attacks"], rec2["n"], rec2["steps"], rec2["command"]) == (rec["attacks"], 12, 15, rec["command"])
+    assert "crown" in rec2["summary"]["certified"] and rec2["bounds_commands"]
+    assert attack.main(base + ["--certify", "crown-ibp", "--bounds-only"]) == 0  # offered as docs/certify.md says
+    ci = load_npz(out / "attack-l2-train.npz")["lower__crown-ibp"]
+    assert np.all(ci <= best + 1e-9) and np.all(ci >= 0)
+    assert run_main(attack.main, base + ["--bounds-only"]) == 2
+    assert run_main(attack.main, [str(out), "--split", "test", "--certify", "ibp", "--bounds-only", "--quiet"]) == 2

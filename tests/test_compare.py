@@ -222,3 +222,25 @@ def test_real_trained_runs_lipschitz_and_compare(tmp_path, capsys):
         assert r["l2_train_radius_median"] is None and "advrobust.attack" in r["missing"]["l2_train_radius_median"]
     parsed = list(csv.DictReader(io.StringIO(format_table(rows, fmt="csv"))))
     assert parsed[0]["l2_train_radius_median"] == "" and float(parsed[0]["l2_lip_lower"]) > 0
+
+
+def test_one_median_definition_in_summary_compare_and_report(tmp_path):
+    """Even count: every path gives the lower middle value (an observed radius), never the mean of the two."""
+    from advrobust._stats import median, quantile
+    from advrobust.evaluate import CascadeResult, summarize
+    from advrobust.report import _quantile
+
+    r = np.array([0.0775, 0.0853, 0.0700, 0.1200, np.inf, 0.0600])  # sorted: .06 .07 .0775 .0853 .12 inf
+    run = make_run(tmp_path, "even", 8, radii=r)
+    row = collect_rows([run])[0]
+    z = np.zeros(r.size, np.int64)
+    res = CascadeResult(norm=2.0, attacks=["fmn"], labels=z, pred=z, margin=np.ones(r.size), best_radius=r,
+                        best_attack=z, radius={"fmn": r}, forward={"fmn": np.ones(r.size)},
+                        backward={"fmn": np.ones(r.size)}, time={"fmn": np.ones(r.size)},
+                        adv=np.zeros((r.size, 2), np.float32))
+    s = summarize(res)
+    assert s["median"] == row["l2_train_radius_median"] == _quantile(r, 0.5) == median(r) == 0.0775
+    assert s["per_attack"]["fmn"]["median"] == 0.0775
+    assert quantile(r, 0.9) == np.inf and np.isnan(median(np.array([np.nan])))
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert s["quantiles"][f"q{int(q * 100)}"] == np.quantile(r, q, method="inverted_cdf")

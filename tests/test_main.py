@@ -29,3 +29,31 @@ def test_dispatches_to_the_command(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: run directory not found: {missing} "
                                                 f"(create one with python -m advrobust.train --out {missing})"]
+
+
+def test_every_flag_of_every_command_has_help(monkeypatch):
+    """Walks each command's parser (caught at parse_args) and checks every argument has help text."""
+    import argparse
+
+    class Got(Exception):
+        pass
+
+    def grab(self, *a, **k):
+        raise Got(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
+    seen = 0
+    for name, _ in COMMANDS:
+        module = importlib.import_module(f"advrobust.{name}")
+        try:
+            module.main([])
+        except Got as g:
+            parser = g.args[0]
+        else:
+            raise AssertionError(f"{name}.main never parsed its arguments")
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            seen += 1
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.option_strings or action.dest)
+    assert seen > 50

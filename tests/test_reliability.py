@@ -228,7 +228,7 @@ def test_npz_and_json_out_of_step_are_refused(run, tmp_path, capsys, case, reade
         (run / "attack-l2-train.json").unlink()
     main, argv = {"compare": (compare_cmd.main, [str(run)]),
                   "report": (report_cmd.main, [str(run), "--out", str(tmp_path / "rep")]),
-                  "lipschitz": (lipschitz_cmd.main, [str(run), "--ascent-steps", "2"])}[reader]
+                  "lipschitz": (lipschitz_cmd.main, [str(run), "--ascent-steps", "2", "--quiet"])}[reader]
     assert run_main(main, argv) == 2
     line = one_error_line(capsys)
     assert "attack-l2-train" in line and "rerun python -m advrobust.attack" in line
@@ -352,7 +352,7 @@ def test_fault_between_npz_and_json_never_shows_a_mismatched_pair(run, monkeypat
 # --------------------------------------------------------------------------- disk full
 @pytest.mark.parametrize("command", ["attack", "lipschitz", "train"])
 def test_disk_full_is_one_line_error_and_keeps_old_files(run, monkeypatch, capsys, command):
-    assert run_main(lipschitz_cmd.main, [str(run), "--ascent-steps", "2"]) == 0
+    assert run_main(lipschitz_cmd.main, [str(run), "--ascent-steps", "2", "--quiet"]) == 0
     capsys.readouterr()
     before = snapshot(run)
     real_fdopen = os.fdopen
@@ -375,7 +375,7 @@ def test_disk_full_is_one_line_error_and_keeps_old_files(run, monkeypatch, capsy
 
     monkeypatch.setattr(os, "fdopen", lambda fd, *a, **kw: Full(real_fdopen(fd, *a, **kw)))
     main, argv = {"attack": (attack_cmd.main, [str(run)] + ATTACK),
-                  "lipschitz": (lipschitz_cmd.main, [str(run), "--ascent-steps", "2"]),
+                  "lipschitz": (lipschitz_cmd.main, [str(run), "--ascent-steps", "2", "--quiet"]),
                   "train": (train_cmd.main, TRAIN + ["--out", str(run), "--overwrite"])}[command]
     assert run_main(main, argv) == 2
     line = one_error_line(capsys)
@@ -390,7 +390,7 @@ def test_second_writer_of_a_run_gets_the_holders_pid(run, capsys):
     with runs.run_lock(run):
         for main, argv in ((attack_cmd.main, [str(run)] + ATTACK),
                            (train_cmd.main, TRAIN + ["--out", str(run), "--overwrite"]),
-                           (lipschitz_cmd.main, [str(run), "--ascent-steps", "2"])):
+                           (lipschitz_cmd.main, [str(run), "--ascent-steps", "2", "--quiet"])):
             before = snapshot(run)
             assert run_main(main, argv) == 2
             line = one_error_line(capsys)

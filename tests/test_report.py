@@ -140,9 +140,15 @@ def test_missing_pieces_named_with_commands(built, runs_root):
     mlp8, mlp32 = runs_root / "mlp8", runs_root / "mlp32"
     assert f"python -m advrobust.lipschitz {mlp8} --norm l2" in cmds
     assert f"python -m advrobust.lipschitz {mlp32} --norm l2" not in cmds
-    assert f"python -m advrobust.attack {mlp8} --norm linf --split train" in cmds
-    assert f"python -m advrobust.attack {mlp8} --norm l2 --split test --certify crown" in cmds
-    assert f"python -m advrobust.attack {mlp32} --norm l2 --split test --certify crown" not in cmds
+    # a missing attack file: the run's own configuration (its linf test results: fmn, 30 points, 20 steps)
+    assert f"python -m advrobust.attack {mlp8} --norm linf --split train --n 30 --steps 20 --attacks fmn --seed 0" in cmds
+    # missing bounds on existing results: added to them, no attack reruns
+    assert f"python -m advrobust.attack {mlp8} --norm l2 --split test --certify crown --bounds-only" in cmds
+    assert not any(c and str(mlp32) in c and "--norm l2 --split test --certify" in c for c in cmds)
+    assert not any(c and c.startswith("python -m advrobust.attack") and "--attacks" not in c and "--bounds-only" not in c
+                   for c in cmds)
+    whats = " ".join(m["what"] for m in built["missing"])
+    assert "attacked without --certify" in whats and "never attacked" in whats and "certified@" not in whats
     md = Path(built["markdown"]).read_text(encoding="utf-8")
     for c in cmds - {None}:
         assert f"`{c}`" in md
@@ -153,7 +159,7 @@ def test_tables_match_the_result_files(built, runs_root):
     md = Path(built["markdown"]).read_text(encoding="utf-8")
     r = load_npz(runs_root / "mlp8" / "attack-l2-test.npz")["best_radius"]
     med = np.sort(r)[int(np.ceil(0.5 * r.size)) - 1]
-    row = [ln for ln in md.splitlines() if ln.startswith("| mlp8 | test | 30 |")][0]
+    row = [ln for ln in md.splitlines() if ln.startswith("| digits mlp w8 | test | 30 |")][0]
     assert report._fmt(float(med)) in [c.strip() for c in row.split("|")]
 
 
@@ -202,7 +208,7 @@ def test_bracket_violation_and_attack_flags_are_reported(runs_root, tmp_path):
     assert by_name["radius-below-exact"]["count"] == 1
     assert res["figures"]["attacks-l2-test"]["exact"] is True
     # median radius/exact of the attack that is best on most points: 1.25 (the planted gap)
-    md_rows = [ln.split("|") for ln in Path(res["markdown"]).read_text().splitlines() if ln.startswith("| bad | fmn |")]
+    md_rows = [ln.split("|") for ln in Path(res["markdown"]).read_text().splitlines() if ln.startswith("| digits mlp w32 | fmn |")]
     assert md_rows and [c.strip() for c in md_rows[0]][7] == "1.25"
     assert by_name["zero-gradients"]["count"] == 4 and by_name["zero-gradients"]["doc"] == "docs/attacks.md#zero-gradients"
     md = Path(res["markdown"]).read_text(encoding="utf-8")
@@ -326,3 +332,118 @@ def test_mixed_data_sets_one_series_per_group_and_both_galleries(runs_root, tmp_
     md = Path(res["markdown"]).read_text(encoding="utf-8")
     assert "No fit for median l2 train radius (digits n=30 d=64) against p" in md
     assert "scaling-radius-l2-vs-n" not in figs and "scaling-radius-l2-vs-d" not in figs
+
+
+# --------------------------------------------------------------------------- layout a reader can use
+def test_figures_have_no_overlapping_text_no_legend_on_data_and_distinct_colours(built):
+    """Measured through matplotlib's renderer at the saved size (plots.layout_problems, run by the report)."""
+    for name, meta in built["figures"].items():
+        assert meta["overlaps"] == [], (name, meta["overlaps"])
+        assert meta["legend_over_axes"] == [], name
+        if "colors" in meta:
+            assert len(set(meta["colors"])) == len(meta["colors"]) == meta["curves"], name
+
+
+def test_layout_check_catches_overlap_and_legend_on_data():
+    from advrobust import plots
+
+    _, plt = plots._mpl()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1], label="a line")
+    ax.set_title("a title that is long enough to run into its neighbour")
+    ax.text(0.5, 1.02, "colliding", transform=ax.transAxes)
+    ax.legend(loc="center")
+    found = plots.layout_problems(fig)
+    plots.close(fig)
+    assert found["overlaps"] and found["legend_over_axes"] == ["a line"]
+
+
+def test_sequential_colours_ordered_by_p_with_line_style_by_data_set():
+    from matplotlib.colors import to_rgb
+
+    from advrobust import plots
+
+    keys = [("digits", p) for p in (5e4, 1e3, 1e5, 3e3, 2e4, 1e4, 7e3, 4e4, 9e4)] + [("sphere", 10.0 ** k) for k in range(9)]
+    st = plots.sequential_styles(keys)
+    assert len({s["color"] for s in st}) == len(keys)
+    assert {s["linestyle"] for s in st[:9]} != {s["linestyle"] for s in st[9:]}
+    for ds in ("digits", "sphere"):
+        idx = sorted((i for i, k in enumerate(keys) if k[0] == ds), key=lambda i: keys[i][1])
+        lum = [sum(to_rgb(st[i]["color"])) for i in idx]
+        assert lum == sorted(lum, reverse=True)  # lighter for fewer parameters, darker for more
+
+
+def test_spread_keeps_each_data_sets_smallest_and_largest():
+    class R:
+        def __init__(self, ds, p):
+            self.meta = {"dataset": ds, "params": p}
+
+    pool = [R("a", p) for p in range(10)] + [R("b", p) for p in range(10)]
+    pick = report._spread(pool, 6)
+    assert len(pick) == 6 and pick == sorted(pick, key=pool.index)
+    for end in (pool[0], pool[9], pool[10], pool[19]):
+        assert end in pick
+    assert report._spread(pool[:5], 6) == pool[:5]
+
+
+class _Tables(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self.links, self.titles, self._row = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.tables.append(0)
+        elif tag == "tr":
+            self._row = 0
+        elif tag in ("td", "th") and self._row is not None:
+            self._row += 1
+            self.tables[-1] = max(self.tables[-1], self._row)
+            if a.get("class") == "run":
+                self.titles.append(a.get("title"))
+        elif tag == "a":
+            self.links.append(a.get("href"))
+
+
+def test_tables_fit_short_labels_with_full_names_and_csv(built, runs_root):
+    text = Path(built["html"]).read_text(encoding="utf-8")
+    p = _Tables()
+    p.feed(text)
+    assert p.tables and max(p.tables) <= 11  # focused tables, not one 25-column table
+    assert "overflow-x:auto" not in text.split("<style>")[1].split("</style>")[0].split("pre{")[0]
+    assert set(p.titles) == {"mlp8", "mlp32"}  # every run cell's tooltip is the run's full name
+    assert "comparison.csv" in p.links
+    with open(built["out_path"] / "comparison.csv", encoding="utf-8") as f:
+        header = f.readline().strip().split(",")
+    assert {"run", "params", "l2_test_radius_median", "l2_lip_lower"} <= set(header)
+    assert re.search(r'<td class="run" title="mlp8">digits mlp w8</td>', text)
+
+
+def test_provenance_shows_the_min_width_search_time(runs_root, tmp_path):
+    run = _copy_run(runs_root / "mlp8", tmp_path / "wmin", results=False)
+    meta = json.loads((run / "run.json").read_text())
+    meta["min_width_search"] = {"width": 8, "wall_time_s": 181.25, "tried": [2, 4, 8], "largest_failure": 4}
+    (run / "run.json").write_text(json.dumps(meta))
+    res = report.build_report([run], tmp_path / "out", samples=0)
+    md = Path(res["markdown"]).read_text(encoding="utf-8")
+    row = [ln for ln in md.splitlines() if ln.startswith("| digits mlp w8 (min) | wmin |")]
+    assert row and "181" in row[0].split("|")[8] and row[0].split("|")[9].strip() == "3"
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium/Chrome found")
+def test_headless_browser_1400px_has_no_horizontal_scroll(built, tmp_path):
+    text = Path(built["html"]).read_text(encoding="utf-8")
+    probe = ("<script>window.addEventListener('load',()=>{const W=document.documentElement.clientWidth;"
+             "const bad=[...document.querySelectorAll('table,figure,pre')].filter(e=>e.getBoundingClientRect().right>W"
+             "||e.scrollWidth>e.clientWidth+4).length;"
+             "document.body.setAttribute('data-probe',W+':'+document.documentElement.scrollWidth+':'+bad);});</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(text.replace("</body>", probe + "</body>"), encoding="utf-8")
+    cmd = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1400,900",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'data-probe="(\d+):(\d+):(\d+)"', proc.stdout)
+    assert m, proc.stderr[-2000:]
+    viewport, scroll, bad = map(int, m.groups())
+    assert scroll <= viewport and bad == 0

@@ -124,12 +124,15 @@ def test_scaling_figures_one_arm_per_axis_short_legends(study):
     assert not [k for k in figs if k.endswith("-vs-n") and "n" not in ARMS[study["name"]]]
 
 
-def test_per_model_figures_draw_at_most_eight_runs_of_the_lowest_seed(study):
+def test_per_model_figures_draw_at_most_figure_max_runs_of_the_lowest_seed(study):
+    from advrobust.report import FIGURE_MAX_RUNS
+
     figs = study["rec"]["report_figures"]
-    many = len(study["rec"]["runs"]) > 8
+    many = len(study["rec"]["runs"]) > FIGURE_MAX_RUNS
     for name, meta in figs.items():
         if name.split("-")[0] in ("robust", "radii", "attacks", "gallery"):
-            assert len(meta["runs"]) <= 8, name
+            assert len(meta["runs"]) <= FIGURE_MAX_RUNS, name
+            assert meta["overlaps"] == [] and meta["legend_over_axes"] == [], (name, meta["overlaps"][:3])
             if many:
                 assert all(r.endswith("-s0") or "-s0-" in r for r in meta["runs"]), name
 
