@@ -33,14 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advrobust import attack as attack_cli  # noqa: E402
 from advrobust._cli import UserError, norm_name, parse_norm, run_main  # noqa: E402
+from advrobust._stats import median, quantile  # noqa: E402
 from advrobust.compare import collect_rows  # noqa: E402
 from advrobust.law import comparable_groups, fit_power_law  # noqa: E402
 from advrobust.runs import find_runs, load_npz, read_json, results_stem  # noqa: E402
 
 
 def _median(v: np.ndarray) -> float:
+    """The project's median (the lower middle value) of the finite values."""
     v = v[np.isfinite(v)]
-    return float(np.median(v)) if v.size else math.nan
+    return median(v) if v.size else math.nan
 
 
 def check_run(run: Path, out: Path, *, norm: str, n: int, time_limit: float, seed: int) -> dict:
@@ -84,7 +86,7 @@ def check_run(run: Path, out: Path, *, norm: str, n: int, time_limit: float, see
 def _quantiles(r: np.ndarray) -> dict:
     if not r.size:
         return {}
-    return {"median": float(np.median(r)), "p90": float(np.quantile(r, 0.9)), "max": float(r.max())}
+    return {"median": median(r), "p90": quantile(r, 0.9), "max": float(r.max())}
 
 
 def main(argv=None) -> int:
