@@ -6,3 +6,13 @@ Stages (each reads and writes plain files in a run directory):
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # advrobust.radii / advrobust.Radii without importing torch at package import (the CLIs import
+    # only what they use)
+    if name in ("radii", "Radii"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'advrobust' has no attribute {name!r}")
