@@ -16,10 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from ._cli import UserError, norm_name, parse_norm
+from .certify import METHODS, certified_radii
 from .evaluate import DEFAULT_CASCADES, CascadeResult, make_attack, run_cascade
-
-#: certification methods :func:`radii` accepts for ``lower``
-LOWER_METHODS = ("ibp", "crown", "crown-ibp")
 
 
 @dataclass
@@ -86,16 +84,14 @@ def radii(model: nn.Module, x: Tensor, y: Tensor, norm: str | float = "l2", *,
     names = list(attacks) if attacks is not None else list(DEFAULT_CASCADES[p])
     if not names:
         raise UserError("attacks is empty; leave it out for the default cascade")
-    if lower is not None and lower not in LOWER_METHODS:
-        raise UserError(f"unknown lower-bound method {lower!r}; use one of {', '.join(LOWER_METHODS)}")
+    if lower is not None and lower not in METHODS:
+        raise UserError(f"unknown lower-bound method {lower!r}; use one of {', '.join(METHODS)}")
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise UserError("x and y must be torch tensors (inputs in [0, 1] and integer labels)")
     model.eval()
     configured = [(n, make_attack(n, norm=p, steps=steps, seed=seed)) for n in names]
     bounds = None
     if lower is not None:
-        from .certify import certified_radii
-
         bounds = np.asarray(certified_radii(model, x, y, norm=p, method=lower), dtype=np.float64)
     result = run_cascade(model, x, y, norm=p, attacks=configured, batch_size=batch_size, seed=seed,
                          lower=bounds, pool=pool)
@@ -111,4 +107,4 @@ def radii(model: nn.Module, x: Tensor, y: Tensor, norm: str | float = "l2", *,
     return out
 
 
-__all__ = ["LOWER_METHODS", "Radii", "radii"]
+__all__ = ["Radii", "radii"]

@@ -125,10 +125,13 @@ def _nonneg(v: Any) -> bool:
     return v >= 0
 
 
-def _params_target_ok(v: str) -> bool:
+def _width_ok(v: Any) -> bool:
+    """A positive integer, "min" or "p=N" (train's width forms)."""
+    if not isinstance(v, str):
+        return v > 0
     try:
-        return params_target(v) is not None
-    except UserError:
+        return v == "min" or params_target(v) is not None
+    except UserError:  # a malformed p=N
         return False
 
 
@@ -139,8 +142,7 @@ def _fraction(v: Any) -> bool:
 # Allowed values, checked for the whole spec before the first run (key -> test, what is allowed).
 # Names (datasets, models, attacks) and closed sets are checked against the code's own lists.
 _VALUE_RULES: dict[str, tuple[Any, str]] = {
-    "width": (lambda v: v == "min" or (isinstance(v, str) and _params_target_ok(v)) or (not isinstance(v, str) and v > 0),
-              'a positive integer, "min" or "p=N" (the width nearest N parameters)'),
+    "width": (_width_ok, 'a positive integer, "min" or "p=N" (the width nearest N parameters)'),
     "depth": (_positive, "a positive integer"),
     "n": (_positive, "a positive integer"),
     "n_test": (_positive, "a positive integer"),
@@ -300,13 +302,6 @@ def load_spec(path: str | os.PathLike) -> dict:
                 raise UserError(f"{bw}: key {key!r} is an empty list, so the grid is empty")
             for v in values:
                 _check_type(v, _GRID_KEYS[key][0], key, bw)
-                if key == "width" and isinstance(v, str) and v != "min":
-                    try:
-                        if params_target(v) is None:
-                            raise UserError("")
-                    except UserError:
-                        raise UserError(f"{bw}: key 'width' must be a positive integer, \"min\" or \"p=N\" "
-                                        f"(the width nearest N parameters), got {v!r}") from None
                 if key == "dataset" and v not in DATASETS:
                     raise UserError(f"{bw}: unknown dataset {v!r} in key 'dataset'; known: {', '.join(DATASETS)}")
                 if key == "model" and v not in FAMILIES:

@@ -703,7 +703,7 @@ def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_s
         raise UserError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
     if family != "linear" and width is None:
         raise UserError(f"--width is required for {family}: {WIDTH_FORMS}")
-    params_target(width)  # a malformed 'p=N' fails before any data is loaded
+    target = params_target(width)  # a malformed 'p=N' fails before any data is loaded
     if not _is_int(max_width) or max_width < 1:
         raise UserError(f"--max-width must be a positive integer, got {max_width!r}")
     data_spec = _data_spec(data_kwargs)
@@ -724,7 +724,6 @@ def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_s
                                                       max_width=max_width, progress=progress)
         spec = make_spec(family, width, input_shape=meta["input_shape"], classes=meta["classes"], depth=depth)
     else:
-        target = params_target(width)
         if target is not None:
             width = width_for_params(family, target, input_shape=meta["input_shape"], classes=meta["classes"],
                                      depth=depth)
@@ -754,9 +753,9 @@ def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_s
     }
     if search is not None:
         record["min_width_search"] = search
-    if params_target(request["model"]["width"]) is not None:
+    if target is not None:
         # an arm at fixed p: compare groups these runs by the target, not by their widths
-        record["params_target"] = params_target(request["model"]["width"])
+        record["params_target"] = target
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,4 +1,5 @@
-"""Shared fixtures-in-code for the bound tests: small random ReLU networks with boundaries in the box."""
+"""Shared fixtures-in-code: small random ReLU networks with boundaries in the box, and linear
+classifiers whose exact radii have active box constraints."""
 from __future__ import annotations
 
 import torch
@@ -23,3 +24,21 @@ def random_mlp(seed: int, d: int, widths: list[int], classes: int = 3, *, dtype:
         centre = torch.full((1, d), 0.5, dtype=dtype)
         model[-1].bias -= model(centre)[0] + 0.05 * torch.randn(classes, dtype=dtype)
     return model
+
+
+def linear_problem(seed: int = 0, d: int = 20, k: int = 4, b: int = 16):
+    """A seeded affine classifier (Flatten, Linear; eval mode), ``b`` points with about 40% of their
+    pixels at 0 or 1 (so the box constraint binds for some samples' exact radii), and the model's own
+    labels. Exact radii: :func:`advrobust.linear_radius.linear_radii`."""
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(d, k)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(k, d, generator=g))
+        lin.bias.copy_(torch.randn(k, generator=g) * 0.5)
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    x = torch.rand(b, d, generator=g)
+    edge = torch.rand(b, d, generator=g) < 0.4
+    x = torch.where(edge, (torch.rand(b, d, generator=g) < 0.5).float(), x)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y

@@ -18,6 +18,7 @@ from torch import nn
 from advrobust.evaluate import verify
 from advrobust.linear_radius import linear_radii, model_affine
 from attacks import ATTACKS
+from tests._nets import linear_problem
 
 INF = math.inf
 
@@ -106,21 +107,6 @@ def test_linear_radius_unreachable_and_misclassified():
 
 
 # --------------------------------------------------------------------------- attacks vs exact radii
-def _linear_problem(seed=0, D=20, K=4, B=16):
-    g = torch.Generator().manual_seed(seed)
-    lin = nn.Linear(D, K)
-    with torch.no_grad():
-        lin.weight.copy_(torch.randn(K, D, generator=g))
-        lin.bias.copy_(torch.randn(K, generator=g) * 0.5)
-    model = nn.Sequential(nn.Flatten(), lin).eval()
-    x = torch.rand(B, D, generator=g)
-    edge = torch.rand(B, D, generator=g) < 0.4
-    x = torch.where(edge, (torch.rand(B, D, generator=g) < 0.5).float(), x)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, x, y
-
-
 MINIMAL = [(name, p) for name, info in ATTACKS.items() if info.kind == "minimal" for p in info.norms]
 # eps-search attacks run a budget attack per search round: fewer steps keep them cheap
 STEPS = {"pgd-min": 10, "apgd-min": 10, "fab": 30}
@@ -128,7 +114,7 @@ STEPS = {"pgd-min": 10, "apgd-min": 10, "fab": 30}
 
 @pytest.mark.parametrize("name,norm", MINIMAL, ids=[f"{n}-{p}" for n, p in MINIMAL])
 def test_minimal_attack_near_exact_radius(name, norm):
-    model, x, y = _linear_problem()
+    model, x, y = linear_problem()
     W, b = model_affine(model)
     exact = linear_radii(W, b, x.numpy(), y.numpy(), norm=norm)
     # with ~40% of pixels at the box edge, the box constraint is active for some samples
