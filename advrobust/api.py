@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._cli import UserError, norm_name, parse_norm
+from .errors import UserError
+from .norms import norm_name, parse_norm
 from .certify import METHODS, certified_radii
 from .evaluate import DEFAULT_CASCADES, CascadeResult, make_attack, run_cascade
 

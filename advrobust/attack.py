@@ -26,7 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from . import runs
-from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main, select_device
+from .errors import UserError
+from ._cli import argument_parser, print_json, run_main
+from .norms import norm_name, parse_norm
+from .models import select_device
 from ._stats import median
 
 INF = math.inf

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._cli import UserError, parse_norm
+from .errors import UserError
+from .norms import parse_norm
 
 INF = math.inf
 METHODS = ("ibp", "crown", "crown-ibp")

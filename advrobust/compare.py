@@ -30,7 +30,12 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ._cli import UserError, norm_name, parse_norm, print_json, run_main, to_json
+from .errors import UserError
+from .norms import norm_name, parse_norm
+
+from ._cli import print_json, run_main
+
+from .jsonio import to_json
 from ._stats import median
 
 SPLITS = ("train", "test")

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._cli import UserError
+from .errors import UserError
 
 DATASETS = ("digits", "sphere", "gaussian", "mnist", "fashion-mnist", "cifar10")
 SYNTHETIC = ("sphere", "gaussian")

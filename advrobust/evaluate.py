@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._cli import UserError
+from .errors import UserError
 from ._stats import quantile
 
 INF = math.inf

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._cli import UserError, parse_norm
+from .errors import UserError
+from .norms import parse_norm
 from .certify import (_ReLU, _walk, box_radius, certified_radii, layer_bounds, margin_lower_bounds,
                       other_classes, parse_network)
 

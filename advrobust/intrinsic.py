@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print the records as JSON")
     args = ap.parse_args(argv)
     if args.k < 3:
-        from ._cli import UserError
+        from .errors import UserError
 
         raise UserError(f"--k must be an integer >= 3, got {args.k}")
     out = []

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from ._cli import UserError
+from .errors import UserError
 
 # predicted exponents: response -> variable -> exponent
 PREDICTED = {

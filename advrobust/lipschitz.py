@@ -39,7 +39,10 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ._cli import UserError, norm_name, parse_norm, print_json, run_main
+from .errors import UserError
+from .norms import norm_name, parse_norm
+
+from ._cli import print_json, run_main
 from ._stats import median
 
 INF = math.inf
@@ -566,7 +569,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from . import runs
-    from ._cli import select_device
+    from .models import select_device
 
     args = _parser().parse_args(argv)
     p = parse_norm(args.norm)

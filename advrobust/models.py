@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._cli import UserError
+from .errors import UserError
 
 FAMILIES = ("linear", "mlp", "cnn")
 SPEC_KEYS = ("family", "width", "depth", "input_shape", "classes")
@@ -274,4 +274,18 @@ def describe(spec: dict) -> str:
     return f"{spec['family']}(width={spec['width']}, depth={spec['depth']})"
 
 
-__all__ = ["FAMILIES", "make_spec", "check_spec", "param_count", "check_size", "build_model", "describe"]
+__all__ = ["FAMILIES", "make_spec", "check_spec", "param_count", "check_size", "build_model", "describe",
+           "select_device"]
+
+
+def select_device(name: str | None) -> "torch.device":  # noqa: F821
+    """``None``/'auto' -> cuda if available else cpu; otherwise a checked torch.device."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return dev

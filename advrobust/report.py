@@ -24,7 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import plots
-from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main
+from .errors import UserError
+from ._cli import argument_parser, print_json, run_main
+from .norms import norm_name, parse_norm
 from ._stats import quantile
 from .runs import (MODEL_FILE, RUN_FILE, atomic_write_bytes, atomic_write_text, find_runs, load_npz,
                    read_json, read_run_record, results_stem, versions)

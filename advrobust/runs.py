@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._cli import UserError, to_json
+from .errors import UserError
+from .jsonio import to_json
 
 MODEL_FORMAT = "advrobust-model/1"
 RUN_FILE = "run.json"

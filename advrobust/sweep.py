@@ -55,7 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._cli import UserError, argument_parser, print_json, run_main
+from .errors import UserError
+from ._cli import argument_parser, print_json, run_main
 from .runs import atomic_write_json, atomic_write_text, read_json
 from .train import params_target
 

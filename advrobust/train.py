@@ -45,7 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._cli import UserError, argument_parser, norm_name, parse_norm, print_json, run_main, select_device
+from .errors import UserError
+from ._cli import argument_parser, print_json, run_main
+
+from .norms import norm_name, parse_norm
+
+from .models import select_device
 from .models import FAMILIES, build_model, describe, make_spec, param_count, width_for_params
 from . import runs
 

@@ -43,7 +43,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from advrobust._cli import UserError, norm_name, parse_norm, run_main  # noqa: E402
+from advrobust.errors import UserError  # noqa: E402
+
+from advrobust.norms import norm_name, parse_norm  # noqa: E402
+
+from advrobust._cli import run_main  # noqa: E402
 
 INF = math.inf
 SPHERE = ["--dataset", "sphere", "--dim", "32", "--n", "500", "--classes", "2", "--labels", "random",

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import advrobust
-from advrobust._cli import UserError
+from advrobust.errors import UserError
 from advrobust.linear_radius import linear_radii, model_affine
 from tests._nets import linear_problem
 

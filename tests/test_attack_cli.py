@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from advrobust import runs
-from advrobust._cli import UserError, run_main
+from advrobust.errors import UserError
+from advrobust._cli import run_main
 from advrobust.attack import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

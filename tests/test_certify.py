@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advrobust._cli import UserError
+from advrobust.errors import UserError
 from advrobust.certify import (certified_radii, check_bracket, layer_bounds, margin_lower_bounds, margin_matrix,
                                parse_network)
 from advrobust.linear_radius import linear_radii

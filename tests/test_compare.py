@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from advrobust import runs
-from advrobust._cli import UserError, run_main
+from advrobust.errors import UserError
+from advrobust._cli import run_main
 from advrobust.compare import collect_rows, filter_rows, format_table, main, paired, sort_rows
 from advrobust.models import build_model, make_spec, param_count
 

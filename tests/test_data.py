@@ -14,7 +14,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advrobust._cli import UserError, to_json
+from advrobust.errors import UserError
+
+from advrobust.jsonio import to_json
 from advrobust.data import DATASETS, Dataset, _stratified_indices, load_dataset, split
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

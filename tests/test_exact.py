@@ -11,7 +11,7 @@ from hypothesis import example, HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advrobust._cli import UserError
+from advrobust.errors import UserError
 from advrobust.certify import certified_radii, check_bracket
 from advrobust.exact import exact_radii
 from advrobust.linear_radius import linear_radii

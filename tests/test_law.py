@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from advrobust._cli import UserError
+from advrobust.errors import UserError
 from advrobust.law import (comparable_groups, fit_law, fit_power_law, group_key, interpolation_thresholds,
                            theorem3_bound)
 

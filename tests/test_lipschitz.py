@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from advrobust._cli import UserError
+from advrobust.errors import UserError
 from advrobust.lipschitz import (_conv_matrix, attack_secants, conv_spectral_norm, estimate_lipschitz,
                                  input_scale, upper_bounds)
 

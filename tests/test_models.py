@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from advrobust._cli import UserError
+from advrobust.errors import UserError
 from advrobust.models import build_model, check_spec, describe, make_spec, param_count
 
 SHAPES = [[64], [1, 8, 8], [3, 7, 5], [1, 28, 28], [3, 32, 32], [2, 1, 1]]

@@ -30,7 +30,8 @@ from advrobust import report as report_cmd
 from advrobust import runs
 from advrobust import sweep as sweep_cmd
 from advrobust import train as train_cmd
-from advrobust._cli import UserError, run_main
+from advrobust.errors import UserError
+from advrobust._cli import run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from advrobust import report
-from advrobust._cli import UserError, run_main
+from advrobust.errors import UserError
+from advrobust._cli import run_main
 from advrobust.runs import commit_results, load_npz
 
 WIDTHS = (8, 32)

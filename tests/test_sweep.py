@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advrobust._cli import UserError, run_main
+from advrobust.errors import UserError
+
+from advrobust._cli import run_main
 from advrobust.sweep import expand, load_spec, main, run_sweep
 
 TINY = """

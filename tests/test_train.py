@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from advrobust import runs
-from advrobust._cli import UserError, run_main
+from advrobust.errors import UserError
+from advrobust._cli import run_main
 from advrobust.data import load_dataset
 from advrobust.models import build_model, make_spec, param_count
 from advrobust.train import TrainConfig, find_min_width, main, train, train_run
