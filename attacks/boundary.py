@@ -59,6 +59,9 @@ _FOLDED = 0.05  # share of the points improving by more than ``escalate`` that m
 _LP_BLOCK = 32  # polish problems per HiGHS call: its time grows faster than the problem's size
 _SHRINK = 0.25  # trust radius factor after a failed step (x2 after a taken one)
 _TOL = 1e-5  # a walk ends when its trust radius falls under this fraction of its distance
+_TRACE = None
+_COORDS_FIRST, _COORDS_FAR = 2, 4
+_HARD_STEPS, _HARD_POLISH, _FOLD_FAR, _POLISH_TOL = 10**9, 10**9, 32, 1e-7
 _BEHIND = 1e-3  # ... or when it is this much behind its sample's best walk with a radius under 1e-4
 
 
@@ -220,7 +223,7 @@ def boundary(
     Tensor
         Adversarial inputs in [0, 1] of smallest norm found; the input where none was found.
     """
-    from .starts import far_starts
+    from .starts import coordinate_starts, far_starts
 
     p = check_norm(norm, _NORMS, "boundary")
     check_inputs(inputs, labels)
@@ -264,6 +267,14 @@ def boundary(
             fs, ok = far_starts(model, x0, labels, norm=p, pool=pool, keep=keep_n, nearest=near_n, random=0,
                                 targeted=targeted, seed=seed, search_steps=search_steps)
             cand.append((fs.reshape(b, fs.shape[1], -1), ok & todo.unsqueeze(1)))
+    coord_s = None
+    if staged and p == 1 and (_COORDS_FIRST or _COORDS_FAR):
+        # L1 optima are sparse: the nearest boundary points along single coordinates
+        coord_s = coordinate_starts(model, x0, labels, keep=max(_COORDS_FIRST, _COORDS_FAR), targeted=targeted,
+                                    search_steps=search_steps)
+        coord_s = (coord_s[0].reshape(b, coord_s[0].shape[1], -1), coord_s[1] & todo.unsqueeze(1))
+        if _COORDS_FIRST:
+            cand.append((coord_s[0][:, :_COORDS_FIRST], coord_s[1][:, :_COORDS_FIRST]))
     if staged:
         # light: 50 steps, 4 rays, the 5 classes whose boundary is nearest, one walk per sample
         # polished with 4 cuts
@@ -286,19 +297,21 @@ def boundary(
         folded = int((todo & (gain > escalate)).sum()) >= max(1, _FOLDED * int(todo.sum()))
         # the points that improved: a full search from 32 far starts, rays and the full polish; on a
         # folded boundary every other point too, from the far starts alone (50 steps, 4 cuts)
-        groups = [(hard, rays, steps, polish, max(polish_rows, 2))]
+        groups = [(hard, rays, min(steps, _HARD_STEPS), min(polish, _HARD_POLISH), max(polish_rows, 2), _FAR)]
         if folded:
-            groups.append((todo & ~hard, 0, min(steps, _FIRST_STEPS), min(polish, _FIRST_POLISH), 1))
-        for grp, g_rays, g_steps, g_polish, g_rows in groups:
+            groups.append((todo & ~hard, 0, min(steps, _FIRST_STEPS), min(polish, _FIRST_POLISH), 1, _FOLD_FAR))
+        for grp, g_rays, g_steps, g_polish, g_rows, g_far in groups:
             if not bool(grp.any()):
                 continue
             i = grp.nonzero().squeeze(1)
             fs, ok = far_starts(model, x0[i], labels[i], norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
-                                keep=_FAR, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
+                                keep=g_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
                                 search_steps=search_steps)
             near = torch.where(torch.isfinite(best_r[i]).unsqueeze(1), best_x[i], f0[i])
             sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1)),
                    (fs.reshape(i.numel(), fs.shape[1], -1), ok)]
+            if coord_s is not None and _COORDS_FAR:
+                sub.append((coord_s[0][i, :_COORDS_FAR], coord_s[1][i, :_COORDS_FAR]))
             bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, g_steps,
                              overshoot, search_steps, g_polish, g_rows, candidates, g_rays, seed + 2, _CLASSES)
             better = br < best_r[i]
@@ -458,7 +471,11 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
     h, g, ysl = h[idx], g[:, idx], ys[idx]
     cl = None if cands is None else cands[idx]
     n_s = None if owner is None else int(owner.max()) + 1
+    if _TRACE is not None:
+        _TRACE.append([])
     for _ in range(steps):
+        if _TRACE is not None:
+            _TRACE[-1].append((idx.clone(), dist.clone()))
         n = idx.numel()
         if n == 0:
             break
@@ -737,7 +754,7 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
         for i, d in zip(rows, sols):
             if d is None:
                 radius[i] *= 0.5
-                active[i] = radius[i] > 1e-7 * dist[i]
+                active[i] = radius[i] > _POLISH_TOL * dist[i]
                 continue
             zc = np.clip(z0[i] + d, 0.0, 1.0)
             if _np_norm(zc - z0[i], p) >= dist[i] * (1 - 1e-9):
@@ -763,5 +780,5 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
                 radius[i] *= 2
             else:
                 radius[i] *= 0.5
-            active[i] = radius[i] > 1e-7 * dist[i]
+            active[i] = radius[i] > _POLISH_TOL * dist[i]
     return xa

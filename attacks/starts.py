@@ -11,6 +11,13 @@ brings each onto the decision boundary by bisection along the segment to the inp
 (:func:`attacks.fab.line_search`), and keeps the ``keep`` nearest to the input. Cost: one
 forward pass over the pool and ``pool_adv`` (their predictions), one per random point, and
 ``search_steps`` per candidate for the bisection.
+
+:func:`coordinate_starts` (for L1) moves one coordinate at a time: minimal L1 perturbations of a
+piecewise-linear network are sparse (a vertex of the polytope where the boundary's linear piece
+meets the box), and the nearest adversarial point along a single axis often lies in the basin of
+the optimum when the gradient attacks' walk moved other coordinates.
+
+:func:`ray_starts` restarts near the best point found so far.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import INF, flat, make_generator
-from .fab import line_search, row_norm
+from .fab import line_search, pair_grads, row_norm
 
 
 @torch.no_grad()
@@ -179,3 +186,66 @@ def ray_starts(model: nn.Module, inputs: Tensor, labels: Tensor, best: Tensor, *
         starts[i] = flat(line_search(model, rows_x0[i].view(-1, *shape), first[i].view(-1, *shape), rows_y[i],
                                      targeted, search_steps))
     return starts.view(b, rays, *shape), hit.view(b, rays)
+
+
+@torch.no_grad()
+def _capacity(model: nn.Module, inputs: Tensor, labels: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
+    with torch.enable_grad():
+        _, _, g = pair_grads(model, inputs.detach(), labels, targeted)
+    x0f = flat(inputs.detach())
+    sign = -g.sign()  # the direction along each axis that lowers the margin, to first order
+    room = torch.where(sign > 0, 1 - x0f, x0f)  # how far that direction can go in the box
+    return sign, g.abs() * room
+
+
+@torch.no_grad()
+def coordinate_starts(model: nn.Module, inputs: Tensor, labels: Tensor, *, keep: int = 4, coords: int = 64,
+                      grid: int = 16, targeted: bool = False, search_steps: int = 16) -> tuple[Tensor, Tensor]:
+    """Adversarial points on the boundary that differ from the input in one coordinate (L1 starts).
+
+    For each input, the ``coords`` coordinates that can lower the margin most on their own (to
+    first order: ``|g_i|`` times the room the box leaves in the direction ``-sign(g_i)``, with
+    ``g`` the gradient of the label's logit minus the strongest other's at the input) are moved
+    alone, in that direction, over a uniform grid of ``grid`` steps up to the box edge; the
+    first adversarial point of each axis is bisected onto the boundary and the ``keep`` nearest
+    are returned. Cost: one forward and one backward pass per input, ``coords * grid`` forward
+    passes per input for the grids and ``search_steps`` per axis that reached the boundary.
+
+    Returns ``(starts (B, keep, ...), found (B, keep))`` as :func:`far_starts`.
+    """
+    b, shape = inputs.shape[0], tuple(inputs.shape[1:])
+    x0f = flat(inputs.detach())
+    d = x0f.shape[1]
+    k = min(coords, d)
+    sign, cap = _capacity(model, inputs, labels, targeted)
+    axes = cap.topk(k, dim=1).indices  # (B, k)
+    step = (sign * torch.where(sign > 0, 1 - x0f, x0f)).gather(1, axes)  # signed distance to the box edge
+    hit = torch.zeros(b, k, dtype=torch.bool, device=inputs.device)
+    frac = torch.ones(b, k, device=inputs.device, dtype=inputs.dtype)
+    rows_y = labels.repeat_interleave(k)
+    for t in range(grid, 0, -1):  # from the box edge inwards: the last adversarial one is the first
+        cand = x0f.unsqueeze(1).repeat(1, k, 1)
+        cand.scatter_add_(2, axes.unsqueeze(-1), (step * (t / grid)).unsqueeze(-1))
+        pred = _predict(model, cand.clamp_(0, 1).view(-1, *shape)).view(b, k)
+        adv = (pred == labels.unsqueeze(1)) if targeted else (pred != labels.unsqueeze(1))
+        frac = torch.where(adv, torch.full_like(frac, t / grid), frac)
+        hit |= adv
+    starts = x0f.unsqueeze(1).repeat(1, k, 1)
+    dist = torch.full((b, k), INF, dtype=torch.float64, device=inputs.device)
+    if hit.any():
+        bi, ki = hit.nonzero(as_tuple=True)
+        first = x0f[bi].clone()
+        first[torch.arange(bi.numel(), device=inputs.device), axes[bi, ki]] += step[bi, ki] * frac[bi, ki]
+        pts = flat(line_search(model, inputs[bi], first.clamp_(0, 1).view(-1, *shape), labels[bi], targeted,
+                               search_steps))
+        starts[bi, ki] = pts
+        dist[bi, ki] = row_norm(pts.double() - x0f[bi].double(), 1.0)
+    n = min(keep, k)
+    val, idx = dist.topk(n, dim=1, largest=False)
+    out = starts.gather(1, idx.unsqueeze(-1).expand(b, n, d))
+    found = torch.isfinite(val)
+    out = torch.where(found.unsqueeze(-1), out, x0f.unsqueeze(1))
+    if n < keep:
+        out = torch.cat([out, x0f.unsqueeze(1).expand(b, keep - n, d)], 1)
+        found = torch.cat([found, torch.zeros(b, keep - n, dtype=torch.bool, device=inputs.device)], 1)
+    return out.reshape(b, keep, *shape), found
