@@ -50,18 +50,20 @@ from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_
 
 _NORMS = (1.0, 2.0, INF)
 # The staged search (``escalate``, see :func:`boundary`). Chosen on experiments/bench_exact_radii.py.
-_FIRST_STEPS, _FIRST_RAYS, _FIRST_POLISH = 50, 4, 4  # the light first pass
+_FIRST_STEPS, _FIRST_RAYS, _FIRST_POLISH = 30, 4, 4  # the light first pass
 _FIRST_NEAREST = 2  # first pass: starts at the 2 nearest pool points of another class, and at the
 _FIRST_BISECTED = (32, 2)  # 2 of the 32 nearest that lie nearest after bisection onto the boundary
 _CLASSES = 5  # classes per walk in the staged passes: nearest linearised boundaries at its start
-_FAR = 32  # far starts per point in an escalated search
+_HARD_STEPS, _HARD_POLISH = 30, 10  # escalated points (those the first pass improved): steps, cuts
+_FOLD_STEPS = 15  # the other points of a folded batch: steps (cuts: _FIRST_POLISH)
+# far starts per escalated point: (improved points, other points of a folded batch); L1 optima
+# are sparse vertices in narrow basins, reached from far starts that rank low for many steps
+_FAR = {1.0: (32, 32), 2.0: (16, 8), INF: (16, 8)}
+_COORDS_FIRST, _COORDS_FAR = 2, 4  # L1: single-coordinate starts in the first pass, on escalation
 _FOLDED = 0.05  # share of the points improving by more than ``escalate`` that marks a folded batch
 _LP_BLOCK = 32  # polish problems per HiGHS call: its time grows faster than the problem's size
 _SHRINK = 0.25  # trust radius factor after a failed step (x2 after a taken one)
 _TOL = 1e-5  # a walk ends when its trust radius falls under this fraction of its distance
-_TRACE = None
-_COORDS_FIRST, _COORDS_FAR = 2, 4
-_HARD_STEPS, _HARD_POLISH, _FOLD_FAR, _POLISH_TOL = 10**9, 10**9, 32, 1e-7
 _BEHIND = 1e-3  # ... or when it is this much behind its sample's best walk with a radius under 1e-4
 
 
@@ -141,7 +143,7 @@ def boundary(
     pool_adv: Tensor | None = None,
     random_starts: int = 32,
     nearest: int = 32,
-    rays: int = 16,
+    rays: int = 8,
     candidates: int | None = None,
     overshoot: float = 1e-5,
     search_steps: int = 16,
@@ -201,16 +203,19 @@ def boundary(
         How many of each sample's walks (the nearest ones) are polished.
     escalate : float or None
         Effort where it pays, with starts given and no ``far`` starts asked for. A light first pass
-        walks (50 steps) from the starts, from the 2 nearest points of ``pool`` in another class,
-        from the 2 of its 32 nearest that lie nearest once bisected onto the boundary and from 4
-        rays; each walk linearises the 5 classes whose boundary, linearised at its start, lies
-        nearest the input; one walk per sample is polished with at most 4 cuts. Samples where it
-        beat every start by more than this relative amount, or that had no start, are searched
-        again from 32 far starts (``nearest`` pool points, ``nearest`` points of ``pool_adv``,
-        ``random_starts`` random points: the 32 nearest after bisection) and ``rays`` rays with
-        ``steps`` steps and the full polish. When at least 5% of the samples (and at least one)
-        improved so, the boundary is folded and every other sample is searched again from the 32
-        far starts alone (50 steps, 4 cuts). None: one pass with everything.
+        walks (30 steps) from the starts, from the 2 nearest points of ``pool`` in another class,
+        from the 2 of its 32 nearest that lie nearest once bisected onto the boundary, from 4 rays
+        and, in L1, from the 2 nearest single-coordinate starts
+        (:func:`attacks.starts.coordinate_starts`); each walk linearises the 5 classes whose
+        boundary, linearised at its start, lies nearest the input; one walk per sample is polished
+        with at most 4 cuts. Samples where it beat every start by more than this relative amount,
+        or that had no start, are searched again (30 steps, at most 10 cuts on their 2 best walks)
+        from their best point, from far starts (``nearest`` pool points, ``nearest`` points of
+        ``pool_adv``, ``random_starts`` random points: the 32 nearest after bisection in L1, 16 in
+        L2 and Linf), ``rays`` rays and, in L1, 4 single-coordinate starts. When at least 5% of
+        the samples (and at least one) improved so, the boundary is folded and every other sample
+        is searched again from its best point and far starts (32 in L1, 8 in L2 and Linf; 15
+        steps, 4 cuts). None: one pass with everything.
     bad_starts : str
         ``"error"``: a given start that is not adversarial is a ValueError; ``"drop"``: it is
         ignored (the cascade passes points verified in another batch, where rounding at the
@@ -276,7 +281,7 @@ def boundary(
         if _COORDS_FIRST:
             cand.append((coord_s[0][:, :_COORDS_FIRST], coord_s[1][:, :_COORDS_FIRST]))
     if staged:
-        # light: 50 steps, 4 rays, the 5 classes whose boundary is nearest, one walk per sample
+        # light: 30 steps, 4 rays, the 5 classes whose boundary is nearest, one walk per sample
         # polished with 4 cuts
         best_x, best_r = _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted,
                                  min(steps, _FIRST_STEPS), overshoot, search_steps, min(polish, _FIRST_POLISH), 1,
@@ -295,21 +300,23 @@ def boundary(
         gain = d_start / best_r - 1  # how much the first pass beat the starts
         hard = todo & ((gain > escalate) | ~torch.isfinite(d_start))
         folded = int((todo & (gain > escalate)).sum()) >= max(1, _FOLDED * int(todo.sum()))
-        # the points that improved: a full search from 32 far starts, rays and the full polish; on a
-        # folded boundary every other point too, from the far starts alone (50 steps, 4 cuts)
-        groups = [(hard, rays, min(steps, _HARD_STEPS), min(polish, _HARD_POLISH), max(polish_rows, 2), _FAR)]
+        # the points that improved: a search from far starts (32 in L1, else 16), rays and 10 cuts; on a
+        # folded boundary every other point too, from far starts alone (32 in L1, else 8; 15 steps, 4 cuts)
+        far_hard, far_fold = _FAR[p]
+        groups = [(hard, rays, min(steps, _HARD_STEPS), min(polish, _HARD_POLISH), max(polish_rows, 2), far_hard)]
         if folded:
-            groups.append((todo & ~hard, 0, min(steps, _FIRST_STEPS), min(polish, _FIRST_POLISH), 1, _FOLD_FAR))
+            groups.append((todo & ~hard, 0, min(steps, _FOLD_STEPS), min(polish, _FIRST_POLISH), 1, far_fold))
         for grp, g_rays, g_steps, g_polish, g_rows, g_far in groups:
             if not bool(grp.any()):
                 continue
             i = grp.nonzero().squeeze(1)
-            fs, ok = far_starts(model, x0[i], labels[i], norm=p, pool=x0 if pool is None else pool, pool_adv=pool_adv,
-                                keep=g_far, nearest=nearest, random=random_starts, targeted=targeted, seed=seed + 1,
-                                search_steps=search_steps)
             near = torch.where(torch.isfinite(best_r[i]).unsqueeze(1), best_x[i], f0[i])
-            sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1)),
-                   (fs.reshape(i.numel(), fs.shape[1], -1), ok)]
+            sub = [(near.unsqueeze(1), torch.isfinite(best_r[i]).unsqueeze(1))]
+            if g_far:
+                fs, ok = far_starts(model, x0[i], labels[i], norm=p, pool=x0 if pool is None else pool,
+                                    pool_adv=pool_adv, keep=g_far, nearest=nearest, random=random_starts,
+                                    targeted=targeted, seed=seed + 1, search_steps=search_steps)
+                sub.append((fs.reshape(i.numel(), fs.shape[1], -1), ok))
             if coord_s is not None and _COORDS_FAR:
                 sub.append((coord_s[0][i, :_COORDS_FAR], coord_s[1][i, :_COORDS_FAR]))
             bx, br = _search(model, x0[i], f0[i], labels[i], logits[i], todo[i], sub, shape, p, targeted, g_steps,
@@ -471,11 +478,7 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
     h, g, ysl = h[idx], g[:, idx], ys[idx]
     cl = None if cands is None else cands[idx]
     n_s = None if owner is None else int(owner.max()) + 1
-    if _TRACE is not None:
-        _TRACE.append([])
     for _ in range(steps):
-        if _TRACE is not None:
-            _TRACE[-1].append((idx.clone(), dist.clone()))
         n = idx.numel()
         if n == 0:
             break
@@ -754,7 +757,7 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
         for i, d in zip(rows, sols):
             if d is None:
                 radius[i] *= 0.5
-                active[i] = radius[i] > _POLISH_TOL * dist[i]
+                active[i] = radius[i] > 1e-7 * dist[i]
                 continue
             zc = np.clip(z0[i] + d, 0.0, 1.0)
             if _np_norm(zc - z0[i], p) >= dist[i] * (1 - 1e-9):
@@ -780,5 +783,5 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
                 radius[i] *= 2
             else:
                 radius[i] *= 0.5
-            active[i] = radius[i] > _POLISH_TOL * dist[i]
+            active[i] = radius[i] > 1e-7 * dist[i]
     return xa

@@ -16,7 +16,7 @@ from torch import nn
 from advrobust import runs
 from advrobust.evaluate import DEFAULT_CASCADES, make_attack, run_cascade, verify
 from attacks.boundary import boundary, project_plane_in_box
-from attacks.starts import far_starts, ray_starts
+from attacks.starts import coordinate_starts, far_starts, ray_starts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 INF = math.inf
@@ -140,6 +140,48 @@ def test_far_and_ray_starts_are_adversarial_and_on_the_boundary(p):
             back = x[:8][owner] + (1 - 1e-3) * (s - x[:8][owner])
             assert (model(back).argmax(1) == y[:8][owner]).float().mean() >= 0.9
         assert ((pts[~ok] == x[:8].unsqueeze(1).expand_as(pts)[~ok]).all())  # "none" rows are the input
+
+
+def test_coordinate_starts_move_one_coordinate_onto_the_boundary():
+    model, x, y = _net()
+    starts, found = coordinate_starts(model, x, y, keep=3, coords=10, grid=16)
+    assert starts.shape == (30, 3, 10) and found.shape == (30, 3)
+    # (one coordinate alone cannot break every point of this net, but it breaks several)
+    assert found.any(1).sum() >= 5 and found[:, 1].sum() >= 2
+    s, owner = starts[found], found.nonzero()[:, 0]
+    x0 = x[owner]
+    assert ((s != x0).sum(1) == 1).all()  # exactly one coordinate moved
+    with torch.no_grad():
+        assert (model(s).argmax(1) != y[owner]).all()
+        back = x0 + (1 - 1e-3) * (s - x0)
+        assert (model(back).argmax(1) == y[owner]).float().mean() >= 0.9
+    assert (starts[~found] == x.unsqueeze(1).expand_as(starts)[~found]).all()
+    dist = (starts - x.unsqueeze(1)).abs().sum(-1)
+    assert (dist[:, 0][found[:, 1]] <= dist[:, 1][found[:, 1]]).all()  # nearest first
+
+
+def test_coordinate_starts_find_the_exact_l1_radius_of_a_linear_model():
+    """Linear binary classifier: where the coordinate of largest |w| alone can cross the boundary
+    inside the box, the exact L1 minimal perturbation moves only it, by margin / |w_i|."""
+    g = torch.Generator().manual_seed(5)
+    d = 12
+    model = nn.Linear(d, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(2, d, generator=g))
+        model.bias.zero_()
+    x = torch.rand(40, d, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        v = (model.weight[y] - model.weight[1 - y])  # margin gradient per row
+        h = (v * x).sum(1)
+    room = torch.where(v > 0, x, 1 - x)  # moving against v
+    top = v.abs().argmax(1)
+    exact_rows = (room.gather(1, top[:, None]).squeeze(1) * v.abs().max(1).values > h * 1.01)
+    starts, found = coordinate_starts(model, x, y, keep=2, grid=16)
+    r = (starts[:, 0] - x).abs().sum(1)
+    want = h / v.abs().max(1).values
+    assert exact_rows.sum() >= 10 and found[exact_rows, 0].all()
+    assert torch.allclose(r[exact_rows], want[exact_rows], rtol=1e-3)
 
 
 def test_starts_are_validated():
