@@ -11,8 +11,8 @@ from torch import nn
 
 from advrobust import runs
 from advrobust.errors import UserError
-from advrobust._cli import run_main
-from advrobust.attack import main
+from advrobust.cli._common import run_main
+from advrobust.cli.attack import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -231,7 +231,7 @@ def test_bounds_only_adds_bounds_and_keeps_the_attack_results(tmp_path):
 
     import numpy as np
 
-    from advrobust import attack
+    from advrobust.cli import attack
     from advrobust.runs import load_npz
     from advrobust.train import TrainConfig, train_run
 

@@ -153,7 +153,7 @@ def test_bad_inputs_are_user_errors():
 
 def test_cli_writes_lipschitz_json(tmp_path, capsys):
     from advrobust import runs
-    from advrobust.lipschitz import main
+    from advrobust.cli.lipschitz import main
     from advrobust.models import build_model, make_spec
 
     spec = make_spec("mlp", 6, input_shape=[64], classes=3)

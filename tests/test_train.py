@@ -13,10 +13,11 @@ import torch.nn.functional as F
 
 from advrobust import runs
 from advrobust.errors import UserError
-from advrobust._cli import run_main
+from advrobust.cli._common import run_main
 from advrobust.data import load_dataset
 from advrobust.models import build_model, make_spec, param_count
-from advrobust.train import TrainConfig, find_min_width, main, train, train_run
+from advrobust.cli.train import main
+from advrobust.train import TrainConfig, find_min_width, train, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
