@@ -267,7 +267,8 @@ def attack_norm(model, x, y, *, norm: float, config: AttackConfig, device, out_d
         "steps": config.steps, "seed": config.seed, "batch_size": config.batch_size, "summary": summary,
         "flags": result.flags, "wall_time_s": result.wall_time_s, "versions": runs.versions(),
         "device": runs.device_info(device), "command": command, "source": source,
-        "format": ATTACK_FORMAT, "config": config.to_dict(),
+        # this file's config: the run's, with the one norm the file holds
+        "format": ATTACK_FORMAT, "config": dataclasses.replace(config, norms=(norm_name(norm),)).to_dict(),
     }
     record = runs.commit_results(out_dir / stem, arrays, record)  # npz, then the json naming its sha256
     record["files"] = [str(out_dir / f"{stem}.npz"), str(out_dir / f"{stem}.json")]

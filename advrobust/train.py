@@ -349,6 +349,10 @@ def train(model: nn.Module, data: Any, config: TrainConfig, *, progress: bool = 
     adversarial training, interpolation means fitting the *clean* training set (checked by one
     clean pass per epoch); the loss history holds the adversarial training loss.
     """
+    # One function on purpose: the epoch loop's regimes (full batch with its free exact check,
+    # minibatches, adversarial examples, the width search's plateau exit) share a dozen pieces of
+    # state (history, steps, final, stopped, the plateau looks) that helpers would pass back and
+    # forth every epoch; the Notes above say what each regime does.
     from tqdm import tqdm
 
     cfg = config.validated()
