@@ -73,7 +73,7 @@ def _points(x: Any, *, max_points: int | None, seed: int) -> np.ndarray:
 
 def _neighbour_distances(a: np.ndarray, k: int) -> np.ndarray:
     """(N, k) distances of each point to its k nearest other points, ascending."""
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors  # slow to import (2 s here); only these estimates use it
 
     nn = NearestNeighbors(n_neighbors=k + 1).fit(a)
     dist, _ = nn.kneighbors(a)

@@ -44,6 +44,9 @@ from typing import Any, Sequence, TypedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
+
+from attacks import ATTACKS
 
 from .errors import UserError
 from .norms import norm_name, parse_norm
@@ -51,6 +54,7 @@ from .norms import norm_name, parse_norm
 from .models import select_device
 from .models import FAMILIES, build_model, describe, make_spec, param_count, width_for_params
 from . import intrinsic, runs
+from .data import load_dataset
 
 RUN_FORMAT = "advrobust-run/1"
 OPTIMIZERS = ("adam", "sgd")
@@ -225,8 +229,6 @@ def _adversary(cfg: TrainConfig):
     """None for natural training, else ``adv(model, x, y, step)`` returning PGD examples."""
     if cfg.adv_norm is None:
         return None
-    from attacks import ATTACKS
-
     try:
         pgd = ATTACKS["pgd"].fn
     except ImportError as exc:
@@ -353,8 +355,6 @@ def train(model: nn.Module, data: Any, config: TrainConfig, *, progress: bool = 
     # minibatches, adversarial examples, the width search's plateau exit) share a dozen pieces of
     # state (history, steps, final, stopped, the plateau looks) that helpers would pass back and
     # forth every epoch; the Notes above say what each regime does.
-    from tqdm import tqdm
-
     cfg = config.validated()
     device = select_device(cfg.device)
     model.to(device).train()
@@ -507,8 +507,6 @@ def search_patience(epochs: int) -> int:
 
 def _min_width_search(family: str, data: Any, config: TrainConfig, *, depth: int | None, widths: Sequence[int] | None,
                       max_width: int, progress: bool, give_up: int | None = -1):
-    from tqdm import tqdm
-
     if family == "linear":
         raise UserError("a linear model has no width to search; use --model mlp or cnn with --width min")
     grid = sorted(set(int(w) for w in widths)) if widths is not None else _geometric(max_width)
@@ -610,8 +608,6 @@ def find_min_width(family: str, data: Any, config: TrainConfig, *, depth: int | 
 # --------------------------------------------------------------------------- run directories
 def _data_spec(data_kwargs: dict) -> dict:
     """All of load_dataset's arguments (defaults filled in), so the spec rebuilds the data."""
-    from .data import load_dataset
-
     try:
         bound = inspect.signature(load_dataset).bind(**data_kwargs)
     except TypeError as exc:
@@ -762,8 +758,6 @@ def _check_model_request(model_spec: ModelRequest, max_width: int) -> tuple[str,
 
 def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: DataSpec, model_spec: ModelRequest,
                       command: str | None, resume: bool, overwrite: bool, max_width: int, progress: bool) -> Path:
-    from .data import load_dataset
-
     family, width, depth, target = _check_model_request(model_spec, max_width)
     data_spec = _data_spec(data_kwargs)
     request = _request(data_spec, {"family": family, "width": width, "depth": depth}, cfg, max_width)
