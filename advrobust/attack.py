@@ -35,7 +35,7 @@ from torch import nn
 
 from attacks import get_attack
 
-from . import runs
+from . import configs, runs
 from ._stats import median
 from .certify import certified_radii
 from .data import load_dataset, split as split_data
@@ -99,15 +99,15 @@ class AttackConfig:
             raise UserError("norms is empty; give at least one of l1, l2, linf")
         if self.split not in SPLITS:
             raise UserError(f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}")
-        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
+        if self.steps is not None and (not configs.is_int(self.steps) or self.steps < 1):
             raise UserError(f"--steps must be >= 1, got {self.steps}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not configs.is_int(self.batch_size) or self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.n is not None and (not _is_int(self.n) or self.n < 1):
+        if self.n is not None and (not configs.is_int(self.n) or self.n < 1):
             raise UserError(f"--n must be >= 1, got {self.n}")
-        if not _is_int(self.random_checks) or self.random_checks < 0:
+        if not configs.is_int(self.random_checks) or self.random_checks < 0:
             raise UserError(f"--random-checks must be >= 0 (0 turns the check off), got {self.random_checks}")
-        if not _is_int(self.seed):
+        if not configs.is_int(self.seed):
             raise UserError(f"--seed must be an integer, got {self.seed!r}")
         if self.certify is not None and self.certify not in CERTIFY_METHODS:
             raise UserError(f"unknown --certify {self.certify!r}; use one of {', '.join(CERTIFY_METHODS)}")
@@ -145,20 +145,12 @@ class AttackConfig:
 
     def to_dict(self) -> dict:
         """Plain JSON types (tuples as lists): what attack records hold as ``config``."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "AttackConfig":
         """Inverse of :meth:`to_dict`; unknown keys are a UserError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown attack setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+        return configs.from_dict(cls, d, "attack")
 
 
 @dataclass
@@ -294,20 +286,15 @@ def command_line(run_dir: str | os.PathLike | None, config: AttackConfig) -> lis
     """A ``python -m advrobust.attack`` command equivalent to ``attack_run(run_dir, config)``: recorded
     in the results when the library is called directly (no command line of its own)."""
     argv = ["python", "-m", "advrobust.attack"] + ([str(run_dir)] if run_dir is not None else [])
-    default = AttackConfig()
-    for f in dataclasses.fields(AttackConfig):
-        value = getattr(config, f.name)
-        if value == getattr(default, f.name) or value is None or value is False:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "norms":
+    for name, value in configs.changed(config):
+        if name == "norms":
             argv += [x for t in value for x in ("--norm", t)]
         elif value is True:
-            argv.append(flag)
-        elif isinstance(value, tuple):
-            argv += [flag, ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)]
-        else:
-            argv += [flag, str(value)]
+            argv.append(f"--{name.replace('_', '-')}")
+        elif value is not None and value is not False:
+            text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) \
+                if isinstance(value, tuple) else str(value)
+            argv += [f"--{name.replace('_', '-')}", text]
     return argv
 
 

@@ -30,7 +30,6 @@ the file are kept under ``by_norm``). In Python: :func:`lipschitz_run` with a :c
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -44,7 +43,7 @@ from torch import nn
 from .errors import UserError
 from .norms import norm_name, parse_norm
 
-from . import runs
+from . import configs, runs
 from ._stats import median
 from .models import select_device
 
@@ -575,34 +574,27 @@ class LipschitzConfig:
         object.__setattr__(self, "norm", norm_name(parse_norm(self.norm)))
         for name in ("ascent_steps", "segments", "ascent_points"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            if not configs.is_int(v) or v < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0")
-        if self.max_points is not None and (not isinstance(self.max_points, int) or isinstance(self.max_points, bool)
-                                            or self.max_points < 1):
+        if self.max_points is not None and (not configs.is_int(self.max_points) or self.max_points < 1):
             raise UserError("--max-points must be >= 1")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+        if not configs.is_int(self.seed):
             raise UserError(f"--seed must be an integer, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         """What lipschitz.json holds as ``config``."""
-        return dataclasses.asdict(self)
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "LipschitzConfig":
         """Inverse of :meth:`to_dict`; unknown keys are a UserError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown Lipschitz setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
+        return configs.from_dict(cls, d, "Lipschitz")
 
 
 def command_line(run_dir: str | os.PathLike, config: LipschitzConfig) -> str:
     """A ``python -m advrobust.lipschitz`` command equivalent to ``lipschitz_run(run_dir, config)``:
     recorded in lipschitz.json when the library is called directly."""
-    default = LipschitzConfig()
-    flags = [f"--{f.name.replace('_', '-')} {getattr(config, f.name)}" for f in dataclasses.fields(config)
-             if getattr(config, f.name) != getattr(default, f.name)]
+    flags = [f"--{name.replace('_', '-')} {value}" for name, value in configs.changed(config)]
     return " ".join(["python -m advrobust.lipschitz", str(run_dir), *flags])
 
 

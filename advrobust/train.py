@@ -53,7 +53,7 @@ from .norms import norm_name, parse_norm
 
 from .models import select_device
 from .models import FAMILIES, build_model, describe, make_spec, param_count, width_for_params
-from . import intrinsic, runs
+from . import configs, intrinsic, runs
 from .data import load_dataset
 
 RUN_FORMAT = "advrobust-run/1"
@@ -132,15 +132,15 @@ class TrainConfig:
             raise UserError(f"learning rate must be a positive number, got {c.lr!r} (--lr)")
         if not _finite_number(c.momentum) or not 0 <= c.momentum < 1:
             raise UserError(f"momentum must be in [0, 1), got {c.momentum!r} (--momentum)")
-        if c.batch_size is not None and (not _is_int(c.batch_size) or c.batch_size < 1):
+        if c.batch_size is not None and (not configs.is_int(c.batch_size) or c.batch_size < 1):
             raise UserError(f"batch size must be a positive integer or None (full batch), got {c.batch_size!r}")
-        if not _is_int(c.epochs) or c.epochs < 1:
+        if not configs.is_int(c.epochs) or c.epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {c.epochs!r} (--epochs)")
         if not _finite_number(c.tol) or c.tol <= 0:
             raise UserError(f"tol must be a positive number, got {c.tol!r} (--tol)")
-        if not _is_int(c.seed) or c.seed < 0:
+        if not configs.is_int(c.seed) or c.seed < 0:
             raise UserError(f"seed must be a non-negative integer, got {c.seed!r} (--seed)")
-        if not _is_int(c.adv_steps) or c.adv_steps < 1:
+        if not configs.is_int(c.adv_steps) or c.adv_steps < 1:
             raise UserError(f"adv_steps must be a positive integer, got {c.adv_steps!r} (--adv-steps)")
         if c.adv_norm is None:
             if c.adv_eps is not None:
@@ -152,16 +152,12 @@ class TrainConfig:
         return c
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Inverse of :meth:`to_dict`; unknown keys are a UserError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
+        return configs.from_dict(cls, d, "training")
 
 
 class DataSpec(TypedDict, total=False):
@@ -191,10 +187,6 @@ class ModelRequest(TypedDict, total=False):
     depth: int | None
     input_shape: list[int]
     classes: int
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _finite_number(v: Any) -> bool:
@@ -733,11 +725,8 @@ def command_line(out_dir: str | os.PathLike, config: TrainConfig, *, data_kwargs
             argv += [f"--{key}", str(model_spec[key])]
     if max_width != DEFAULT_MAX_WIDTH:
         argv += ["--max-width", str(max_width)]
-    default = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(config, f.name)
-        if value != getattr(default, f.name):
-            argv += [f"--{f.name.replace('_', '-')}", str(value)]
+    for name, value in configs.changed(config):
+        argv += [f"--{name.replace('_', '-')}", str(value)]
     return shlex.join(argv + ["--out", str(out_dir)])
 
 
@@ -751,7 +740,7 @@ def _check_model_request(model_spec: ModelRequest, max_width: int) -> tuple[str,
     if family != "linear" and width is None:
         raise UserError(f"--width is required for {family}: {WIDTH_FORMS}")
     target = params_target(width)  # a malformed 'p=N' fails before any data is loaded
-    if not _is_int(max_width) or max_width < 1:
+    if not configs.is_int(max_width) or max_width < 1:
         raise UserError(f"--max-width must be a positive integer, got {max_width!r}")
     return family, width, depth, target
 
