@@ -568,6 +568,9 @@ def _stage_done(path: Path, output: str, config: AttackConfig | LipschitzConfig)
         return False
     if not isinstance(rec, dict):
         return False
+    by_norm = rec.get("by_norm")
+    if isinstance(config, LipschitzConfig) and isinstance(by_norm, dict) and "config" in by_norm.get(config.norm, {}):
+        rec = by_norm[config.norm]  # lipschitz.json's top level is the norm estimated last
     if "config" in rec:
         return rec["config"] == config.to_dict()
     legacy = rec.get("sweep_argv")

@@ -309,3 +309,23 @@ def test_resume_compares_the_recorded_configs(reference, tmp_path):
     assert all(s == {"train", "attack-l2-train.json", "lipschitz.json"} for s in skipped.values())
     np.testing.assert_array_equal(np.load(f.with_suffix(".npz"))["best_radius"],
                                   np.load(ref_out / "runs" / name / "attack-l2-train.npz")["best_radius"])
+
+
+def test_lipschitz_stage_reads_its_own_norm_from_lipschitz_json(reference, tmp_path):
+    """lipschitz.json's top level is the norm estimated last (e.g. a later linf estimate by hand);
+    the sweep's l2 stage is still done when by_norm holds its l2 config."""
+    import shutil
+
+    from advrobust.lipschitz import LipschitzConfig
+    from advrobust.sweep import _stage_done
+
+    spec, ref_out, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(next((ref_out / "runs").iterdir()), run)
+    l2 = LipschitzConfig()
+    assert _stage_done(run, "lipschitz.json", l2)
+    rec = json.loads((run / "lipschitz.json").read_text())
+    linf = {**rec["by_norm"]["l2"], "norm": "linf", "config": LipschitzConfig(norm="linf").to_dict()}
+    (run / "lipschitz.json").write_text(json.dumps({**linf, "by_norm": {**rec["by_norm"], "linf": linf}}))
+    assert _stage_done(run, "lipschitz.json", l2) and _stage_done(run, "lipschitz.json", LipschitzConfig(norm="linf"))
+    assert not _stage_done(run, "lipschitz.json", LipschitzConfig(segments=3))
