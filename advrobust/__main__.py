@@ -1,41 +1,8 @@
 """``python -m advrobust``: the commands, one line each; ``python -m advrobust CMD ARGS`` runs one
-(the same as ``python -m advrobust.CMD ARGS``)."""
-from __future__ import annotations
-
-import sys
-
-COMMANDS = (
-    ("train", "train one model (or find the minimal interpolating width) into a run directory"),
-    ("attack", "minimal adversarial radii per sample, with certified/exact bounds on request"),
-    ("lipschitz", "Lipschitz lower and upper estimates of a run"),
-    ("compare", "one row per model, the law-of-robustness fit below"),
-    ("report", "self-contained HTML + Markdown + PDF figures"),
-    ("sweep", "a whole study from a TOML spec: resumable, local or on a Dask cluster"),
-    ("intrinsic", "intrinsic dimension of a run's training inputs"),
-)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    width = max(len(n) for n, _ in COMMANDS)
-    lines = ["usage: python -m advrobust <command> [args] (or python -m advrobust.<command>); "
-             "each command has --help", "", "commands:"]
-    lines += [f"  {n:{width}s}  {text}" for n, text in COMMANDS]
-    lines += ["", "docs: README.md and docs/ (attacks, certify, analysis, report, internals)"]
-    if args and args[0] not in ("-h", "--help"):
-        known = [n for n, _ in COMMANDS]
-        if args[0] not in known:
-            print(f"error: unknown command {args[0]!r}; known: {', '.join(known)}", file=sys.stderr)
-            return 2
-        import importlib
-
-        from ._cli import run_main
-
-        module = importlib.import_module(f"advrobust.{args[0]}")
-        return run_main(module.main, args[1:])
-    print("\n".join(lines))
-    return 0
-
+(the same as ``python -m advrobust.CMD ARGS``). The list and the dispatch live in
+:mod:`advrobust.cli`."""
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from advrobust.cli import main
+
+    raise SystemExit(main())

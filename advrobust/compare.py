@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .errors import UserError
 from .norms import norm_name, parse_norm
 
-from ._cli import print_json, run_main
+from .cli._common import print_json, run_main
 
 from .jsonio import to_json
 from ._stats import median
@@ -526,7 +526,8 @@ def law_fits(rows: Sequence[Mapping[str, Any]], *, norms: Sequence[str], bootstr
     return out
 
 
-def _format_fit(f: Mapping[str, Any]) -> str:
+def format_fit(f: Mapping[str, Any]) -> str:
+    """One law fit of :func:`law_fits` as the line the command prints under the table."""
     head = f"{f['norm']} {f['response']} vs {f['against']}"
     if f.get("group"):
         head = f"{f['group']}: {head}"
@@ -551,7 +552,7 @@ def _format_fit(f: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    from ._cli import argument_parser
+    from .cli._common import argument_parser
 
     ap = argument_parser(prog="python -m advrobust.compare",
                                  description="Compare runs: one row per model, and the law-of-robustness fit.")
@@ -604,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fits:
             print("\nlaw of robustness fits (log-log least squares, bootstrap CI):")
             for f in fits:
-                print("  " + _format_fit(f))
+                print("  " + format_fit(f))
         if pair:
             print(f"\npaired {pair['norm']} {pair['split']}: radius ratio B/A on {pair['n_used']} of "
                   f"{pair['n_common']} common samples: median {_cell(pair['median_ratio'])}, geometric mean "

@@ -27,9 +27,15 @@ images) are removed first, since a zero distance makes the logarithms infinite.
 """
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
+
+from . import runs
+from .data import load_dataset
+from .errors import UserError
 
 #: neighbours of the Levina-Bickel estimate (they recommend k between 10 and 20)
 DEFAULT_K = 20
@@ -67,7 +73,7 @@ def _points(x: Any, *, max_points: int | None, seed: int) -> np.ndarray:
 
 def _neighbour_distances(a: np.ndarray, k: int) -> np.ndarray:
     """(N, k) distances of each point to its k nearest other points, ascending."""
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors  # slow to import (2 s here); only these estimates use it
 
     nn = NearestNeighbors(n_neighbors=k + 1).fit(a)
     dist, _ = nn.kneighbors(a)
@@ -156,53 +162,42 @@ def estimate(x: Any, *, k: int = DEFAULT_K, max_points: int | None = DEFAULT_MAX
                       "two_nn: Facco et al. (2017), 10% largest ratios discarded"}
 
 
-# --------------------------------------------------------------------------- CLI
-def main(argv=None) -> int:
-    """``python -m advrobust.intrinsic RUN_DIRS...``: estimate and record the intrinsic dimension of
-    each run's training inputs in ``intrinsic.json``, for runs trained before ``run.json`` held it."""
-    from pathlib import Path
+# --------------------------------------------------------------------------- runs
+def run_record(x_train: Any, meta: dict, *, k: int | None = None) -> dict:
+    """The training inputs' intrinsic dimension as recorded in ``run.json`` (``intrinsic_dim``).
 
-    from ._cli import argument_parser, print_json
-    from . import runs
-    from .data import load_dataset
+    Both estimates of :func:`estimate` (Levina-Bickel MLE and two-NN), plus ``known``: the exact
+    dimension of the distribution for synthetic data (``dim - 1`` on the sphere S^(dim-1), ``dim``
+    for the Gaussian), None otherwise. Where the points are too few for an estimate, ``error`` says
+    why and the estimates are None.
+    """
+    known = known_dimension(meta.get("name"), meta.get("d"))
+    try:
+        est = estimate(x_train, k=k or DEFAULT_K)
+    except ValueError as exc:
+        est = {"mle": None, "two_nn": None, "error": str(exc)}
+    return {**est, "known": known}
 
-    ap = argument_parser(prog="python -m advrobust.intrinsic",
-                         description="Intrinsic dimension (Levina-Bickel MLE and two-NN) of each run's training "
-                                     "inputs, written to intrinsic.json in the run directory.")
-    ap.add_argument("runs", nargs="+", help="run directories or folders holding them")
-    ap.add_argument("--k", type=int, default=DEFAULT_K, help=f"neighbours of the MLE (default {DEFAULT_K})")
-    ap.add_argument("--json", action="store_true", help="print the records as JSON")
-    args = ap.parse_args(argv)
-    if args.k < 3:
-        from .errors import UserError
 
-        raise UserError(f"--k must be an integer >= 3, got {args.k}")
+def record_runs(paths: Sequence[str | os.PathLike], *, k: int = DEFAULT_K) -> list[dict]:
+    """Estimate and record the intrinsic dimension of each run's training inputs in its
+    ``intrinsic.json`` (for runs trained before ``run.json`` held it; ``paths``: run directories or
+    folders holding them). Returns ``{"run", **record}`` per run."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 3:
+        raise UserError(f"--k must be an integer >= 3, got {k}")
     out = []
-    for path in runs.find_runs(args.runs):
+    for path in runs.find_runs(paths):
         meta = runs.read_run_record(path, require_spec=True)  # spec.data rebuilds the training inputs
-        from .train import intrinsic_dimension
-
         ds = load_dataset(**meta["spec"]["data"])
-        rec = intrinsic_dimension(ds.x_train, ds.meta, k=args.k)
+        rec = run_record(ds.x_train, ds.meta, k=k)
         with runs.run_lock(path):
             runs.atomic_write_json(Path(path) / "intrinsic.json", rec)
         out.append({"run": str(path), **rec})
-    if args.json:
-        print_json(out)
-    else:
-        for r in out:
-            if r.get("error"):
-                print(f"{r['run']}: no estimate ({r['error']})")
-                continue
-            known = "" if r["known"] is None else f"; exact {r['known']} (synthetic)"
-            print(f"{r['run']}: MLE {r['mle']:.2f}, two-NN {r['two_nn']:.2f} in {r['ambient']} coordinates "
-                  f"({r['points']} distinct points{known})")
-    return 0
+    return out
 
 
 if __name__ == "__main__":
-    import sys
+    from advrobust.cli._common import run_main
+    from advrobust.cli.intrinsic import main
 
-    from ._cli import run_main
-
-    sys.exit(run_main(main))
+    raise SystemExit(run_main(main))

@@ -21,18 +21,19 @@ Every number says which way it bounds the true global constant:
   Lp norm), minimised over the intermediate norms l1, l2, linf. The true constant is at most this
   (exact up to floating point when every layer's norm is computed exactly; see ``upper_exact``).
 
-Command line::
+Command line (:mod:`advrobust.cli.lipschitz`)::
 
     python -m advrobust.lipschitz RUN_DIR [--norm l2] [--ascent-steps 100] [--json]
 
 writes ``lipschitz.json`` in the run directory (atomically; estimates for other norms already in
-the file are kept under ``by_norm``).
+the file are kept under ``by_norm``). In Python: :func:`lipschitz_run` with a :class:`LipschitzConfig`.
 """
 from __future__ import annotations
 
-import argparse
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -42,8 +43,9 @@ from torch import nn
 from .errors import UserError
 from .norms import norm_name, parse_norm
 
-from ._cli import print_json, run_main
+from . import configs, runs
 from ._stats import median
+from .models import select_device
 
 INF = math.inf
 _NORMS = (1.0, 2.0, INF)
@@ -542,68 +544,98 @@ def input_scale(x_train: torch.Tensor | None, meta: Mapping[str, Any] | None = N
     return float((f - f.mean(0)).norm(dim=1).mean()), "mean L2 norm of centred training points"
 
 
-# --------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    from ._cli import argument_parser
-
-    ap = argument_parser(prog="python -m advrobust.lipschitz",
-                                 description="Lower and upper Lipschitz estimates of a run's model; writes "
-                                             "lipschitz.json in the run directory.")
-    ap.add_argument("run_dir", help="run directory written by python -m advrobust.train")
-    ap.add_argument("--norm", default="l2", help="input norm of the margin estimates: l1, l2 or linf (default l2)")
-    ap.add_argument("--ascent-steps", type=int, default=100,
-                    help="hill-climbing steps on the local gradient norm for the lower bound (0: none; default 100)")
-    ap.add_argument("--ascent-points", type=int, default=16,
-                    help="points the hill climbing starts from: those with the largest gradient norm (default 16)")
-    ap.add_argument("--segments", type=int, default=256,
-                    help="random pairs of training points whose segments are sampled for the lower bound (default 256)")
-    ap.add_argument("--max-points", type=int, default=None,
-                    help="use only the first N training points (default: all)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the segments' random pairs (default 0)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    ap.add_argument("--no-write", action="store_true", help="do not write lipschitz.json")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar (--json implies it)")
-    return ap
+# --------------------------------------------------------------------------- runs
+#: ``format`` of the lipschitz.json this code writes; files without one (version 1) lack ``config``
+LIPSCHITZ_FORMAT = "advrobust-lipschitz/2"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from . import runs
-    from .models import select_device
+@dataclass(frozen=True)
+class LipschitzConfig:
+    """How :func:`lipschitz_run` estimates a run's constants (``python -m advrobust.lipschitz``'s
+    options; the defaults are the command's). Checked on construction; the norm name is made
+    canonical, so a recorded :meth:`to_dict` rebuilds an equal config."""
 
-    args = _parser().parse_args(argv)
-    p = parse_norm(args.norm)
-    for name in ("ascent_steps", "segments", "ascent_points"):
-        if getattr(args, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0")
-    dev = select_device(args.device)
-    run = runs.load_run(args.run_dir, device=dev)
-    torch.manual_seed(args.seed)
+    # input norm of the margin estimates
+    norm: str = "l2"
+    # hill-climbing steps on the local gradient norm for the lower bound (0: none), from the
+    # ascent_points points with the largest gradient norm
+    ascent_steps: int = 100
+    ascent_points: int = 16
+    # random pairs of training points whose segments are sampled for the lower bound
+    segments: int = 256
+    # use only the first max_points training points (None: all)
+    max_points: int | None = None
+    # seeds the segments' random pairs and the hill climb
+    seed: int = 0
+    # cpu by default: the estimate is small next to training and attacks
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "norm", norm_name(parse_norm(self.norm)))
+        for name in ("ascent_steps", "segments", "ascent_points"):
+            v = getattr(self, name)
+            if not configs.is_int(v) or v < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.max_points is not None and (not configs.is_int(self.max_points) or self.max_points < 1):
+            raise UserError("--max-points must be >= 1")
+        if not configs.is_int(self.seed):
+            raise UserError(f"--seed must be an integer, got {self.seed!r}")
+
+    def to_dict(self) -> dict:
+        """What lipschitz.json holds as ``config``."""
+        return configs.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LipschitzConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are a UserError."""
+        return configs.from_dict(cls, d, "Lipschitz")
+
+
+def command_line(run_dir: str | os.PathLike, config: LipschitzConfig) -> str:
+    """A ``python -m advrobust.lipschitz`` command equivalent to ``lipschitz_run(run_dir, config)``:
+    recorded in lipschitz.json when the library is called directly."""
+    flags = [f"--{name.replace('_', '-')} {value}" for name, value in configs.changed(config)]
+    return " ".join(["python -m advrobust.lipschitz", str(run_dir), *flags])
+
+
+def lipschitz_run(run_dir: str | os.PathLike, config: LipschitzConfig, *, write: bool = True,
+                  progress: bool = True, command: str | None = None) -> dict:
+    """Estimate the Lipschitz constants of a run's model (:func:`estimate_lipschitz` on its training
+    points, with secants along the attacks' paths where ``attack-<norm>-<split>.npz`` exist).
+
+    With ``write``, the estimate goes into the run's ``lipschitz.json`` (atomically, under the run's
+    lock; estimates for other norms already there are kept under ``by_norm``). ``command``: the
+    command line recorded (default: :func:`command_line` of the call). Returns the estimate, as
+    the command's ``--json`` prints it.
+    """
+    p = parse_norm(config.norm)
+    dev = select_device(config.device)
+    run = runs.load_run(run_dir, device=dev)
+    torch.manual_seed(config.seed)
     data = run.data
     x, y = data.x_train, data.y_train
-    if args.max_points is not None:
-        if args.max_points < 1:
-            raise UserError("--max-points must be >= 1")
-        x, y = x[:args.max_points], y[:args.max_points]
+    if config.max_points is not None:
+        x, y = x[:config.max_points], y[:config.max_points]
     attack_results = {}
     for split in ("train", "test"):
-        f = Path(args.run_dir) / f"{runs.results_stem(norm_name(p), split)}.npz"
+        f = Path(run_dir) / f"{runs.results_stem(norm_name(p), split)}.npz"
         if f.is_file():
             xs = data.x_train if split == "train" else data.x_test
             attack_results[split] = (runs.load_npz(f), xs)
-    est = estimate_lipschitz(run.model, x, y, norm=p, ascent_steps=args.ascent_steps,
-                             ascent_points=args.ascent_points, segments=args.segments, seed=args.seed,
-                             attack_results=attack_results,
-                             progress=not (args.quiet or args.json))
+    est = estimate_lipschitz(run.model, x, y, norm=p, ascent_steps=config.ascent_steps,
+                             ascent_points=config.ascent_points, segments=config.segments, seed=config.seed,
+                             attack_results=attack_results, progress=progress)
     s, src = input_scale(data.x_train, getattr(data, "meta", None))
     est["input_scale"] = s
     est["input_scale_source"] = src
     est["versions"] = runs.versions()
     est["device"] = runs.device_info(dev)
-    est["command"] = "python -m advrobust.lipschitz " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    if not args.no_write:
-        path = Path(args.run_dir) / "lipschitz.json"
-        with runs.run_lock(args.run_dir):  # read-modify-write: one writer at a time
+    est["command"] = command if command is not None else command_line(run_dir, config)
+    est["format"] = LIPSCHITZ_FORMAT
+    est["config"] = config.to_dict()
+    if write:
+        path = Path(run_dir) / "lipschitz.json"
+        with runs.run_lock(run_dir):  # read-modify-write: one writer at a time
             by_norm = {}
             if path.is_file():
                 try:
@@ -614,18 +646,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             entry = {k: v for k, v in est.items() if k != "by_norm"}
             by_norm[est["norm"]] = entry
             runs.atomic_write_json(path, {**entry, "by_norm": by_norm})
-    if args.json:
-        print_json(est)
-    else:
-        m, lg = est["margin"], est["logit"]
-        fmt = lambda v: "n/a" if v is None else f"{v:.4g}"  # noqa: E731
-        print(f"{args.run_dir}: norm {est['norm']}, {est['n_points']} training points, input scale {s:.4g}")
-        print(f"  margin Lipschitz  lower {fmt(m['lower'])} ({m['lower_method']})  upper {fmt(m['upper'])}")
-        print(f"  logit  Lipschitz  lower {fmt(lg['lower'])} ({lg['lower_method']})  upper {fmt(lg['upper'])} (l2->l2)")
-    return 0
+    return est
 
 
 if __name__ == "__main__":
-    import sys
+    from advrobust.cli._common import run_main
+    from advrobust.cli.lipschitz import main
 
-    sys.exit(run_main(main))
+    raise SystemExit(run_main(main))

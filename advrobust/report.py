@@ -25,7 +25,7 @@ import numpy as np
 
 from . import plots
 from .errors import UserError
-from ._cli import argument_parser, print_json, run_main
+from .cli._common import argument_parser, print_json, run_main
 from .norms import norm_name, parse_norm
 from ._stats import quantile
 from .runs import (MODEL_FILE, RUN_FILE, atomic_write_bytes, atomic_write_text, find_runs, load_npz,

@@ -44,76 +44,65 @@ Spec format (see ``experiments/quick.toml`` for a commented example)::
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
+import copy
+import ctypes
+import dataclasses
 import itertools
+import multiprocessing as mp
 import os
+import re
+import signal
 import sys
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+from tqdm.auto import tqdm
+
+from .attack import AttackConfig, attack_run
+from .compare import collect_rows, format_fit, format_table, law_fits
+from .data import DATASETS, FASHION_MNIST_DIR, IMAGE_FILES, SYNTHETIC, load_dataset
 from .errors import UserError
-from ._cli import argument_parser, print_json, run_main
-from .runs import atomic_write_json, atomic_write_text, read_json
-from .train import params_target
+from .evaluate import make_attack
+from .jsonio import to_json
+from .lipschitz import LipschitzConfig, lipschitz_run
+from .report import build_report
+from .models import FAMILIES
+from .runs import (MODEL_FILE, RUN_FILE, DirLock, atomic_write_json, atomic_write_text, disk_error, load_npz,
+                   read_json, recover_leftovers, run_lock)
+from .train import (ADV_NORMS, LOSSES, MODES, OPTIMIZERS, TARGETS, DataSpec, ModelRequest, TrainConfig,
+                    params_target, run_request, train_run)
+from .train import command_line as train_command_line
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-# Keys a grid block may hold, the type each value (or each list item) must have, and whether a
-# list means "sweep over these values". Everything here is passed to python -m advrobust.train.
-_GRID_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "dataset": (str, "--dataset"),
-    "model": (str, "--model"),
-    "width": ((int, str), "--width"),
-    "depth": (int, "--depth"),
-    "n": (int, "--n"),
-    "n_test": (int, "--n-test"),
-    "resize": (int, "--resize"),
-    "label_noise": ((float, int), "--label-noise"),
-    "dim": (int, "--dim"),
-    "classes": (int, "--classes"),
-    "labels": (str, "--labels"),
-    "flip": ((float, int), "--flip"),
-    "data_dir": (str, "--data-dir"),
-    "seed": (int, "--seed"),
+# The spec's schema: the keys each table may hold and the type each value (or each list item) must
+# have. A grid block's keys are the run's data and model (advrobust.train.DataSpec / ModelRequest)
+# and its seed; [train] holds TrainConfig fields, [attack] AttackConfig fields (norms and splits are
+# axes: one result file per pair) and [lipschitz] LipschitzConfig fields.
+_GRID_KEYS: dict[str, type | tuple[type, ...]] = {
+    "dataset": str, "model": str, "width": (int, str), "depth": int, "n": int, "n_test": int, "resize": int,
+    "label_noise": (float, int), "dim": int, "classes": int, "labels": str, "flip": (float, int),
+    "data_dir": str, "seed": int,
 }
-_TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "optimizer": (str, "--optimizer"),
-    "lr": ((float, int), "--lr"),
-    "momentum": ((float, int), "--momentum"),
-    "batch_size": (int, "--batch-size"),
-    "loss": (str, "--loss"),
-    "targets": (str, "--targets"),
-    "mode": (str, "--mode"),
-    "epochs": (int, "--epochs"),
-    "tol": ((float, int), "--tol"),
-    "adv_norm": (str, "--adv-norm"),
-    "adv_eps": ((float, int), "--adv-eps"),
-    "adv_steps": (int, "--adv-steps"),
+_TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
+    "optimizer": str, "lr": (float, int), "momentum": (float, int), "batch_size": int, "loss": str,
+    "targets": str, "mode": str, "epochs": int, "tol": (float, int), "adv_norm": str, "adv_eps": (float, int),
+    "adv_steps": int,
 }
-_ATTACK_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
-    "norms": (list, None),
-    "splits": (list, None),
-    "n": (int, "--n"),
-    "steps": (int, "--steps"),
-    "attacks": (list, "--attacks"),
-    "batch_size": (int, "--batch-size"),
-    "certify": (str, "--certify"),
-    "exact": (bool, "--exact"),
+_ATTACK_KEYS: dict[str, type | tuple[type, ...]] = {
+    "norms": list, "splits": list, "n": int, "steps": int, "attacks": list, "batch_size": int, "certify": str,
+    "exact": bool,
 }
-_LIPSCHITZ_KEYS: dict[str, tuple[type | tuple[type, ...], str | None]] = {
-    "enabled": (bool, None),
-    "norm": (str, "--norm"),
-    "ascent_steps": (int, "--ascent-steps"),
-    "ascent_points": (int, "--ascent-points"),
-    "segments": (int, "--segments"),
-    "max_points": (int, "--max-points"),
+_LIPSCHITZ_KEYS: dict[str, type | tuple[type, ...]] = {
+    "enabled": bool, "norm": str, "ascent_steps": int, "ascent_points": int, "segments": int, "max_points": int,
 }
 _REPORT_KEYS = {"enabled": bool, "title": str}
 
@@ -169,8 +158,6 @@ _VALUE_RULES: dict[str, tuple[Any, str]] = {
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    from .train import ADV_NORMS, LOSSES, MODES, OPTIMIZERS, TARGETS
-
     return {"optimizer": OPTIMIZERS, "loss": LOSSES, "targets": TARGETS, "mode": MODES, "adv_norm": ADV_NORMS,
             "labels": ("random", "teacher"), "certify": ("ibp", "crown"), "norm": ("l1", "l2", "linf"),
             "norms": ("l1", "l2", "linf"), "splits": ("train", "test")}
@@ -197,8 +184,6 @@ def _check_values(table: dict, where: str, *, skip: tuple[str, ...] = ()) -> Non
 
 def _check_attacks(table: dict, norms: list, where: str) -> None:
     """Attack names exist and support every norm they will run under."""
-    from .evaluate import make_attack
-
     for name in table.get("attacks", []):
         if not isinstance(name, str):
             raise UserError(f"{where}: key 'attacks' lists {name!r}; allowed: attack names (see docs/attacks.md)")
@@ -218,14 +203,16 @@ DEFAULT_SEEDS = 1
 
 @dataclass(frozen=True)
 class RunTask:
-    """One run of the sweep: where it lives and the exact commands that make it."""
+    """One run of the sweep: where it lives and the configs of its stages."""
 
     name: str
     path: str
-    train_argv: tuple[str, ...]
-    attack_argvs: tuple[tuple[str, ...], ...]  # one per (norm, split)
-    attack_outputs: tuple[str, ...]  # attack-<norm>-<split>.json, aligned with attack_argvs
-    lipschitz_argv: tuple[str, ...] | None
+    data: DataSpec  # load_dataset's arguments
+    model: ModelRequest  # family, width (an integer, "min" or "p=N"), depth
+    train: TrainConfig
+    attacks: tuple[AttackConfig, ...]  # one per (norm, split), each with one norm
+    attack_outputs: tuple[str, ...]  # attack-<norm>-<split>.json, aligned with attacks
+    lipschitz: LipschitzConfig | None
     params: dict = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -248,8 +235,7 @@ def _check_table(table: Any, allowed: dict, where: str) -> dict:
     for key, value in table.items():
         if key not in allowed:
             raise UserError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
-        expected = allowed[key][0] if isinstance(allowed[key], tuple) else allowed[key]
-        _check_type(value, expected, key, where)
+        _check_type(value, allowed[key], key, where)
     return table
 
 
@@ -279,9 +265,6 @@ def load_spec(path: str | os.PathLike) -> dict:
         raise UserError(f"{where}: empty grid: add at least one [[grid]] block with a dataset and a model")
     if not isinstance(grid, list):
         raise UserError(f"{where}: 'grid' must be an array of tables ([[grid]] blocks)")
-    from .data import DATASETS
-    from .models import FAMILIES
-
     for i, block in enumerate(grid):
         bw = f"{where} [[grid]] #{i + 1}"
         if not isinstance(block, dict):
@@ -302,7 +285,7 @@ def load_spec(path: str | os.PathLike) -> dict:
             if not values:
                 raise UserError(f"{bw}: key {key!r} is an empty list, so the grid is empty")
             for v in values:
-                _check_type(v, _GRID_KEYS[key][0], key, bw)
+                _check_type(v, _GRID_KEYS[key], key, bw)
                 if key == "dataset" and v not in DATASETS:
                     raise UserError(f"{bw}: unknown dataset {v!r} in key 'dataset'; known: {', '.join(DATASETS)}")
                 if key == "model" and v not in FAMILIES:
@@ -361,24 +344,44 @@ def _run_name(params: dict) -> str:
     return "-".join(parts).replace("/", "_")
 
 
-def _flag_args(table: dict, keys: dict) -> list[str]:
-    argv: list[str] = []
-    for key, value in table.items():
-        flag = keys[key][1]
-        if flag is None:
-            continue
-        if isinstance(value, bool):
-            if value:
-                argv.append(flag)
-        elif isinstance(value, list):
-            argv += [flag, ",".join(map(str, value))]
-        else:
-            argv += [flag, _fmt(value)]
-    return argv
+def _typed(table: dict, cls: type) -> dict:
+    """A spec table's values as ``cls``'s fields take them: TOML integers where a field holds a
+    float become floats (as the command line's float options made them), lists become tuples."""
+    floats = {f.name for f in dataclasses.fields(cls) if "float" in str(f.type)}
+    return {k: float(v) if k in floats and isinstance(v, int) else tuple(v) if isinstance(v, list) else v
+            for k, v in table.items()}
 
 
-def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
-    """The grid's runs, in a deterministic order, each with its exact stage commands."""
+_DATA_KEYS = ("n", "n_test", "resize", "label_noise", "dim", "classes", "labels", "flip", "data_dir")
+_DATA_FLOATS = ("label_noise", "flip")
+
+
+def _stages(params: dict, train_tbl: dict, attack_tbl: dict, lip_tbl: dict) -> dict:
+    """The stage configs of the run with grid values ``params`` (a RunTask's fields but name and path)."""
+    seed = params["seed"]
+    data: DataSpec = {"name": params.get("dataset", "digits"), "seed": seed}
+    for key in _DATA_KEYS:
+        if key in params:
+            data[key] = float(params[key]) if key in _DATA_FLOATS else params[key]
+    model: ModelRequest = {"family": params["model"], "width": params.get("width"), "depth": params.get("depth")}
+    train = TrainConfig(**_typed(train_tbl, TrainConfig), seed=seed)
+    run_request(train, data_kwargs=data, model_spec=model)  # checks the model request and train settings
+    rest = _typed({k: v for k, v in attack_tbl.items() if k not in ("norms", "splits")}, AttackConfig)
+    attacks, outputs = [], []
+    for norm in attack_tbl.get("norms", ["l2"]):
+        for split in attack_tbl.get("splits", ["train"]):
+            attacks.append(AttackConfig(norms=(norm,), split=split, seed=seed, **rest))
+            outputs.append(f"attack-{norm}-{split}.json")
+    lip = None
+    if lip_tbl.get("enabled", True):
+        lip = LipschitzConfig(seed=seed, **{k: v for k, v in lip_tbl.items() if k != "enabled"})
+    return {"data": data, "model": model, "train": train, "attacks": tuple(attacks), "attack_outputs": tuple(outputs),
+            "lipschitz": lip}
+
+
+def expand(spec: dict, out: str | os.PathLike, *, where: str = "the spec") -> list[RunTask]:
+    """The grid's runs, in a deterministic order, each with its stages' configs. Building the
+    configs checks them: an error names ``where`` (the spec file) and the run, before anything runs."""
     out = Path(out)
     tasks: list[RunTask] = []
     seen: dict[str, int] = {}
@@ -406,28 +409,12 @@ def expand(spec: dict, out: str | os.PathLike) -> list[RunTask]:
             if name in seen:  # identical parameters twice in the spec: keep one run
                 continue
             seen[name] = 1
-            path = out / "runs" / name
-            train_argv = ["--out", str(path), "--quiet", "--json"]
-            for key, value in params.items():
-                if key.startswith("_"):
-                    continue
-                train_argv += [_GRID_KEYS[key][1], _fmt(value)]
-            train_argv += _flag_args(train_tbl, _TRAIN_KEYS)
-            attack_argvs, outputs = [], []
-            rest = {k: v for k, v in attack_tbl.items() if k not in ("norms", "splits")}
-            for norm in attack_tbl.get("norms", ["l2"]):
-                for split in attack_tbl.get("splits", ["train"]):
-                    argv = [str(path), "--norm", norm, "--split", split, "--seed", str(params["seed"]), "--quiet",
-                            "--json"] + _flag_args(rest, _ATTACK_KEYS)
-                    attack_argvs.append(tuple(argv))
-                    outputs.append(f"attack-{norm}-{split}.json")
-            lip = spec.get("lipschitz", {})
-            lip_argv = None
-            if lip.get("enabled", True):
-                lip_argv = (str(path), "--seed", str(params["seed"]), "--json") + tuple(_flag_args(lip, _LIPSCHITZ_KEYS))
-            tasks.append(RunTask(name=name, path=str(path), train_argv=tuple(train_argv),
-                                 attack_argvs=tuple(attack_argvs), attack_outputs=tuple(outputs),
-                                 lipschitz_argv=lip_argv, params={k: v for k, v in params.items() if not k.startswith("_")}))
+            params = {k: v for k, v in params.items() if not k.startswith("_")}
+            try:
+                stages = _stages(params, train_tbl, attack_tbl, spec.get("lipschitz", {}))
+            except UserError as exc:
+                raise UserError(f"{where}: run {name}: {exc}; nothing was run") from None
+            tasks.append(RunTask(name=name, path=str(out / "runs" / name), params=params, **stages))
     if not tasks:
         raise UserError("the spec's grid expands to no runs")
     return tasks
@@ -452,8 +439,6 @@ def reduced_spec(spec: dict, *, seeds: int = 2, widths: int = 3, values: int = 2
     attacks or the default cascade); the Lipschitz search is shortened. The name gets
     ``-reduced``. Nothing it gives is a result of the study.
     """
-    import copy
-
     def pick(vals: list, k: int) -> list:
         if len(vals) <= k:
             return list(vals)
@@ -484,8 +469,6 @@ def reduced_spec(spec: dict, *, seeds: int = 2, widths: int = 3, values: int = 2
                 block[key] = max_n
             elif key == "n_test" and value > max_n // 2:
                 block[key] = max_n // 2
-        from .data import SYNTHETIC
-
         datasets = block.get("dataset", "digits")
         if "n" not in block and not set(datasets if isinstance(datasets, list) else [datasets]) & set(SYNTHETIC):
             block["n"] = max_n
@@ -531,95 +514,124 @@ def _reduce_stage(table: dict, kind: str, *, points: int, steps: int, epochs: in
 
 
 # --------------------------------------------------------------------------- running one run
-def _call(main, argv: Sequence[str]) -> str:
-    """Run a command's ``main(argv)`` in-process, capturing its stdout; UserError propagates."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = main(list(argv))
-    if code:
-        raise RuntimeError(f"{main.__module__} {' '.join(argv)} exited with {code}")
-    return buf.getvalue()
+def _legacy_config(cls: type, argv: Any) -> Any:
+    """The config that a stage command recorded by an earlier sweep (``sweep_argv``: the run
+    directory, then ``--flag value`` pairs and bare ``--flag`` switches, as the attack and lipschitz
+    commands take them) ran with; None where it cannot be read. Only reads old records."""
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return None
+    options: dict[str, Any] = {}
+    rest = argv[1:]  # argv[0]: the run directory
+    while rest:
+        flag, rest = rest[0], rest[1:]
+        if not flag.startswith("--"):
+            return None
+        if rest and not rest[0].startswith("--"):
+            value, rest = rest[0], rest[1:]
+            for number in (int, float):
+                try:
+                    value = number(value)
+                    break
+                except ValueError:
+                    pass
+            options[flag[2:].replace("-", "_")] = value
+        else:
+            options[flag[2:].replace("-", "_")] = True
+    options.pop("quiet", None)
+    options.pop("json", None)
+    if cls is AttackConfig:
+        if "norm" in options:
+            options["norms"] = (options.pop("norm"),)
+        if isinstance(options.get("attacks"), str):
+            options["attacks"] = tuple(options["attacks"].split(","))
+    try:
+        return cls(**options)
+    except (TypeError, UserError):
+        return None
 
 
-def _stage_done(path: Path, output: str, argv: Sequence[str]) -> bool:
-    """A stage is done when its output exists and was made by the same command."""
+def _stage_done(path: Path, output: str, config: AttackConfig | LipschitzConfig) -> bool:
+    """A stage is done when its output exists and was made with the same config.
+
+    Records of format 2 hold their ``config``. Older ones (no ``format``) hold the stage command an
+    earlier sweep ran as ``sweep_argv``, read back by :func:`_legacy_config`; an old record without
+    it was made by a command by hand and counts as done, as it did then.
+    """
     f = path / output
     if not f.is_file():
         return False
     try:
         rec = read_json(f)
         if output.startswith("attack-"):  # the npz must be the one its summary commits
-            from .runs import load_npz
-
             load_npz(f.with_suffix(".npz"))
     except UserError:
         return False
-    return rec.get("sweep_argv") in (None, list(argv)) if isinstance(rec, dict) else False
-
-
-def _train_done(path: Path, argv: Sequence[str]) -> bool:
-    if not ((path / "run.json").is_file() and (path / "model.pt").is_file()):
+    if not isinstance(rec, dict):
         return False
-    marker = path / "sweep-train.json"
-    if not marker.is_file():
+    by_norm = rec.get("by_norm")
+    if isinstance(config, LipschitzConfig) and isinstance(by_norm, dict) and "config" in by_norm.get(config.norm, {}):
+        rec = by_norm[config.norm]  # lipschitz.json's top level is the norm estimated last
+    if "config" in rec:
+        return rec["config"] == config.to_dict()
+    legacy = rec.get("sweep_argv")
+    return legacy is None or _legacy_config(type(config), legacy) == config
+
+
+def _train_done(path: Path, task: RunTask) -> bool:
+    """The run is trained when its run.json (written last) records the request this task makes:
+    what ``train --resume`` reuses. Holds for runs of earlier sweeps too (same request)."""
+    if not ((path / RUN_FILE).is_file() and (path / MODEL_FILE).is_file()):
         return False
     try:
-        return read_json(marker).get("argv") == list(argv)
+        meta = read_json(path / RUN_FILE)
     except UserError:
         return False
+    return isinstance(meta, dict) and meta.get("request") == run_request(task.train, data_kwargs=task.data,
+                                                                         model_spec=task.model)
+
+
+def _on(config: Any, device: str | None) -> Any:
+    """``config`` with its device replaced by the sweep's ``--device``, if one was given."""
+    return config if device is None else dataclasses.replace(config, device=device)
 
 
 def run_task(task: RunTask, *, threads: int | None = None, device: str | None = None, position: int = 1,
              progress: bool = True) -> dict:
     """Train, attack and estimate one run, skipping stages already complete. Returns its status."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from . import attack as attack_cmd
-    from . import lipschitz as lipschitz_cmd
-    from . import train as train_cmd
-
     if threads:
         torch.set_num_threads(int(threads))
     path = Path(task.path)
-    dev = ["--device", device] if device else []
-    stages = 1 + len(task.attack_argvs) + (1 if task.lipschitz_argv else 0)
+    stages = 1 + len(task.attacks) + (1 if task.lipschitz else 0)
     t0 = time.perf_counter()
     done_before = []
     with tqdm(total=stages, desc=task.name, position=position, leave=False, disable=not progress) as bar:
-        train_argv = list(task.train_argv) + dev
         bar.set_description_str(f"{task.name}: train")
-        if _train_done(path, train_argv):
+        if _train_done(path, task):
             done_before.append("train")
         else:
-            overwrite = ["--overwrite"] if path.exists() else []
             # a retrained model invalidates every later stage's output in this run
             for stale in [*path.glob("attack-*.json"), *path.glob("attack-*.npz"), path / "lipschitz.json"]:
                 stale.unlink(missing_ok=True)
-            _call(train_cmd.main, train_argv + overwrite)
-            atomic_write_json(path / "sweep-train.json", {"argv": train_argv})
+            config = _on(task.train, device)
+            train_run(path, config, data_kwargs=task.data, model_spec=task.model, overwrite=path.exists(),
+                      progress=False,
+                      command=train_command_line(path, config, data_kwargs=task.data, model_spec=task.model))
         bar.update()
-        for argv, output in zip(task.attack_argvs, task.attack_outputs):
-            argv = list(argv) + dev
+        for config, output in zip(task.attacks, task.attack_outputs):
+            config = _on(config, device)
             bar.set_description_str(f"{task.name}: {Path(output).stem.replace('-', ' ', 1)}")
-            if _stage_done(path, output, argv):
+            if _stage_done(path, output, config):
                 done_before.append(output)
             else:
-                _call(attack_cmd.main, argv)
-                rec = read_json(path / output)
-                rec["sweep_argv"] = argv
-                atomic_write_json(path / output, rec)
+                attack_run(path, config, progress=False)
             bar.update()
-        if task.lipschitz_argv:
-            argv = list(task.lipschitz_argv) + dev
+        if task.lipschitz:
+            config = _on(task.lipschitz, device)
             bar.set_description_str(f"{task.name}: lipschitz")
-            if _stage_done(path, "lipschitz.json", argv):
+            if _stage_done(path, "lipschitz.json", config):
                 done_before.append("lipschitz.json")
             else:
-                _call(lipschitz_cmd.main, argv)
-                rec = read_json(path / "lipschitz.json")
-                rec["sweep_argv"] = argv
-                atomic_write_json(path / "lipschitz.json", rec)
+                lipschitz_run(path, config, progress=False)
             bar.update()
     return {"name": task.name, "path": task.path, "skipped": done_before, "wall_time_s": time.perf_counter() - t0}
 
@@ -631,13 +643,8 @@ def _die_with_parent(parent: int) -> None:
     daemon thread checks once a second whether the process was re-parented. A worker left running
     would keep writing into run directories that a resumed sweep is also writing.
     """
-    import signal
-    import threading
-
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
@@ -654,8 +661,6 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker_init(threads: int, parent: int | None = None) -> None:
-    import torch
-
     if parent is not None:
         _die_with_parent(parent)
     torch.set_num_threads(threads)
@@ -669,8 +674,6 @@ def _run_task_quiet(task: RunTask, threads: int | None, device: str | None) -> d
 def check_data(tasks: Sequence[RunTask]) -> None:
     """Read every data set the runs need from files once, before any training: a missing or broken
     file is one UserError naming the files and how to get them, not a failure hours into a study."""
-    from .data import FASHION_MNIST_DIR, IMAGE_FILES, load_dataset
-
     seen = set()
     for t in tasks:
         name, folder = t.params.get("dataset", "digits"), t.params.get("data_dir")
@@ -709,11 +712,8 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
     name = spec.get("name") or Path(spec_path).stem
     # absolute before any task leaves this process: a Dask worker's working directory is its own
     out = Path(os.path.abspath(out if out else Path("runs") / name))
-    tasks = expand(spec, out)
-    check_tasks(tasks, str(spec_path))
+    tasks = expand(spec, out, where=str(spec_path))
     check_data(tasks)
-    from .runs import DirLock, disk_error
-
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -723,36 +723,9 @@ def run_sweep(spec_path: str | os.PathLike | dict, *, out: str | os.PathLike | N
                                  threads=threads, device=device, report=report, progress=progress, reduced=reduced)
 
 
-def check_tasks(tasks: Sequence[RunTask], where: str) -> None:
-    """Parse every stage command of every run with its command's own parser and checks, before the
-    first run starts: a value the spec checks let through is still an error naming the spec and run,
-    not a failure after earlier runs have trained."""
-    from . import attack as attack_cmd
-    from . import lipschitz as lipschitz_cmd
-    from . import train as train_cmd
-
-    for t in tasks:
-        try:
-            a = train_cmd._parser().parse_args(list(t.train_argv))
-            train_cmd.TrainConfig(optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, batch_size=a.batch_size,
-                                  loss=a.loss, targets=a.targets, mode=a.mode, epochs=a.epochs, tol=a.tol,
-                                  seed=a.seed, device="cpu", adv_norm=a.adv_norm, adv_eps=a.adv_eps,
-                                  adv_steps=a.adv_steps).validated()
-            for argv in t.attack_argvs:
-                attack_cmd.build_parser().parse_args(list(argv))
-            if t.lipschitz_argv:
-                lipschitz_cmd._parser().parse_args(list(t.lipschitz_argv))
-        except UserError as exc:
-            raise UserError(f"{where}: run {t.name}: {exc}; nothing was run") from None
-
-
 def _run_sweep_locked(spec: dict, spec_path, name: str, out: Path, tasks: list[RunTask], *, workers: int,
                       scheduler: str | None, threads: int | None, device: str | None, report: bool | None,
                       progress: bool, reduced: bool) -> dict:
-    from tqdm.auto import tqdm
-
-    from .runs import recover_leftovers, run_lock
-
     for t in tasks:  # what a killed earlier sweep left beside its run directories
         try:
             with run_lock(t.path):
@@ -772,65 +745,25 @@ def _run_sweep_locked(spec: dict, spec_path, name: str, out: Path, tasks: list[R
         return rec
 
     bar = tqdm(total=len(tasks), desc=f"sweep {name}", position=0, disable=not progress)
-    try:
-        if scheduler:
-            try:
-                from dask.distributed import Client, as_completed
-            except ImportError:
-                raise UserError("--scheduler needs dask distributed: pip install 'advrobust[dask]'") from None
-            try:
-                client = Client(scheduler, timeout="5s")
-            except ValueError as exc:  # a malformed address (no port, unknown protocol)
-                raise UserError(f"--scheduler {scheduler!r} is not a Dask scheduler address ({exc}); "
-                                "give one like tcp://host:8786") from None
-            except (OSError, TimeoutError) as exc:
-                raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
-                                "`dask scheduler` and workers with `dask worker ADDRESS`") from None
-            try:
-                futures = [client.submit(_run_task_quiet, t, threads, device, pure=False, key=f"advrobust-{name}-{t.name}")
-                           for t in tasks]
-                for fut in as_completed(futures):
-                    st = fut.result()
-                    statuses[st["name"]] = st
-                    record()
-                    bar.update()
-            finally:
-                client.close()
-        elif workers > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
 
-            per = threads or DEFAULT_THREADS
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(per, os.getpid())) as pool:
-                futs = [pool.submit(_run_task_quiet, t, per, device) for t in tasks]
-                for fut in cf_completed(futs):
-                    st = fut.result()
-                    statuses[st["name"]] = st
-                    record()
-                    bar.update()
-        else:
-            for t in tasks:
-                st = run_task(t, threads=threads or DEFAULT_THREADS, device=device, progress=progress)
-                statuses[st["name"]] = st
-                record()
-                bar.update()
+    def finished(status: dict) -> None:
+        statuses[status["name"]] = status
+        record()
+        bar.update()
+
+    try:
+        _run_tasks(tasks, finished, name=name, workers=workers, scheduler=scheduler, threads=threads, device=device,
+                   progress=progress)
     finally:
         bar.close()
 
     run_dirs = [t.path for t in tasks]
-    from . import compare as compare_cmd
-
-    table = _call(compare_cmd.main, run_dirs + ["--format", "markdown"])
+    table, compare_json = _compare(run_dirs)
     atomic_write_text(out / "compare.md", table)
-    compare_json = _call(compare_cmd.main, run_dirs + ["--json"])
     atomic_write_text(out / "compare.json", compare_json)
     do_report = spec.get("report", {}).get("enabled", True) if report is None else report
     report_dir, figures = None, None
     if do_report:
-        from .report import build_report
-
         res = build_report(run_dirs, out / "report", title=spec.get("report", {}).get("title"), progress=progress)
         report_dir, figures = str(out / "report"), res["figures"]
     rec = record(final=True)
@@ -841,42 +774,58 @@ def _run_sweep_locked(spec: dict, spec_path, name: str, out: Path, tasks: list[R
     return rec
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argument_parser(prog="python -m advrobust.sweep", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("spec", help="experiment spec (TOML), e.g. experiments/quick.toml")
-    ap.add_argument("--out", help="output folder (default runs/<spec name>)")
-    ap.add_argument("--workers", type=int, default=1, help="local processes running runs in parallel (default 1)")
-    ap.add_argument("--scheduler", help="address of an existing Dask distributed scheduler, e.g. tcp://host:8786")
-    ap.add_argument("--threads", type=int,
-                    help=f"torch threads per run (default {DEFAULT_THREADS}: more threads spin when other "
-                         "processes share the cores; use --workers to use more cores)")
-    ap.add_argument("--device", help="device for every stage (cpu, cuda, auto)")
-    ap.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
-                    help="write the report at the end (default: the spec's [report] enabled, else yes)")
-    ap.add_argument("--reduced", action="store_true",
-                    help="run a reduced version of the study (2 seeds, at most 3 widths and 2 values of every other "
-                         "axis, 8 attacked points, short training) to check its pipeline and outputs in about a "
-                         "minute; its numbers are not the study's results")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("--json", action="store_true", help="print the sweep record as JSON")
-    args = ap.parse_args(argv)
-    if args.workers < 1:
-        raise UserError(f"--workers must be a positive integer, got {args.workers}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be a positive integer, got {args.threads}")
-    if args.scheduler and args.workers > 1:
-        raise UserError("use either --workers (local processes) or --scheduler (a Dask cluster), not both")
-    rec = run_sweep(args.spec, out=args.out, workers=args.workers, scheduler=args.scheduler, threads=args.threads,
-                    device=args.device, report=args.report, progress=not args.quiet, reduced=args.reduced)
-    if args.json:
-        print_json(rec)
+def _run_tasks(tasks: Sequence[RunTask], finished, *, name: str, workers: int, scheduler: str | None,
+               threads: int | None, device: str | None, progress: bool) -> None:
+    """Run every task on a Dask cluster (``scheduler``), ``workers`` local processes or in this
+    process, calling ``finished(status)`` as each completes."""
+    if scheduler:
+        try:  # dask is optional (pip install 'advrobust[dask]'): imported only for --scheduler
+            from dask.distributed import Client, as_completed
+        except ImportError:
+            raise UserError("--scheduler needs dask distributed: pip install 'advrobust[dask]'") from None
+        try:
+            client = Client(scheduler, timeout="5s")
+        except ValueError as exc:  # a malformed address (no port, unknown protocol)
+            raise UserError(f"--scheduler {scheduler!r} is not a Dask scheduler address ({exc}); "
+                            "give one like tcp://host:8786") from None
+        except (OSError, TimeoutError) as exc:
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
+                            "`dask scheduler` and workers with `dask worker ADDRESS`") from None
+        try:
+            futures = [client.submit(_run_task_quiet, t, threads, device, pure=False, key=f"advrobust-{name}-{t.name}")
+                       for t in tasks]
+            for fut in as_completed(futures):
+                finished(fut.result())
+        finally:
+            client.close()
+    elif workers > 1:
+        per = threads or DEFAULT_THREADS
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(per, os.getpid())) as pool:
+            futs = [pool.submit(_run_task_quiet, t, per, device) for t in tasks]
+            for fut in cf_completed(futs):
+                finished(fut.result())
     else:
-        print(rec["table"])
-        print(f"{len(rec['runs'])} runs in {rec['out']} ({rec['wall_time_s']:.0f} s); "
-              f"table: {rec['compare']}" + (f"; report: {rec['report']}/report.html" if rec["report"] else ""))
-    return 0
+        for t in tasks:
+            finished(run_task(t, threads=threads or DEFAULT_THREADS, device=device, progress=progress))
+
+
+def _compare(run_dirs: Sequence[str]) -> tuple[str, str]:
+    """compare.md and compare.json of the study: what ``python -m advrobust.compare RUNS --format
+    markdown`` and ``... --json`` print (rows, and the law fits of every attacked norm)."""
+    rows = collect_rows(run_dirs)
+    norms = sorted({k.split("_")[0] for r in rows for k in r if re.match(r"(l1|l2|linf)_", k)}) or ["l2"]
+    fits = law_fits(rows, norms=norms) if rows else []
+    table = format_table(rows, fmt="markdown")
+    if fits:
+        table += "\nlaw of robustness fits (log-log least squares, bootstrap CI):\n"
+        table += "".join(f"  {format_fit(f)}\n" for f in fits)
+    return table, to_json({"rows": rows, "fits": fits, "paired": None}) + "\n"
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    from advrobust.cli._common import run_main
+    from advrobust.cli.sweep import main
+
+    raise SystemExit(run_main(main))

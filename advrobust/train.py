@@ -39,20 +39,22 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
+
+from attacks import ATTACKS
 
 from .errors import UserError
-from ._cli import argument_parser, print_json, run_main
-
 from .norms import norm_name, parse_norm
 
 from .models import select_device
 from .models import FAMILIES, build_model, describe, make_spec, param_count, width_for_params
-from . import runs
+from . import configs, intrinsic, runs
+from .data import load_dataset
 
 RUN_FORMAT = "advrobust-run/1"
 OPTIMIZERS = ("adam", "sgd")
@@ -130,15 +132,15 @@ class TrainConfig:
             raise UserError(f"learning rate must be a positive number, got {c.lr!r} (--lr)")
         if not _finite_number(c.momentum) or not 0 <= c.momentum < 1:
             raise UserError(f"momentum must be in [0, 1), got {c.momentum!r} (--momentum)")
-        if c.batch_size is not None and (not _is_int(c.batch_size) or c.batch_size < 1):
+        if c.batch_size is not None and (not configs.is_int(c.batch_size) or c.batch_size < 1):
             raise UserError(f"batch size must be a positive integer or None (full batch), got {c.batch_size!r}")
-        if not _is_int(c.epochs) or c.epochs < 1:
+        if not configs.is_int(c.epochs) or c.epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {c.epochs!r} (--epochs)")
         if not _finite_number(c.tol) or c.tol <= 0:
             raise UserError(f"tol must be a positive number, got {c.tol!r} (--tol)")
-        if not _is_int(c.seed) or c.seed < 0:
+        if not configs.is_int(c.seed) or c.seed < 0:
             raise UserError(f"seed must be a non-negative integer, got {c.seed!r} (--seed)")
-        if not _is_int(c.adv_steps) or c.adv_steps < 1:
+        if not configs.is_int(c.adv_steps) or c.adv_steps < 1:
             raise UserError(f"adv_steps must be a positive integer, got {c.adv_steps!r} (--adv-steps)")
         if c.adv_norm is None:
             if c.adv_eps is not None:
@@ -150,20 +152,41 @@ class TrainConfig:
         return c
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Inverse of :meth:`to_dict`; unknown keys are a UserError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
+        return configs.from_dict(cls, d, "training")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+class DataSpec(TypedDict, total=False):
+    """The data of a run: keyword arguments of :func:`advrobust.data.load_dataset` (``name`` plus
+    any of the others; ``run.json["spec"]["data"]`` holds all of them, defaults filled in)."""
+
+    name: str
+    n: int | None
+    n_test: int | None
+    resize: int | None
+    label_noise: float
+    seed: int
+    data_dir: str | None
+    dim: int | None
+    classes: int | None
+    labels: str
+    flip: float
+
+
+class ModelRequest(TypedDict, total=False):
+    """The model of a run as asked for: ``family`` (required), ``width`` (an integer, ``"min"`` or
+    ``"p=N"``; not for ``linear``), ``depth``; ``input_shape`` and ``classes`` come from the data
+    and must match it when given."""
+
+    family: str
+    width: int | str | None
+    depth: int | None
+    input_shape: list[int]
+    classes: int
 
 
 def _finite_number(v: Any) -> bool:
@@ -198,8 +221,6 @@ def _adversary(cfg: TrainConfig):
     """None for natural training, else ``adv(model, x, y, step)`` returning PGD examples."""
     if cfg.adv_norm is None:
         return None
-    from attacks import ATTACKS
-
     try:
         pgd = ATTACKS["pgd"].fn
     except ImportError as exc:
@@ -322,8 +343,10 @@ def train(model: nn.Module, data: Any, config: TrainConfig, *, progress: bool = 
     adversarial training, interpolation means fitting the *clean* training set (checked by one
     clean pass per epoch); the loss history holds the adversarial training loss.
     """
-    from tqdm import tqdm
-
+    # One function on purpose: the epoch loop's regimes (full batch with its free exact check,
+    # minibatches, adversarial examples, the width search's plateau exit) share a dozen pieces of
+    # state (history, steps, final, stopped, the plateau looks) that helpers would pass back and
+    # forth every epoch; the Notes above say what each regime does.
     cfg = config.validated()
     device = select_device(cfg.device)
     model.to(device).train()
@@ -476,8 +499,6 @@ def search_patience(epochs: int) -> int:
 
 def _min_width_search(family: str, data: Any, config: TrainConfig, *, depth: int | None, widths: Sequence[int] | None,
                       max_width: int, progress: bool, give_up: int | None = -1):
-    from tqdm import tqdm
-
     if family == "linear":
         raise UserError("a linear model has no width to search; use --model mlp or cnn with --width min")
     grid = sorted(set(int(w) for w in widths)) if widths is not None else _geometric(max_width)
@@ -579,8 +600,6 @@ def find_min_width(family: str, data: Any, config: TrainConfig, *, depth: int | 
 # --------------------------------------------------------------------------- run directories
 def _data_spec(data_kwargs: dict) -> dict:
     """All of load_dataset's arguments (defaults filled in), so the spec rebuilds the data."""
-    from .data import load_dataset
-
     try:
         bound = inspect.signature(load_dataset).bind(**data_kwargs)
     except TypeError as exc:
@@ -637,25 +656,7 @@ def _prepare_out(out: Path, *, resume: bool, overwrite: bool, request: dict) -> 
                     "or --overwrite to replace it, or choose another --out")
 
 
-def intrinsic_dimension(x_train: torch.Tensor, meta: dict, *, k: int | None = None) -> dict:
-    """The training inputs' intrinsic dimension as recorded in ``run.json`` (``intrinsic_dim``).
-
-    Both estimates of :func:`advrobust.intrinsic.estimate` (Levina-Bickel MLE and two-NN), plus
-    ``known``: the exact dimension of the distribution for synthetic data (``dim - 1`` on the sphere
-    S^(dim-1), ``dim`` for the Gaussian), None otherwise. Where the points are too few for an
-    estimate, ``error`` says why and the estimates are None.
-    """
-    from . import intrinsic
-
-    known = intrinsic.known_dimension(meta.get("name"), meta.get("d"))
-    try:
-        est = intrinsic.estimate(x_train, k=k or intrinsic.DEFAULT_K)
-    except ValueError as exc:
-        est = {"mle": None, "two_nn": None, "error": str(exc)}
-    return {**est, "known": known}
-
-
-def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict, config: TrainConfig,
+def train_run(out_dir: str | os.PathLike, config: TrainConfig, *, data_kwargs: DataSpec, model_spec: ModelRequest,
               command: str | None = None, resume: bool = False, overwrite: bool = False,
               max_width: int = DEFAULT_MAX_WIDTH, progress: bool = True) -> Path:
     """Load data, build and train a model, and write the run directory ``out_dir``.
@@ -664,12 +665,13 @@ def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict
     ----------
     out_dir : path
         The run directory to create (see the module docstring for existing directories).
-    data_kwargs : dict
-        Arguments of :func:`advrobust.data.load_dataset`.
-    model_spec : dict
-        ``{"family", "width", "depth"}`` (``input_shape`` and ``classes`` are taken from the
-        data and must match it if given). ``width="min"`` runs :func:`find_min_width`.
     config : TrainConfig
+    data_kwargs : DataSpec
+        Arguments of :func:`advrobust.data.load_dataset` (a typed dict).
+    model_spec : ModelRequest
+        ``{"family", "width", "depth"}`` (``input_shape`` and ``classes`` are taken from the
+        data and must match it if given). ``width="min"`` runs :func:`find_min_width`; ``"p=N"``
+        the width nearest N parameters.
     command : str, optional
         The command line recorded in run.json (default: this process's argv).
     resume, overwrite : bool
@@ -697,10 +699,39 @@ def train_run(out_dir: str | os.PathLike, *, data_kwargs: dict, model_spec: dict
                                  resume=resume, overwrite=overwrite, max_width=max_width, progress=progress)
 
 
-def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_spec: dict, command: str | None,
-                      resume: bool, overwrite: bool, max_width: int, progress: bool) -> Path:
-    from .data import load_dataset
+def run_request(config: TrainConfig, *, data_kwargs: DataSpec, model_spec: ModelRequest,
+                max_width: int = DEFAULT_MAX_WIDTH) -> dict:
+    """What ``run.json["request"]`` records for :func:`train_run` with these arguments: what the run
+    *is* (data, model as asked for, training settings except the device). ``resume=True`` reuses a
+    run whose request equals it, and so does the sweep. UserError for a malformed request."""
+    family, width, _, _ = _check_model_request(model_spec, max_width)
+    return _request(_data_spec(data_kwargs), {"family": family, "width": width, "depth": model_spec.get("depth")},
+                    config.validated(), max_width)
 
+
+def command_line(out_dir: str | os.PathLike, config: TrainConfig, *, data_kwargs: DataSpec,
+                 model_spec: ModelRequest, max_width: int = DEFAULT_MAX_WIDTH) -> str:
+    """A ``python -m advrobust.train`` command equivalent to this :func:`train_run` call (options at
+    their defaults left out): recorded in run.json when a library caller (the sweep) has none.
+    The command takes one ``--seed`` for data and training; the data's seed is the config's here."""
+    argv = ["python", "-m", "advrobust.train"]
+    data, defaults = _data_spec(data_kwargs), _data_spec({})
+    for key, value in data.items():
+        if key != "seed" and value != defaults[key]:
+            argv += ["--dataset" if key == "name" else f"--{key.replace('_', '-')}", str(value)]
+    argv += ["--model", str(model_spec["family"])]
+    for key in ("width", "depth"):
+        if model_spec.get(key) is not None:
+            argv += [f"--{key}", str(model_spec[key])]
+    if max_width != DEFAULT_MAX_WIDTH:
+        argv += ["--max-width", str(max_width)]
+    for name, value in configs.changed(config):
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    return shlex.join(argv + ["--out", str(out_dir)])
+
+
+def _check_model_request(model_spec: ModelRequest, max_width: int) -> tuple[str, Any, Any, int | None]:
+    """(family, width, depth, p=N target) of a model request, checked before any data is loaded."""
     if not isinstance(model_spec, dict) or "family" not in model_spec:
         raise UserError("model_spec must be a dict with at least 'family' (and 'width', 'depth')")
     family, width, depth = model_spec["family"], model_spec.get("width"), model_spec.get("depth")
@@ -709,8 +740,14 @@ def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_s
     if family != "linear" and width is None:
         raise UserError(f"--width is required for {family}: {WIDTH_FORMS}")
     target = params_target(width)  # a malformed 'p=N' fails before any data is loaded
-    if not _is_int(max_width) or max_width < 1:
+    if not configs.is_int(max_width) or max_width < 1:
         raise UserError(f"--max-width must be a positive integer, got {max_width!r}")
+    return family, width, depth, target
+
+
+def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: DataSpec, model_spec: ModelRequest,
+                      command: str | None, resume: bool, overwrite: bool, max_width: int, progress: bool) -> Path:
+    family, width, depth, target = _check_model_request(model_spec, max_width)
     data_spec = _data_spec(data_kwargs)
     request = _request(data_spec, {"family": family, "width": width, "depth": depth}, cfg, max_width)
     if _prepare_out(out, resume=resume, overwrite=overwrite, request=request):
@@ -737,20 +774,18 @@ def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_s
         spec = make_spec(family, width, input_shape=meta["input_shape"], classes=meta["classes"], depth=depth)
         model = build_model(spec, seed=cfg.seed)
         rec = train(model, data, cfg, progress=progress)
-    params = param_count(spec)
-    intrinsic = intrinsic_dimension(data.x_train, meta)
     record = {
         "format": RUN_FORMAT,
         "spec": {"data": data_spec, "model": spec, "train": cfg.to_dict()},
         "request": request,
         "seed": cfg.seed,
-        "params": params,
+        "params": param_count(spec),
         "model": describe(spec),
         "n": meta["n"], "n_test": meta["n_test"], "d": meta["d"], "classes": meta["classes"],
         "label_noise": meta.get("label_noise"), "noisy": meta.get("noisy"), "scale": meta.get("scale"),
         **{k: v for k, v in rec.items() if k != "device"},
         "data_meta": {k: v for k, v in meta.items() if k != "spec"},
-        "intrinsic_dim": intrinsic,
+        "intrinsic_dim": intrinsic.run_record(data.x_train, meta),
         "versions": runs.versions(),
         "device": runs.device_info(device),
         "command": command if command is not None else shlex.join(["python", *sys.argv]),
@@ -761,6 +796,12 @@ def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_s
     if target is not None:
         # an arm at fixed p: compare groups these runs by the target, not by their widths
         record["params_target"] = target
+    _write_run(out, model, spec, record)
+    return out
+
+
+def _write_run(out: Path, model: nn.Module, spec: dict, record: dict) -> None:
+    """Write model.pt and run.json into a hidden sibling folder, then swap it in at ``out`` whole."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -778,10 +819,9 @@ def _train_run_locked(out: Path, cfg: TrainConfig, *, data_kwargs: dict, model_s
         raise UserError(f"cannot write the run directory {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- widths
 WIDTH_FORMS = "a positive integer, 'min' (the smallest width that interpolates) or 'p=N' (the width nearest N parameters)"
 
 
@@ -798,102 +838,8 @@ def params_target(width: Any) -> int | None:
     return target
 
 
-def _width_arg(text: str) -> int | str:
-    if text == "min":
-        return "min"
-    if text.startswith("p="):
-        params_target(text)
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--width must be {WIDTH_FORMS}, got {text!r}") from None
-
-
-def _parser():
-    d = TrainConfig()
-    ap = argument_parser(prog="python -m advrobust.train",
-                         description="Train a model (to interpolation by default) and write a run directory.")
-    g = ap.add_argument_group("data (see advrobust.data.load_dataset)")
-    g.add_argument("--dataset", default="digits", help="digits (default), sphere, gaussian, mnist, fashion-mnist, cifar10")
-    g.add_argument("--n", type=int, default=None, help="training points (default: all / 256 synthetic)")
-    g.add_argument("--n-test", type=int, default=None, help="test points")
-    g.add_argument("--resize", type=int, default=None, help="images: new side length (downsampling)")
-    g.add_argument("--label-noise", type=float, default=0.0, help="fraction of training labels flipped")
-    g.add_argument("--dim", type=int, default=None, help="synthetic data: input dimension d")
-    g.add_argument("--classes", type=int, default=None, help="number of classes (real data: keep 0..classes-1)")
-    g.add_argument("--labels", default="random", help="synthetic data: random or teacher")
-    g.add_argument("--flip", type=float, default=0.0, help="synthetic teacher labels: flipped fraction")
-    g.add_argument("--data-dir", default=None, help="folder with mnist / fashion-mnist / cifar10 files")
-    g = ap.add_argument_group("model")
-    g.add_argument("--model", default="mlp", choices=FAMILIES, help="model family (default mlp)")
-    g.add_argument("--width", type=_width_arg, default=None,
-                   help="hidden units (mlp) or capacity scale (cnn); 'min' for the smallest width that interpolates; "
-                   "'p=N' for the width whose parameter count is nearest N (arms at fixed p)")
-    g.add_argument("--depth", type=int, default=None, help="hidden dense layers (default 1)")
-    g.add_argument("--max-width", type=int, default=DEFAULT_MAX_WIDTH, help="largest width --width min tries")
-    g = ap.add_argument_group("training")
-    g.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help=f"default {d.optimizer}")
-    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
-    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD only")
-    g.add_argument("--batch-size", type=int, default=None, help="default: full batch")
-    g.add_argument("--loss", default=d.loss, choices=LOSSES,
-                   help=f"ce: cross-entropy; mse: square loss on --targets (default {d.loss})")
-    g.add_argument("--targets", default=d.targets, choices=TARGETS, help="square-loss targets")
-    g.add_argument("--mode", default=d.mode, choices=MODES,
-                   help="interpolate: stop when train accuracy is 1 and loss < tol; budget: exactly --epochs")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="epoch cap (interpolate) or budget")
-    g.add_argument("--tol", type=float, default=d.tol, help="training-loss threshold of interpolation")
-    g.add_argument("--seed", type=int, default=d.seed, help="seeds data subsets, init, order and attacks")
-    g.add_argument("--device", default=d.device, help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--adv-norm", default=None, choices=ADV_NORMS, help="adversarial training norm")
-    g.add_argument("--adv-eps", type=float, default=None, help="adversarial training radius")
-    g.add_argument("--adv-steps", type=int, default=d.adv_steps, help="PGD steps per minibatch")
-    g = ap.add_argument_group("output")
-    g.add_argument("--out", required=True, help="run directory to write")
-    g.add_argument("--resume", action="store_true", help="reuse a complete run made with the same settings")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    g.add_argument("--json", action="store_true", help="print run.json's summary as JSON")
-    g.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m advrobust.train``; see ``--help``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    data_kwargs = {"name": args.dataset, "n": args.n, "n_test": args.n_test, "resize": args.resize,
-                   "label_noise": args.label_noise, "seed": args.seed, "data_dir": args.data_dir,
-                   "dim": args.dim, "classes": args.classes, "labels": args.labels, "flip": args.flip}
-    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
-                         loss=args.loss, targets=args.targets, mode=args.mode, epochs=args.epochs, tol=args.tol,
-                         seed=args.seed, device=args.device, adv_norm=args.adv_norm, adv_eps=args.adv_eps,
-                         adv_steps=args.adv_steps)
-    model_spec = {"family": args.model, "width": args.width, "depth": args.depth}
-    existed = runs.is_run_dir(args.out)
-    out = train_run(args.out, data_kwargs=data_kwargs, model_spec=model_spec, config=config,
-                    command=shlex.join(["python", "-m", "advrobust.train", *argv]), resume=args.resume,
-                    overwrite=args.overwrite, max_width=args.max_width, progress=not args.quiet)
-    meta = runs.read_json(out / runs.RUN_FILE, what="run record")
-    reused = existed and args.resume
-    summary_keys = ("model", "params", "n", "d", "classes", "train_accuracy", "test_accuracy", "train_loss",
-                    "interpolated", "epochs", "wall_time_s")
-    if args.json:
-        print_json({"path": str(out), "reused": reused, **{k: meta.get(k) for k in summary_keys},
-                    "min_width": meta["spec"]["model"]["width"] if "min_width_search" in meta else None})
-    elif not args.quiet:
-        test = "n/a" if meta["test_accuracy"] is None else f"{meta['test_accuracy']:.4f}"
-        print(f"{'reused' if reused else 'wrote'} {out}: {meta['model']}, {meta['params']} params, "
-              f"{meta['spec']['data']['name']} n={meta['n']} d={meta['d']} classes={meta['classes']}")
-        print(f"train acc {meta['train_accuracy']:.4f}  test acc {test}  train loss {meta['train_loss']:.3g}  "
-              f"interpolated {'yes' if meta['interpolated'] else 'no'} after {meta['epochs']} epochs "
-              f"({meta['wall_time_s']:.2f} s)")
-        if "min_width_search" in meta:
-            s = meta["min_width_search"]
-            print(f"min width {s['width']} (largest failure {s['largest_failure']}), "
-                  f"{len(s['tried'])} widths tried in {s['wall_time_s']:.1f} s")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    from advrobust.cli._common import run_main
+    from advrobust.cli.train import main
+
+    raise SystemExit(run_main(main))

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advrobust.norms import norm_name, parse_norm  # noqa: E402
 
-from advrobust._cli import print_json, run_main  # noqa: E402
+from advrobust.cli._common import print_json, run_main  # noqa: E402
 from advrobust.certify import certified_radii, check_bracket  # noqa: E402
 from advrobust.exact import exact_radii  # noqa: E402
 

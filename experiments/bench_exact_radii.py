@@ -48,7 +48,7 @@ from advrobust.errors import UserError  # noqa: E402
 
 from advrobust.norms import norm_name, parse_norm  # noqa: E402
 
-from advrobust._cli import run_main  # noqa: E402
+from advrobust.cli._common import run_main  # noqa: E402
 
 INF = math.inf
 SPHERE = ["--dataset", "sphere", "--dim", "32", "--n", "500", "--classes", "2", "--labels", "random",

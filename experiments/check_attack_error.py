@@ -31,10 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from advrobust import attack as attack_cli  # noqa: E402
+from advrobust.cli import attack as attack_cli  # noqa: E402
 from advrobust.errors import UserError  # noqa: E402
 from advrobust.norms import norm_name, parse_norm  # noqa: E402
-from advrobust._cli import run_main  # noqa: E402
+from advrobust.cli._common import run_main  # noqa: E402
 from advrobust._stats import median, quantile  # noqa: E402
 from advrobust.compare import collect_rows  # noqa: E402
 from advrobust.law import comparable_groups, fit_power_law  # noqa: E402

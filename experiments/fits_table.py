@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advrobust.errors import UserError  # noqa: E402
 
-from advrobust._cli import run_main  # noqa: E402
+from advrobust.cli._common import run_main  # noqa: E402
 from advrobust.runs import read_json  # noqa: E402
 
 RESPONSE = {"train_radius_median": "median training radius", "lip_lower": "Lipschitz lower bound"}

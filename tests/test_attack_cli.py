@@ -11,8 +11,8 @@ from torch import nn
 
 from advrobust import runs
 from advrobust.errors import UserError
-from advrobust._cli import run_main
-from advrobust.attack import main
+from advrobust.cli._common import run_main
+from advrobust.cli.attack import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -231,7 +231,7 @@ def test_bounds_only_adds_bounds_and_keeps_the_attack_results(tmp_path):
 
     import numpy as np
 
-    from advrobust import attack
+    from advrobust.cli import attack
     from advrobust.runs import load_npz
     from advrobust.train import TrainConfig, train_run
 
@@ -257,3 +257,44 @@ def test_bounds_only_adds_bounds_and_keeps_the_attack_results(tmp_path):
     assert np.all(ci <= best + 1e-9) and np.all(ci >= 0)
     assert run_main(attack.main, base + ["--bounds-only"]) == 2
     assert run_main(attack.main, [str(out), "--split", "test", "--certify", "ibp", "--bounds-only", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"norms": ("l3",)}, "norm"),
+    ({"split": "val"}, "split"),
+    ({"steps": 0}, "--steps"),
+    ({"n": 0}, "--n"),
+    ({"batch_size": 0}, "--batch-size"),
+    ({"random_checks": -1}, "--random-checks"),
+    ({"certify": "magic"}, "--certify"),
+    ({"eps": (0.1, -1.0)}, "--eps"),
+    ({"attacks": ()}, "--attacks is empty"),
+    ({"attacks": ("fmn", "nosuch")}, "nosuch"),
+    ({"attacks": ("ddn",), "norms": ("linf",)}, "ddn"),
+    ({"starts": "s.npy", "attacks": ("fmn",)}, "boundary"),
+])
+def test_attack_config_checks_every_field(kwargs, match):
+    from advrobust.attack import AttackConfig
+
+    with pytest.raises(UserError, match=match):
+        AttackConfig(**kwargs)
+
+
+def test_attack_config_round_trips_and_its_command_line_parses_back():
+    """to_dict -> JSON -> from_dict gives the same config; the command line recorded for a library
+    call, parsed by the command's own parser, gives the same config too."""
+    import json
+
+    from advrobust.attack import AttackConfig, command_line
+    from advrobust.cli.attack import build_parser, config_from_args
+
+    cfg = AttackConfig(norms=["L2", "linf", "l2"], split="test", n=7, attacks=["fmn", "pgd-min"], steps=9,
+                       batch_size=5, seed=3, eps=[0.5, 1], certify="crown", exact=True, random_checks=0)
+    assert cfg.norms == ("l2", "linf") and cfg.eps == (0.5, 1.0) and cfg.attacks == ("fmn", "pgd-min")
+    assert AttackConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(UserError, match="unknown attack setting"):
+        AttackConfig.from_dict({"norm": "l2"})
+    for config in (cfg, AttackConfig()):
+        argv = command_line("runs/x", config)
+        assert argv[:4] == ["python", "-m", "advrobust.attack", "runs/x"]
+        assert config_from_args(build_parser().parse_args(argv[3:])) == config

@@ -9,7 +9,7 @@ import pytest
 
 from advrobust import runs
 from advrobust.errors import UserError
-from advrobust._cli import run_main
+from advrobust.cli._common import run_main
 from advrobust.compare import collect_rows, filter_rows, format_table, main, paired, sort_rows
 from advrobust.models import build_model, make_spec, param_count
 
@@ -160,7 +160,7 @@ def test_cli(study, capsys):
 
 def test_law_fits_one_per_comparable_group():
     """Two data sets with opposite exponents: one fit each, each recovering its own exponent."""
-    from advrobust.compare import _format_fit, law_fits
+    from advrobust.compare import format_fit, law_fits
 
     rows = []
     for ds, n, a, c in (("digits", 1353, 0.5, 1e-3), ("sphere", 256, -0.5, 30.0)):
@@ -178,8 +178,8 @@ def test_law_fits_one_per_comparable_group():
     assert all(f["against"] == "params" for f in fits)  # n differs only across data sets: no fit against n
     lip = [f for f in fits if f["response"] == "lip_lower"]
     assert len(lip) == 2 and all("error" in f and f["group"] for f in lip)
-    assert _format_fit(radius[1]).startswith("sphere n=256 d=64: l2 train_radius_median vs params [beyond, 4 runs")
-    assert _format_fit(lip[0]).startswith("digits n=1353 d=64: l2 lip_lower vs params: no fit")
+    assert format_fit(radius[1]).startswith("sphere n=256 d=64: l2 train_radius_median vs params [beyond, 4 runs")
+    assert format_fit(lip[0]).startswith("digits n=1353 d=64: l2 lip_lower vs params: no fit")
 
 
 def test_cli_fits_each_data_set_separately(study, capsys):
@@ -204,7 +204,7 @@ def test_cli_fits_each_data_set_separately(study, capsys):
 
 def test_real_trained_runs_lipschitz_and_compare(tmp_path, capsys):
     """Two tiny runs trained by advrobust.train, estimated by advrobust.lipschitz, compared."""
-    from advrobust.lipschitz import main as lip_main
+    from advrobust.cli.lipschitz import main as lip_main
     from advrobust.train import TrainConfig, train_run
 
     data = {"name": "sphere", "n": 32, "n_test": 16, "dim": 8, "classes": 2, "labels": "random", "seed": 0}

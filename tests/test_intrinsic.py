@@ -90,9 +90,9 @@ def test_bad_input_is_a_value_error(call, match):
 def test_cli_fills_the_column_compare_misses_for_an_older_run(tmp_path, capsys):
     import json
 
-    from advrobust._cli import run_main
+    from advrobust.cli._common import run_main
     from advrobust.compare import collect_rows
-    from advrobust.intrinsic import main
+    from advrobust.cli.intrinsic import main
     from advrobust.train import TrainConfig, train_run
 
     run = train_run(tmp_path / "r", data_kwargs={"name": "digits", "n": 120, "n_test": 20},

@@ -153,7 +153,7 @@ def test_bad_inputs_are_user_errors():
 
 def test_cli_writes_lipschitz_json(tmp_path, capsys):
     from advrobust import runs
-    from advrobust.lipschitz import main
+    from advrobust.cli.lipschitz import main
     from advrobust.models import build_model, make_spec
 
     spec = make_spec("mlp", 6, input_shape=[64], classes=3)
@@ -172,3 +172,19 @@ def test_cli_writes_lipschitz_json(tmp_path, capsys):
     assert set(saved["by_norm"]) == {"l2", "linf"} and saved["norm"] == "linf"
     with pytest.raises(UserError):
         main([str(run), "--norm", "l3"])
+
+
+def test_lipschitz_config_checks_round_trips_and_its_command_line_parses_back():
+    import shlex
+
+    from advrobust.cli.lipschitz import build_parser
+    from advrobust.lipschitz import LipschitzConfig, command_line
+
+    for kwargs, match in (({"norm": "l7"}, "norm"), ({"segments": -1}, "--segments"), ({"max_points": 0}, "--max-points")):
+        with pytest.raises(UserError, match=match):
+            LipschitzConfig(**kwargs)
+    cfg = LipschitzConfig(norm="Linf", ascent_steps=3, segments=0, max_points=40, seed=2)
+    assert cfg.norm == "linf" and LipschitzConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    a = build_parser().parse_args(shlex.split(command_line("runs/x", cfg))[3:])
+    assert LipschitzConfig(norm=a.norm, ascent_steps=a.ascent_steps, ascent_points=a.ascent_points, segments=a.segments,
+                           max_points=a.max_points, seed=a.seed, device=a.device) == cfg and a.run_dir == "runs/x"

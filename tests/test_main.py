@@ -1,17 +1,39 @@
 """``python -m advrobust``: lists every command, runs one, and rejects unknown ones with exit 2."""
 from __future__ import annotations
 
-import importlib
+import runpy
 import subprocess
 import sys
 
-from advrobust.__main__ import COMMANDS, main
+import pytest
+
+from advrobust.cli import COMMANDS, command_main, main
 
 
 def test_every_listed_command_is_a_module_with_main():
     for name, text in COMMANDS:
-        module = importlib.import_module(f"advrobust.{name}")
-        assert callable(module.main) and text
+        assert callable(command_main(name)) and text
+
+
+# runpy warns that the module was imported before it is run as __main__: that import is the point
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
+@pytest.mark.parametrize("name", ["train", "attack", "lipschitz", "sweep", "intrinsic"])
+def test_library_module_runs_its_command_through_its_main_guard(name, monkeypatch, capsys):
+    """``python -m advrobust.CMD`` (the library module's ``__main__`` guard, run here in-process by
+    runpy) runs the command line of ``advrobust.cli.CMD``: the same help, the same usage errors."""
+    def run(module: str, *argv: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", [module, *argv])
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_module(module, run_name="__main__", alter_sys=False)
+        out = capsys.readouterr()
+        return stop.value.code, out.out, out.err
+
+    code, text, _ = run(f"advrobust.{name}", "--help")
+    assert code == 0 and f"usage: python -m advrobust.{name}" in text
+    assert run(f"advrobust.cli.{name}", "--help") == (0, text, "")
+    code, _, err = run(f"advrobust.{name}", "--no-such-flag")
+    assert code == 2 and err.startswith("error: ") and err.endswith(f"(see python -m advrobust.{name} --help)\n")
+    assert len(err.splitlines()) == 1
 
 
 def test_lists_commands_and_rejects_unknown(capsys):
@@ -44,9 +66,8 @@ def test_every_flag_of_every_command_has_help(monkeypatch):
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
     seen = 0
     for name, _ in COMMANDS:
-        module = importlib.import_module(f"advrobust.{name}")
         try:
-            module.main([])
+            command_main(name)([])
         except Got as g:
             parser = g.args[0]
         else:

@@ -15,7 +15,7 @@ import pytest
 
 from advrobust import report
 from advrobust.errors import UserError
-from advrobust._cli import run_main
+from advrobust.cli._common import run_main
 from advrobust.runs import commit_results, load_npz
 
 WIDTHS = (8, 32)
@@ -29,7 +29,7 @@ def runs_root(tmp_path_factory) -> Path:
     (fmn; test). Only mlp32 gets certified bounds (l2 test) and Lipschitz estimates (l2)."""
     import torch
 
-    from advrobust import attack, lipschitz
+    from advrobust.cli import attack, lipschitz
     from advrobust.train import TrainConfig, train_run
 
     torch.set_num_threads(1)
@@ -281,7 +281,7 @@ def test_headless_browser_shows_every_image(built, tmp_path):
 
 def test_non_image_data_gets_bar_chart_gallery(tmp_path):
     """Synthetic (N, d) data: the gallery shows the perturbation per coordinate, not images."""
-    from advrobust import attack
+    from advrobust.cli import attack
     from advrobust.train import TrainConfig, train_run
 
     out = tmp_path / "g16"
@@ -301,7 +301,7 @@ def test_non_image_data_gets_bar_chart_gallery(tmp_path):
 def test_mixed_data_sets_one_series_per_group_and_both_galleries(runs_root, tmp_path):
     """An image run (digits) beside a vector run (gaussian): one scaling series and fit-table row per
     comparable group (never one slope across data sets), one gallery per kind of input."""
-    from advrobust import attack
+    from advrobust.cli import attack
     from advrobust.train import TrainConfig, train_run
 
     img = _copy_run(runs_root / "mlp8", tmp_path / "runs" / "mlp8", results=True)

@@ -68,7 +68,7 @@ def test_every_grid_point_runs_two_seeds_and_finishes(study):
     assert rec["finished"] and sorted(rec["completed"]) == sorted(rec["runs"]) == sorted(t.name for t in tasks)
     points: dict = {}
     for t in tasks:
-        key = tuple(sorted((k, str(v)) for k, v in t.params.items() if k != "seed")) + (t.train_argv[-1],)
+        key = tuple(sorted((k, str(v)) for k, v in t.params.items() if k != "seed")) + (repr({k: v for k, v in t.train.to_dict().items() if k != "seed"}),)
         points.setdefault(key, set()).add(t.params["seed"])
         assert re.search(r"-s[01](-|$)", t.name), t.name
     assert points and all(seeds == {0, 1} for seeds in points.values())

@@ -14,8 +14,9 @@ import pytest
 
 from advrobust.errors import UserError
 
-from advrobust._cli import run_main
-from advrobust.sweep import expand, load_spec, main, run_sweep
+from advrobust.cli._common import run_main
+from advrobust.cli.sweep import main
+from advrobust.sweep import expand, load_spec, run_sweep
 
 TINY = """
 name = "tiny"
@@ -83,8 +84,12 @@ def test_expand_is_a_deterministic_product(tmp_path):
     assert [t.name for t in tasks] == [t.name for t in expand(spec, tmp_path / "o")]
     t = next(t for t in tasks if t.params == {"dataset": "digits", "n": 100, "model": "mlp", "width": "min",
                                               "label_noise": 0.1, "seed": 1})
-    assert "--width" in t.train_argv and t.train_argv[t.train_argv.index("--width") + 1] == "min"
+    assert t.model == {"family": "mlp", "width": "min", "depth": None}
+    assert t.data == {"name": "digits", "seed": 1, "n": 100, "label_noise": 0.1}
+    assert (t.train.epochs, t.train.seed) == (300, 1)
     assert t.attack_outputs == ("attack-l2-train.json",)
+    a, = t.attacks
+    assert (a.norms, a.split, a.n, a.steps, a.attacks, a.seed) == (("l2",), "train", 12, 20, ("ddn", "fmn"), 1)
 
 
 def _radii(out: Path) -> dict[str, np.ndarray]:
@@ -184,8 +189,7 @@ def test_seeds_runs_every_grid_point_with_distinct_seeds_and_names(tmp_path):
     assert len({t.name for t in tasks}) == len({t.path for t in tasks}) == len(tasks) == 12
     t = next(t for t in digits if t.params["width"] == 8 and t.params["seed"] == 2)
     assert t.name == "digits-mlp-w8-n100-s2"
-    assert t.train_argv[t.train_argv.index("--seed") + 1] == "2"
-    assert all(a[a.index("--seed") + 1] == "2" for a in t.attack_argvs) and "2" in t.lipschitz_argv
+    assert t.train.seed == t.data["seed"] == t.lipschitz.seed == 2 and all(a.seed == 2 for a in t.attacks)
     # without seeds anywhere: one run per grid point, seed 0 (as before seeds existed)
     assert [t.params["seed"] for t in expand(load_spec(write(tmp_path, TINY, "one.toml")), tmp_path / "o")] == [0] * 3
 
@@ -194,7 +198,7 @@ def test_width_p_runs_are_named_by_their_target(tmp_path):
     text = TINY.replace('width = [4, 8, 16]', 'width = ["p=2000", 8]')
     tasks = expand(load_spec(write(tmp_path, text)), tmp_path / "o")
     assert [t.name for t in tasks] == ["digits-mlp-p2000-n100-s0", "digits-mlp-w8-n100-s0"]
-    assert tasks[0].train_argv[tasks[0].train_argv.index("--width") + 1] == "p=2000"
+    assert tasks[0].model["width"] == "p=2000"
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -246,3 +250,82 @@ def test_usage_errors_are_one_line(argv, capsys):
     assert run_main(main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "--help" in err[0]
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy_sweep"
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "runs").rglob("*")) if p.is_file()}
+
+
+def test_a_study_made_by_the_argv_sweep_resumes_without_redoing_its_runs(tmp_path):
+    """tests/data/legacy_sweep/study was made by the sweep before it called the library (commit
+    92791e5: stage commands recorded as sweep-train.json and sweep_argv, no configs). Resuming it
+    redoes nothing and changes no file; a changed attack setting redoes the attacks only."""
+    import shutil
+
+    out = tmp_path / "study"
+    shutil.copytree(LEGACY / "study", out)
+    before = _files(out)
+    assert all("config" not in json.loads(v) for k, v in before.items() if k.endswith("attack-l2-train.json"))
+    rec = run_sweep(LEGACY / "legacy.toml", out=out, threads=1, progress=False)
+    assert rec["finished"] and len(rec["runs"]) == 2
+    assert all(set(st["skipped"]) == {"train", "attack-l2-train.json", "lipschitz.json"}
+               for st in rec["status"].values())
+    assert _files(out) == before
+    assert "law of robustness fits" in (out / "compare.md").read_text()
+    # the same study with 6 attack steps instead of 5: the attacks are redone, with configs recorded
+    spec = load_spec(LEGACY / "legacy.toml")
+    spec["attack"]["steps"] = 6
+    rec = run_sweep(spec, out=out, threads=1, progress=False)
+    assert all(set(st["skipped"]) == {"train", "lipschitz.json"} for st in rec["status"].values())
+    for name in rec["runs"]:
+        att = json.loads((out / "runs" / name / "attack-l2-train.json").read_text())
+        assert att["config"]["steps"] == 6 and att["format"] == "advrobust-attack/2"
+        assert (out / "runs" / name / "model.pt").read_bytes() == before[f"runs/{name}/model.pt"]
+
+
+def test_resume_compares_the_recorded_configs(reference, tmp_path):
+    """A run made by this sweep records each stage's config; a record whose config differs from the
+    spec's (here: edited by hand) is redone, and one made by hand with another device too."""
+    import shutil
+
+    spec, ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    name = sorted((out / "runs").iterdir())[0].name
+    f = out / "runs" / name / "attack-l2-train.json"
+    rec = json.loads(f.read_text())
+    assert rec["config"]["steps"] == 20 and rec["config"]["attacks"] == ["ddn", "fmn"]
+    rec["config"]["steps"] = 19
+    f.write_text(json.dumps(rec))
+    lip = json.loads((out / "runs" / name / "lipschitz.json").read_text())
+    assert lip["config"] == {"norm": "l2", "ascent_steps": 100, "ascent_points": 16, "segments": 256,
+                             "max_points": None, "seed": 0, "device": "cpu"}
+    again = run_sweep(spec, out=out, threads=1, progress=False)
+    skipped = {k: set(v["skipped"]) for k, v in again["status"].items()}
+    assert skipped.pop(name) == {"train", "lipschitz.json"}
+    assert all(s == {"train", "attack-l2-train.json", "lipschitz.json"} for s in skipped.values())
+    np.testing.assert_array_equal(np.load(f.with_suffix(".npz"))["best_radius"],
+                                  np.load(ref_out / "runs" / name / "attack-l2-train.npz")["best_radius"])
+
+
+def test_lipschitz_stage_reads_its_own_norm_from_lipschitz_json(reference, tmp_path):
+    """lipschitz.json's top level is the norm estimated last (e.g. a later linf estimate by hand);
+    the sweep's l2 stage is still done when by_norm holds its l2 config."""
+    import shutil
+
+    from advrobust.lipschitz import LipschitzConfig
+    from advrobust.sweep import _stage_done
+
+    spec, ref_out, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(next((ref_out / "runs").iterdir()), run)
+    l2 = LipschitzConfig()
+    assert _stage_done(run, "lipschitz.json", l2)
+    rec = json.loads((run / "lipschitz.json").read_text())
+    linf = {**rec["by_norm"]["l2"], "norm": "linf", "config": LipschitzConfig(norm="linf").to_dict()}
+    (run / "lipschitz.json").write_text(json.dumps({**linf, "by_norm": {**rec["by_norm"], "linf": linf}}))
+    assert _stage_done(run, "lipschitz.json", l2) and _stage_done(run, "lipschitz.json", LipschitzConfig(norm="linf"))
+    assert not _stage_done(run, "lipschitz.json", LipschitzConfig(segments=3))

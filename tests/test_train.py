@@ -13,10 +13,11 @@ import torch.nn.functional as F
 
 from advrobust import runs
 from advrobust.errors import UserError
-from advrobust._cli import run_main
+from advrobust.cli._common import run_main
 from advrobust.data import load_dataset
 from advrobust.models import build_model, make_spec, param_count
-from advrobust.train import TrainConfig, find_min_width, main, train, train_run
+from advrobust.cli.train import main
+from advrobust.train import TrainConfig, find_min_width, train, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -399,3 +400,27 @@ def test_cli_json_and_min_width(tmp_path, capsys):
     # same command with --resume reuses the run (the request says width=min, not the width found)
     code = main(argv + ["--resume"])
     assert code == 0 and json.loads(capsys.readouterr().out)["reused"] is True
+
+
+def test_command_line_recorded_for_a_library_call_makes_the_same_request():
+    """train_run called from Python (the sweep) records an equivalent python -m advrobust.train
+    command: parsed by the command's own parser it asks for the same run (run.json's request)."""
+    import shlex
+
+    from advrobust.cli.train import build_parser
+    from advrobust.train import command_line, run_request
+
+    data = {"name": "sphere", "dim": 12, "n": 64, "n_test": 16, "label_noise": 0.1, "seed": 4}
+    model = {"family": "mlp", "width": "p=2000", "depth": 2}
+    cfg = TrainConfig(lr=0.003, epochs=77, mode="budget", loss="mse", targets="pm1", seed=4, device="cpu")
+    a = build_parser().parse_args(shlex.split(command_line("runs/x y", cfg, data_kwargs=data, model_spec=model))[3:])
+    parsed_data = {"name": a.dataset, "n": a.n, "n_test": a.n_test, "resize": a.resize, "label_noise": a.label_noise,
+                   "seed": a.seed, "data_dir": a.data_dir, "dim": a.dim, "classes": a.classes, "labels": a.labels,
+                   "flip": a.flip}
+    parsed_cfg = TrainConfig(optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, batch_size=a.batch_size, loss=a.loss,
+                             targets=a.targets, mode=a.mode, epochs=a.epochs, tol=a.tol, seed=a.seed, device=a.device,
+                             adv_norm=a.adv_norm, adv_eps=a.adv_eps, adv_steps=a.adv_steps)
+    parsed_model = {"family": a.model, "width": a.width, "depth": a.depth}
+    assert a.out == "runs/x y" and parsed_cfg == cfg
+    assert run_request(parsed_cfg, data_kwargs=parsed_data, model_spec=parsed_model) == \
+        run_request(cfg, data_kwargs=data, model_spec=model)

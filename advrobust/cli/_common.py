@@ -1,11 +1,12 @@
-"""Shared command-line plumbing: one-line errors for user mistakes, JSON output, seeding."""
+"""Shared command-line plumbing: one-line errors for user mistakes, JSON output, parsers."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any, Callable, Sequence
 
-from .errors import UserError
-from .jsonio import to_json
+from ..errors import UserError
+from ..jsonio import to_json
 
 
 EXIT_USER_ERROR = 2
@@ -30,14 +31,13 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def argument_parser(**kwargs: Any) -> "argparse.ArgumentParser":  # noqa: F821
+def argument_parser(**kwargs: Any) -> argparse.ArgumentParser:
     """An ``argparse.ArgumentParser`` whose usage errors raise :class:`UserError`.
 
     Plain argparse prints the usage plus a message and exits 2; through ``run_main`` this one
     gives the project's single ``error: ...`` line (still exit status 2). Keyword arguments go
     to ``argparse.ArgumentParser``.
     """
-    import argparse
 
     class _Parser(argparse.ArgumentParser):
         def error(self, message: str):  # noqa: D401 - argparse hook
