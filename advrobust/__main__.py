@@ -2,6 +2,8 @@
 (the same as ``python -m advrobust.CMD ARGS``)."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 
 COMMANDS = (
@@ -13,6 +15,13 @@ COMMANDS = (
     ("sweep", "a whole study from a TOML spec: resumable, local or on a Dask cluster"),
     ("intrinsic", "intrinsic dimension of a run's training inputs"),
 )
+
+
+def command_module(name: str):
+    """The module holding command ``name``'s ``main``: ``advrobust.cli.<name>`` for the commands whose
+    command line has moved there, else ``advrobust.<name>``."""
+    moved = importlib.util.find_spec(f"advrobust.cli.{name}") is not None
+    return importlib.import_module(f"advrobust.cli.{name}" if moved else f"advrobust.{name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,12 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         if args[0] not in known:
             print(f"error: unknown command {args[0]!r}; known: {', '.join(known)}", file=sys.stderr)
             return 2
-        import importlib
-
         from ._cli import run_main
 
-        module = importlib.import_module(f"advrobust.{args[0]}")
-        return run_main(module.main, args[1:])
+        return run_main(command_module(args[0]).main, args[1:])
     print("\n".join(lines))
     return 0
 

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UserError
+from .jsonio import to_json
 from ._cli import argument_parser, print_json, run_main
 from .runs import atomic_write_json, atomic_write_text, read_json
 from .train import params_target
@@ -820,11 +821,14 @@ def _run_sweep_locked(spec: dict, spec_path, name: str, out: Path, tasks: list[R
         bar.close()
 
     run_dirs = [t.path for t in tasks]
-    from . import compare as compare_cmd
+    from . import compare as compare_lib
 
-    table = _call(compare_cmd.main, run_dirs + ["--format", "markdown"])
+    # what `python -m advrobust.compare RUNS --format markdown` and `... --json` print
+    rows = compare_lib.collect_rows(run_dirs)
+    fits = compare_lib.law_fits(rows, norms=compare_lib.row_norms(rows)) if rows else []
+    table = compare_lib.format_table(rows, fmt="markdown") + compare_lib.format_fits(fits)
     atomic_write_text(out / "compare.md", table)
-    compare_json = _call(compare_cmd.main, run_dirs + ["--json"])
+    compare_json = to_json({"rows": rows, "fits": fits, "paired": None}) + "\n"
     atomic_write_text(out / "compare.json", compare_json)
     do_report = spec.get("report", {}).get("enabled", True) if report is None else report
     report_dir, figures = None, None

@@ -1,16 +1,15 @@
 """``python -m advrobust``: lists every command, runs one, and rejects unknown ones with exit 2."""
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 
-from advrobust.__main__ import COMMANDS, main
+from advrobust.__main__ import COMMANDS, command_module, main
 
 
 def test_every_listed_command_is_a_module_with_main():
     for name, text in COMMANDS:
-        module = importlib.import_module(f"advrobust.{name}")
+        module = command_module(name)
         assert callable(module.main) and text
 
 
@@ -44,7 +43,7 @@ def test_every_flag_of_every_command_has_help(monkeypatch):
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
     seen = 0
     for name, _ in COMMANDS:
-        module = importlib.import_module(f"advrobust.{name}")
+        module = command_module(name)
         try:
             module.main([])
         except Got as g:

@@ -29,7 +29,8 @@ def no_delay(monkeypatch):
 
 
 def test_certify_exact_lipschitz_and_report_name_their_stage(run_dir, no_delay, capsys, tmp_path):
-    from advrobust import attack, lipschitz, report
+    from advrobust import attack, lipschitz
+    from advrobust.cli import report
 
     common = [str(run_dir), "--attacks", "fmn", "--n", "3", "--steps", "10", "--device", "cpu",
               "--random-checks", "0", "--json"]
@@ -44,7 +45,8 @@ def test_certify_exact_lipschitz_and_report_name_their_stage(run_dir, no_delay, 
 
 
 def test_quiet_silences_every_bar(run_dir, no_delay, capsys, tmp_path):
-    from advrobust import attack, lipschitz, report
+    from advrobust import attack, lipschitz
+    from advrobust.cli import report
 
     assert attack.main([str(run_dir), "--attacks", "fmn", "--n", "3", "--steps", "10", "--device", "cpu",
                         "--random-checks", "0", "--certify", "ibp", "--quiet"]) == 0

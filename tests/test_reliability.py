@@ -23,10 +23,10 @@ import pytest
 import torch
 
 from advrobust import attack as attack_cmd
-from advrobust import compare as compare_cmd
+from advrobust.cli import compare as compare_cmd
 from advrobust import intrinsic as intrinsic_cmd
 from advrobust import lipschitz as lipschitz_cmd
-from advrobust import report as report_cmd
+from advrobust.cli import report as report_cmd
 from advrobust import runs
 from advrobust import sweep as sweep_cmd
 from advrobust import train as train_cmd
@@ -743,7 +743,9 @@ def test_attack_n_above_the_split_attacks_all_with_a_note(run, capsys):
 def test_every_command_reports_usage_mistakes_in_one_line(capsys, command, argv):
     import importlib
 
-    main = importlib.import_module(f"advrobust.{command}").main
+    # compare and report have moved their command lines to advrobust.cli
+    module = f"advrobust.cli.{command}" if command in ("compare", "report") else f"advrobust.{command}"
+    main = importlib.import_module(module).main
     if command == "attack" and not argv:
         argv = ["--n", "abc"]  # attack has no required argument
     assert run_main(main, argv) == 2
