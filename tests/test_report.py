@@ -217,9 +217,12 @@ def test_bracket_violation_and_attack_flags_are_reported(runs_root, tmp_path):
     assert "radius-below-certified" in md and "4 samples had zero gradients" in md
 
 
-def test_deterministic_output(runs_root, tmp_path):
+def test_deterministic_output_and_config_same_as_keywords(runs_root, tmp_path):
     a = report.build_report([runs_root], tmp_path / "a", norms=["linf"], samples=0, bootstrap=20)
-    b = report.build_report([runs_root], tmp_path / "b", norms=["linf"], samples=0, bootstrap=20)
+    config = report.ReportConfig(norms=("linf", "inf"), samples=0, bootstrap=20)
+    assert config.norms == ("linf",)  # names, without repeats
+    b = report.build_report([runs_root], tmp_path / "b", config)
+    assert (tmp_path / "a" / "report.md").read_bytes() == (tmp_path / "b" / "report.md").read_bytes()
     assert Path(a["html"]).read_bytes() == Path(b["html"]).read_bytes()
     for name in a["figures"]:
         assert (tmp_path / "a" / f"{name}.pdf").read_bytes() == (tmp_path / "b" / f"{name}.pdf").read_bytes()
@@ -231,6 +234,11 @@ def test_cli_user_errors(tmp_path, capsys, runs_root):
     assert run_main(report_cli.main, [str(runs_root / "mlp8"), "--out", str(tmp_path / "o"), "--norm", "l3"]) == 2
     assert "unknown norm" in capsys.readouterr().err
     assert run_main(report_cli.main, [str(runs_root / "mlp8")]) == 2  # --out is required
+    for bad in ({"samples": -1}, {"bootstrap": -2}, {"norms": ("l3",)}):
+        with pytest.raises(UserError):
+            report.ReportConfig(**bad)
+    with pytest.raises(TypeError, match="not both"):
+        report.build_report([runs_root / "mlp8"], tmp_path / "o", report.ReportConfig(), title="x")
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a folder"):
         report.build_report([runs_root / "mlp8"], tmp_path / "file")
