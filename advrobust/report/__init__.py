@@ -20,15 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .. import compare
 from .._progress import bar
 from ..errors import UserError
 from ..runs import atomic_write_text
 from .config import ReportConfig
 from .document import Figure, Section, fmt_value, render_html, render_markdown, same_need, write_figures
-from .loading import Label, RunData, load_runs, short_label, spread
+from .loading import Label, RunData, load_runs, short_label, shown_norms, spread
 from .scaling import scaling
-from .sections import (BRACKET_RTOL, COMPARISON_CSV, FIGURE_MAX_RUNS, NORMS, REPORT_FLAGS, SPLITS, Context,
+from .sections import (BRACKET_RTOL, COMPARISON_CSV, FIGURE_MAX_RUNS, REPORT_FLAGS, SPLITS, Context,
                        attack_comparison, certified_lower, comparison, distributions, flag_commands, gallery,
                        missing_section, overview, provenance, robust_accuracy, sanity_flags)
 
@@ -61,16 +60,13 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
     elif keywords != dict(norms=None, title=None, samples=3, bootstrap=200, seed=0, progress=False):
         raise TypeError("build_report takes a ReportConfig or keyword options, not both")
     runs = load_runs(run_dirs, norms=config.norms)
-    chosen = list(config.norms or [n for n in NORMS if n in {n for r in runs for (n, _) in r.results}] or ["l2"])
-    rows = compare.rows_from_results([r.loaded for r in runs], norms=chosen)
-    for r, row in zip(runs, rows):
-        r.row = row
+    chosen = shown_norms(runs, config.norms)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder; pick another path")
     out.mkdir(parents=True, exist_ok=True)
     title = config.title or f"advrobust report: {len(runs)} run{'s' if len(runs) != 1 else ''}"
-    ctx = Context(runs=runs, norms=chosen, rows=rows, config=config)
+    ctx = Context(runs=runs, norms=chosen, rows=[r.row for r in runs], config=config)
     sections = [s for s in SECTIONS if s is not gallery or config.samples]
     done: list[Section] = []
     missing: list[dict] = []
@@ -101,4 +97,4 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
 
 __all__ = ["BRACKET_RTOL", "COMPARISON_CSV", "FIGURE_MAX_RUNS", "Figure", "Label", "REPORT_FLAGS", "ReportConfig",
            "RunData", "SECTIONS", "SPLITS", "Section", "build_report", "certified_lower", "flag_commands", "fmt_value",
-           "load_runs", "short_label", "spread"]
+           "load_runs", "short_label", "shown_norms", "spread"]

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import compare
 from ..runs import RunResults, find_runs, load_results
+
+NORMS = ("l1", "l2", "linf")
 
 
 def get(d: Any, *keys: str) -> Any:
@@ -187,11 +190,21 @@ def _run_names(paths: Sequence[Path]) -> list[str]:
     return [str(r.relative_to(common)) if r != common else r.name for r in resolved]
 
 
+def shown_norms(runs: Sequence[RunData], norms: Sequence[str] | None) -> list[str]:
+    """The norms a report shows: ``norms`` (names) if given, else every norm with attack results in
+    ``runs``, else l2."""
+    if norms:
+        return list(norms)
+    found = {n for r in runs for (n, _) in r.results}
+    return [n for n in NORMS if n in found] or ["l2"]
+
+
 def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = None) -> list[RunData]:
     """Each run found in ``run_dirs`` (once, however often it is named) read by
-    :func:`advrobust.runs.load_results` (attack results of ``norms``, default all); nothing is
-    recomputed, corrupt files are a :class:`UserError`. Runs come back ordered by data set, then
-    parameter count, then name, and labelled; their compare rows are set by the caller."""
+    :func:`advrobust.runs.load_results` (attack results of ``norms``, names, default all), with
+    compare's row for the norms shown (:func:`shown_norms`); nothing is recomputed, corrupt files
+    are a :class:`UserError`. Runs come back ordered by data set, then parameter count, then name,
+    and labelled."""
     paths = find_runs(list(run_dirs))
     seen, unique = set(), []
     for p in paths:
@@ -201,6 +214,9 @@ def load_runs(run_dirs: Sequence[str | Path], *, norms: Sequence[str] | None = N
             unique.append(p)
     kw = {} if norms is None else {"norms": norms}
     out = [RunData(loaded=load_results(p, **kw), name=name) for p, name in zip(unique, _run_names(unique))]
+    rows = compare.rows_from_results([r.loaded for r in out], norms=shown_norms(out, norms))
+    for r, row in zip(out, rows):
+        r.row = row
     # smallest model first (the order of a scaling study); the index fixes each run's colour
     out.sort(key=lambda r: (str(dataset_name(r.meta) or ""), r.params if math.isfinite(r.params) else math.inf,
                             r.name))

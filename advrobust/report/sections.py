@@ -18,9 +18,8 @@ from ..errors import UserError
 from ..runs import MODEL_FILE, load_model, versions
 from .config import ReportConfig
 from .document import Section
-from .loading import RunData, dataset_name, get, num, spread
+from .loading import NORMS, RunData, dataset_name, get, num, spread
 
-NORMS = ("l1", "l2", "linf")
 SPLITS = ("test", "train")
 #: relative tolerance when checking attack radii against certified lower bounds and exact radii
 BRACKET_RTOL = 1e-4
