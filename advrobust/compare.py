@@ -510,7 +510,7 @@ def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str
            "same_data": (metas[0].get("spec") or {}).get("data") == (metas[1].get("spec") or {}).get("data")}
     logr = np.log(ratio)
     if ratio.size >= 2 and np.any(logr != 0):
-        from scipy.stats import wilcoxon  # only --pair needs scipy.stats (a few tenths of a second to import)
+        from scipy.stats import wilcoxon  # only --pair needs scipy.stats (about a second to import)
 
         w = wilcoxon(logr)
         out["wilcoxon_statistic"], out["p_value"] = float(w.statistic), float(w.pvalue)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -316,8 +317,6 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
         ax.set_xticks(range(len(groups)))
         # long run names side by side overlap: slant them when there are several models
         # labels wrapped onto short lines, upright: slanted labels' boxes overlap their neighbours'
-        import textwrap
-
         names = [textwrap.fill(str(g.get("label", g["run"])), 11, break_long_words=False) for g in groups]
         # too wide for the space per model (many models, long labels): vertical labels, one line each
         spacing_pt = (width - 1.6) * 72 / max(len(groups), 1)
@@ -557,8 +556,6 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
     ``adv_pred`` (int or None) and ``radius``. For non-image data each sample is one bar chart of
     the perturbation per coordinate.
     """
-    import textwrap
-
     _, plt = _mpl()
     per = max((len(r["samples"]) for r in rows), default=0)
     n_rows = len(rows)

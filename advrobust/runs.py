@@ -347,6 +347,7 @@ class Run:
     meta: dict
     model: Any
     _data: Any = field(default=None, repr=False)
+    _results: Any = field(default=None, repr=False)
 
     @property
     def spec(self) -> dict:
@@ -360,6 +361,14 @@ class Run:
 
             self._data = load_dataset(**self.meta["spec"]["data"])
         return self._data
+
+    @property
+    def results(self) -> "RunResults":
+        """What the run directory holds beyond the model: attack results (with certified and exact
+        bounds), Lipschitz estimates, intrinsic dimension (:func:`load_results`, read once)."""
+        if self._results is None:
+            self._results = load_results(self.path)
+        return self._results
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:

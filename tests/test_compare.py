@@ -273,6 +273,8 @@ def test_old_format_files_read_alike_by_compare_and_report(tmp_path):
     loaded = runs.load_results(old)
     assert loaded.lipschitz_entry("l2")["margin"] == {"lower": 3.0, "upper": 50.0}
     assert loaded.lipschitz_entry("linf") is None and loaded.intrinsic["two_nn"] == 7.5
+    with_model = runs.load_run(old).results  # the same loader behind a loaded run
+    assert with_model.lipschitz == loaded.lipschitz and sorted(with_model.results) == [("l2", "test"), ("l2", "train")]
     rows = {r["run"]: r for r in collect_rows([tmp_path / "runs"])}
     assert rows["old"]["l2_lip_lower"] == 3.0 and rows["old"]["l2_lip_upper"] == 50.0
     assert rows["old"]["d_intrinsic"] == 7.5 and rows["old"]["d_intrinsic_mle"] == 8.25
