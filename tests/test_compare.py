@@ -268,7 +268,7 @@ def test_old_format_files_read_alike_by_compare_and_report(tmp_path):
     from advrobust import report
 
     old = make_run(tmp_path / "runs", "old", 8, radii=[0.1, 0.3, 0.5], test_radii=[0.2, 0.4, 0.6], lip=(3.0, 50.0))
-    new = make_run(tmp_path / "runs", "new", 64, radii=[0.2, 0.4, 0.6], test_radii=[0.3, 0.5], lip=(2.0, 40.0))
+    make_run(tmp_path / "runs", "new", 64, radii=[0.2, 0.4, 0.6], test_radii=[0.3, 0.5], lip=(2.0, 40.0))
     _old_format(old)
     loaded = runs.load_results(old)
     assert loaded.lipschitz_entry("l2")["margin"] == {"lower": 3.0, "upper": 50.0}
