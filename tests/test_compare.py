@@ -315,6 +315,12 @@ def test_missing_results_name_the_same_command_in_compare_and_report(tmp_path, c
     assert f"python -m advrobust.lipschitz {b} --norm linf" in want
     for cmd in want:
         assert cmd in table and cmd in in_report, cmd
+    # and in the same words: the report's missing pieces are compare's descriptions, after the run's label
+    from advrobust.compare import describe_missing
+
+    whats = {m["command"]: m["what"] for m in res["missing"]}
+    for col in ("linf_test_radius_median", "l2_lip_lower", "linf_lip_lower", "l2_test_radius_median"):
+        assert whats[row["missing"][col]] == "digits mlp w16: " + describe_missing(col, has_results=False)
     line = next(ln for ln in table.splitlines() if ln.startswith("b "))
     assert line.split()[table.splitlines()[0].split().index("linf_test_radius_median")] == "-"
     md = (tmp_path / "rep" / "report.md").read_text()

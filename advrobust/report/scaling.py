@@ -14,7 +14,7 @@ from .._stats import quantile
 from ..errors import UserError
 from .document import Section
 from .loading import RunData, dataset_name, num
-from .sections import Context, flag_commands, radii
+from .sections import Context, radii
 
 INTRO = (
     "Per run: median radius and Lipschitz estimates of the margin against the parameter count p, and, "
@@ -209,11 +209,6 @@ def scaling(ctx: Context) -> Section:
             for norm in ctx.norms:
                 for kind in ("radius", "lipschitz"):
                     _figure(sec, study, kind, attr, sym, label, chunk, norm, vlines, suffix, part, fit_rows)
-    for r in ctx.runs:
-        for norm in ctx.norms:
-            if r.loaded.lipschitz_entry(norm) is None:
-                sec.need(f"{r.label}: {norm} Lipschitz estimates (no lipschitz.json entry)",
-                         flag_commands(r.path, norm, "train")["lipschitz"])
     if fit_rows:
         sec.table(["group", "quantity", "against", "runs fitted", "regime", "fitted slope", "95% low", "95% high",
                    "r²", "law's slope"], fit_rows)

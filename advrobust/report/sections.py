@@ -161,17 +161,20 @@ def overview(ctx: Context) -> Section:
         rows.append([r.tag, str(r.path), dataset_name(r.meta), r.params, r.n, r.d, ", ".join(have) or "none",
                      ", ".join(n for n in NORMS if r.loaded.lipschitz_entry(n)) or "none"])
     sec.table(["run", "path", "dataset", "p", "n", "d", "attack results", "Lipschitz"], rows)
+    # the runs' missing attack results first, in compare's words (the comparison section adds the rest)
     for r in ctx.runs:
         for norm in ctx.norms:
             for split in SPLITS:
                 if (norm, split) not in r.results:
-                    sec.need(f"{r.label}: {norm} radii on {split} points (this norm and split were never attacked)",
-                             flag_commands(r.path, norm, split)["attack"])
+                    what = compare.describe_missing(f"{norm}_{split}_radius_median", has_results=False)
+                    sec.need(f"{r.label}: {what}", flag_commands(r.path, norm, split)["attack"])
     return sec
 
 
 def comparison(ctx: Context) -> Section:
-    """compare's rows (``ctx.rows``) as tables split by topic, every column in ``comparison.csv``."""
+    """compare's rows (``ctx.rows``) as tables split by topic, every column in ``comparison.csv``.
+    Its missing pieces are compare's (``row["missing"]``: certified bounds, Lipschitz estimates, ...),
+    in compare's words: the one list of what is missing, which the figures' sections do not repeat."""
     sec = Section()
     sec.h(1, "Comparison", "comparison")
     rows = ctx.rows
@@ -245,10 +248,6 @@ def robust_accuracy(ctx: Context) -> Section:
             runs = ctx.with_results(norm, split)
             if not runs:
                 continue
-            for r in runs:
-                if certified_lower(r.results[(norm, split)][0]) is None:
-                    sec.need(f"{r.label}: {norm} certified lower bounds on {split} points (optional; attacked "
-                             "without --certify)", flag_commands(r.path, norm, split)["certify"])
             pool, styles = drawn(sec, runs, f"{norm} robust accuracy on {split} points")
             curves = []
             for r in pool:
