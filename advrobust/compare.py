@@ -20,7 +20,6 @@ estimate; see :mod:`advrobust.intrinsic`).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -30,12 +29,14 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
+from . import law, runs
 from .errors import UserError
-from .norms import norm_name, parse_norm
-
-from .cli._common import print_json, run_main
-
+from .intrinsic import known_dimension
 from .jsonio import to_json
+from .lipschitz import input_scale
+from .norms import norm_name, parse_norm
 from ._stats import median
 
 SPLITS = ("train", "test")
@@ -94,6 +95,10 @@ def describe_missing(column: str, *, has_results: bool = True) -> str:
                     "(attacked without --certify)")
         return f"{nm} radii on {split} points: this norm and split were never attacked (no attack-{nm}-{split}.npz)"
     m = re.fullmatch(r"(l1|l2|linf)_lip_(lower|upper|local_median)", column)
+    if m and m.group(2) == "local_median":
+        # the first column missing: the entry exists (lower is there) but predates the local-slope median
+        return (f"{m.group(1)} median local slope of the margin (the lipschitz.json entry for {m.group(1)} was "
+                "estimated before it was recorded)")
     if m:
         return f"{m.group(1)} Lipschitz estimates of the margin (no lipschitz.json entry for {m.group(1)})"
     if column.startswith("logit_lip_") or column == "input_scale":
@@ -118,16 +123,17 @@ def intrinsic_columns(meta: Mapping, path: Path, dataset: Any, d: Any) -> tuple[
     Otherwise the two-NN and Levina-Bickel estimates recorded by training in ``run.json``
     (``intrinsic_dim``) or by ``python -m advrobust.intrinsic`` in ``intrinsic.json``; None if neither.
     """
-    from . import runs
-    from .intrinsic import known_dimension
+    rec = meta.get("intrinsic_dim")
+    if not isinstance(rec, dict) and (Path(path) / runs.INTRINSIC_FILE).is_file():
+        rec = runs.read_json(Path(path) / runs.INTRINSIC_FILE, what="intrinsic-dimension record")
+    return _intrinsic(rec if isinstance(rec, dict) else None, dataset, d)
 
+
+def _intrinsic(rec: Mapping | None, dataset: Any, d: Any) -> tuple[Any, Any]:
     known = known_dimension(dataset, d)
     if known is not None:
         return known, known
-    rec = meta.get("intrinsic_dim")
-    if not isinstance(rec, dict) and (path / "intrinsic.json").is_file():
-        rec = runs.read_json(path / "intrinsic.json", what="intrinsic-dimension record")
-    if not isinstance(rec, dict):
+    if rec is None:
         return None, None
     if rec.get("known") is not None:
         return rec["known"], rec["known"]
@@ -155,6 +161,23 @@ def _num(meta: Mapping, *keys: str) -> Any:
     return None
 
 
+def resolve_norms(norms: Iterable[Any] | None, found: Iterable[str]) -> list[str]:
+    """The norms to compare: those asked for (``'l2'``, ``2.0``, ...), else every norm with attack
+    results in ``found`` in the order l2, linf, l1, else l2."""
+    if norms is not None:
+        return [_norm_key(n) for n in norms]
+    found = set(found)
+    return [n for n in ("l2", "linf", "l1") if n in found] or ["l2"]
+
+
+def _eps_map(eps: Mapping[str, Sequence[float]] | Sequence[float] | None, norm_list: Sequence[str]) -> dict:
+    if eps is None:
+        return {n: tuple(DEFAULT_EPS[n]) for n in norm_list}
+    if isinstance(eps, Mapping):
+        return {n: tuple(float(e) for e in eps.get(n, DEFAULT_EPS[n])) for n in norm_list}
+    return {n: tuple(float(e) for e in eps) for n in norm_list}
+
+
 def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None = None,
                  eps: Mapping[str, Sequence[float]] | Sequence[float] | None = None) -> list[dict]:
     """One row per run directory (or per run found below a folder).
@@ -173,132 +196,132 @@ def collect_rows(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None 
     ``{column: command that fills it}`` for every column that is None because a file is absent.
     Radii medians include 0 (misclassified) and inf (no attack succeeded) samples.
     """
-    import numpy as np
-
-    from . import runs
-
     paths = runs.find_runs(list(run_dirs))
-    if norms is None:
-        found = set()
-        for p in paths:
-            for f in p.glob("attack-*-*.npz"):
-                m = re.fullmatch(r"attack-(l1|l2|linf)-(train|test)\.npz", f.name)
-                if m:
-                    found.add(m.group(1))
-        norm_list = [n for n in ("l2", "linf", "l1") if n in found] or ["l2"]
-    else:
-        norm_list = [_norm_key(n) for n in norms]
-    if eps is None:
-        eps_map = {n: tuple(DEFAULT_EPS[n]) for n in norm_list}
-    elif isinstance(eps, Mapping):
-        eps_map = {n: tuple(float(e) for e in eps.get(n, DEFAULT_EPS[n])) for n in norm_list}
-    else:
-        eps_map = {n: tuple(float(e) for e in eps) for n in norm_list}
-    rows = []
-    names = [p.name for p in paths]
-    for path in paths:
-        meta = runs.read_run_record(path)
-        spec = meta.get("spec") or {}
-        dspec = spec.get("data") or {}
-        mspec = spec.get("model") or {}
-        tspec = spec.get("train") or {}
-        name = path.name if names.count(path.name) == 1 else str(path)
-        n, d, p = _num(meta, "n"), _num(meta, "d"), _num(meta, "params", "p")
-        dmeta = meta.get("data_meta") or {}
-        row: dict[str, Any] = {
-            "run": name, "path": str(path),
-            "dataset": dspec.get("name") or dmeta.get("name") or meta.get("dataset"),
-            "family": mspec.get("family"), "width": mspec.get("width"), "depth": mspec.get("depth"),
-            "n": n, "d": d, "params": p, "params_target": meta.get("params_target"),
-            "p/n": p / n if p and n else None,
-            "p/(n*d)": p / (n * d) if p and n and d else None,
-            "train_accuracy": _finite_or_none(meta.get("train_accuracy")),
-            "test_accuracy": _finite_or_none(meta.get("test_accuracy")),
-            "labels": dspec.get("labels"), "label_noise": dspec.get("label_noise"), "flip": dspec.get("flip"),
-            "training": training_kind(tspec),
-            "input_scale": None,
-            "interpolated": None,
-            "d_intrinsic": None, "d_intrinsic_mle": None,
-        }
-        acc = row["train_accuracy"]
-        row["interpolated"] = None if acc is None else bool(acc >= 1.0 - 1e-12)
-        row["d_intrinsic"], row["d_intrinsic_mle"] = intrinsic_columns(meta, path, row["dataset"], d)
-        missing: dict[str, str] = {}
-        for key in ("n", "d", "params", "train_accuracy", "test_accuracy"):
-            if row[key] is None:
-                missing[key] = TRAIN_CMD.format(path=path)
-        lip = None
-        lf = path / "lipschitz.json"
-        if lf.is_file():
-            lip = runs.read_json(lf, what="Lipschitz file")
-            if not isinstance(lip, dict):
-                raise UserError(f"{lf} is not a Lipschitz record; delete it and rerun python -m advrobust.lipschitz {path}")
-        from .lipschitz import input_scale
+    norm_list = resolve_norms(norms, set().union(*(runs.result_norms(p) for p in paths)))
+    return rows_from_results([runs.load_results(p, norms=norm_list) for p in paths], norms=norm_list, eps=eps)
 
-        scale, _ = input_scale(None, dmeta if isinstance(dmeta, dict) else None)
-        if scale is None:
-            scale = (lip or {}).get("input_scale")
-        row["input_scale"] = _finite_or_none(scale)
+
+def compare(run_dirs: Sequence[str | Path], *, norms: Iterable[Any] | None = None,
+            eps: Mapping[str, Sequence[float]] | Sequence[float] | None = None,
+            filters: Sequence[str] = (), sort: str | None = None) -> list[dict]:
+    """The library entry behind ``python -m advrobust.compare``: :func:`collect_rows`, then each
+    ``COLUMN OP VALUE`` filter (:func:`filter_rows`), then :func:`sort_rows` by ``sort``."""
+    rows = collect_rows(run_dirs, norms=norms, eps=eps)
+    for expr in filters:
+        rows = filter_rows(rows, expr)
+    return sort_rows(rows, sort) if sort else rows
+
+
+def rows_from_results(loaded: Sequence[runs.RunResults], *, norms: Sequence[str],
+                      eps: Mapping[str, Sequence[float]] | Sequence[float] | None = None) -> list[dict]:
+    """:func:`collect_rows` over runs already read by :func:`advrobust.runs.load_results` (the report
+    reads each run once and takes these rows as its comparison table). ``norms``: names (l1, l2, linf)."""
+    norm_list = [_norm_key(n) for n in norms]
+    eps_map = _eps_map(eps, norm_list)
+    names = [r.path.name for r in loaded]
+    rows = []
+    for res in loaded:
+        path = res.path
+        row, missing = _run_columns(res, path.name if names.count(path.name) == 1 else str(path))
         for nm in norm_list:
             for split in SPLITS:
-                stem = runs.results_stem(nm, split)
-                f = path / f"{stem}.npz"
-                cmd = attack_command(path, nm, split)
-                med, cnt = f"{nm}_{split}_radius_median", f"{nm}_{split}_attacked"
-                acc_cols = [f"{nm}_{split}_robust_acc@{e:g}" for e in eps_map[nm]]
-                cert_cols = [f"{nm}_{split}_certified@{e:g}" for e in eps_map[nm]]
-                if not f.is_file():
-                    for c in (med, cnt, *acc_cols):
-                        row[c] = None
-                        missing[c] = cmd
-                    for c in cert_cols:
-                        row[c] = None
-                        missing[c] = attack_command(path, nm, split, certify="crown")
-                    continue
-                res = runs.load_npz(f)
-                if "best_radius" not in res:
-                    raise UserError(f"{f} has no best_radius array; delete it and rerun {cmd}")
-                r = np.asarray(res["best_radius"], dtype=np.float64)
-                r = r[~np.isnan(r)]
-                row[cnt] = int(r.size)
-                row[med] = median(r) if r.size else None
-                for c, e in zip(acc_cols, eps_map[nm]):
-                    row[c] = float(np.mean(r > e)) if r.size else None
-                lower_key = next((k for k in ("exact_lower", "lower__crown", "lower__crown-ibp", "lower__ibp") if k in res), None)
-                for c, e in zip(cert_cols, eps_map[nm]):
-                    if lower_key is None:
-                        row[c] = None
-                        missing[c] = attack_command(path, nm, split, certify="crown")
-                    else:
-                        lb = np.asarray(res[lower_key], dtype=np.float64)
-                        row[c] = float(np.mean(np.nan_to_num(lb, nan=-np.inf) >= e)) if lb.size else None
-            entry = None
-            if lip is not None:
-                entry = (lip.get("by_norm") or {}).get(nm)
-                if entry is None and lip.get("norm") == nm:
-                    entry = lip
-            lcmd = LIPSCHITZ_CMD.format(path=path, norm=nm)
-            for key, col in (("lower", f"{nm}_lip_lower"), ("upper", f"{nm}_lip_upper"),
-                             ("lower_gradient_median", f"{nm}_lip_local_median")):
-                v = ((entry or {}).get("margin") or {}).get(key)
-                row[col] = _finite_or_none(v)
-                if row[col] is None:
-                    missing[col] = lcmd if entry is None or key != "upper" else \
-                        f"{lcmd} (the upper bound is unavailable for this architecture: " \
-                        f"{(entry.get('margin') or {}).get('upper_reason')})"
-        lg = (lip or {}).get("logit") or {}
+                _radius_columns(row, missing, res, nm, split, eps_map[nm])
+            _lipschitz_columns(row, missing, res, nm)
+        lg = (res.lipschitz or {}).get("logit") or {}
         for key in ("lower", "upper"):
             col = f"logit_lip_{key}"
             row[col] = _finite_or_none(lg.get(key))
             if row[col] is None:
                 missing[col] = LIPSCHITZ_CMD.format(path=path, norm="l2")
-        if row["d_intrinsic"] is None and d is not None:
+        if row["d_intrinsic"] is None and row["d"] is not None:
             missing["d_intrinsic"] = INTRINSIC_CMD.format(path=path)
         if row["input_scale"] is None:
             missing["input_scale"] = LIPSCHITZ_CMD.format(path=path, norm="l2")
         row["missing"] = missing
         rows.append(row)
     return rows
+
+
+def _run_columns(res: runs.RunResults, name: str) -> tuple[dict, dict]:
+    """A row's columns from ``run.json`` (and the input scale), and the missing ones among them."""
+    meta, path = res.meta, res.path
+    spec = meta.get("spec") or {}
+    dspec = spec.get("data") or {}
+    mspec = spec.get("model") or {}
+    n, d, p = _num(meta, "n"), _num(meta, "d"), _num(meta, "params", "p")
+    dmeta = meta.get("data_meta") or {}
+    row: dict[str, Any] = {
+        "run": name, "path": str(path),
+        "dataset": dspec.get("name") or dmeta.get("name") or meta.get("dataset"),
+        "family": mspec.get("family"), "width": mspec.get("width"), "depth": mspec.get("depth"),
+        "n": n, "d": d, "params": p, "params_target": meta.get("params_target"),
+        "p/n": p / n if p and n else None,
+        "p/(n*d)": p / (n * d) if p and n and d else None,
+        "train_accuracy": _finite_or_none(meta.get("train_accuracy")),
+        "test_accuracy": _finite_or_none(meta.get("test_accuracy")),
+        "labels": dspec.get("labels"), "label_noise": dspec.get("label_noise"), "flip": dspec.get("flip"),
+        "training": training_kind(spec.get("train") or {}),
+        "input_scale": None,
+        "interpolated": None,
+        "d_intrinsic": None, "d_intrinsic_mle": None,
+    }
+    acc = row["train_accuracy"]
+    row["interpolated"] = None if acc is None else bool(acc >= 1.0 - 1e-12)
+    row["d_intrinsic"], row["d_intrinsic_mle"] = _intrinsic(res.intrinsic, row["dataset"], d)
+    missing = {key: TRAIN_CMD.format(path=path) for key in ("n", "d", "params", "train_accuracy", "test_accuracy")
+               if row[key] is None}
+    scale, _ = input_scale(None, dmeta if isinstance(dmeta, dict) else None)
+    if scale is None:
+        scale = (res.lipschitz or {}).get("input_scale")
+    row["input_scale"] = _finite_or_none(scale)
+    return row, missing
+
+
+def _radius_columns(row: dict, missing: dict, res: runs.RunResults, nm: str, split: str,
+                    eps: Sequence[float]) -> None:
+    """Median radius, count, robust and certified accuracy of one norm and split (None, with the
+    command that fills them in ``missing``, where the run has no such results)."""
+    med, cnt = f"{nm}_{split}_radius_median", f"{nm}_{split}_attacked"
+    acc_cols = [f"{nm}_{split}_robust_acc@{e:g}" for e in eps]
+    cert_cols = [f"{nm}_{split}_certified@{e:g}" for e in eps]
+    if (nm, split) not in res.results:
+        cmd = attack_command(res.path, nm, split)
+        for c in (med, cnt, *acc_cols):
+            row[c] = None
+            missing[c] = cmd
+        for c in cert_cols:
+            row[c] = None
+            missing[c] = attack_command(res.path, nm, split, certify="crown")
+        return
+    arrays = res.results[(nm, split)][0]
+    r = np.asarray(arrays["best_radius"], dtype=np.float64)
+    r = r[~np.isnan(r)]
+    row[cnt] = int(r.size)
+    row[med] = median(r) if r.size else None
+    for c, e in zip(acc_cols, eps):
+        row[c] = float(np.mean(r > e)) if r.size else None
+    lower_key = next((k for k in ("exact_lower", "lower__crown", "lower__crown-ibp", "lower__ibp") if k in arrays), None)
+    for c, e in zip(cert_cols, eps):
+        if lower_key is None:
+            row[c] = None
+            missing[c] = attack_command(res.path, nm, split, certify="crown")
+        else:
+            lb = np.asarray(arrays[lower_key], dtype=np.float64)
+            row[c] = float(np.mean(np.nan_to_num(lb, nan=-np.inf) >= e)) if lb.size else None
+
+
+def _lipschitz_columns(row: dict, missing: dict, res: runs.RunResults, nm: str) -> None:
+    """The margin's Lipschitz estimates for input norm ``nm`` from ``lipschitz.json``."""
+    entry = res.lipschitz_entry(nm)
+    lcmd = LIPSCHITZ_CMD.format(path=res.path, norm=nm)
+    for key, col in (("lower", f"{nm}_lip_lower"), ("upper", f"{nm}_lip_upper"),
+                     ("lower_gradient_median", f"{nm}_lip_local_median")):
+        v = ((entry or {}).get("margin") or {}).get(key)
+        row[col] = _finite_or_none(v)
+        if row[col] is None:
+            missing[col] = lcmd if entry is None or key != "upper" else \
+                f"{lcmd} (the upper bound is unavailable for this architecture: " \
+                f"{(entry.get('margin') or {}).get('upper_reason')})"
 
 
 # --------------------------------------------------------------------------- formatting
@@ -457,10 +480,6 @@ def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str
     ``share_b_larger``, ``wilcoxon_statistic``, ``p_value`` (None with fewer than 2 pairs),
     ``same_data`` (False if the runs' data specs differ: then indices are different points).
     """
-    import numpy as np
-
-    from . import runs
-
     nm = _norm_key(norm)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use train or test")
@@ -491,7 +510,7 @@ def paired(run_a: str | Path, run_b: str | Path, *, norm: Any = "l2", split: str
            "same_data": (metas[0].get("spec") or {}).get("data") == (metas[1].get("spec") or {}).get("data")}
     logr = np.log(ratio)
     if ratio.size >= 2 and np.any(logr != 0):
-        from scipy.stats import wilcoxon
+        from scipy.stats import wilcoxon  # only --pair needs scipy.stats (about a second to import)
 
         w = wilcoxon(logr)
         out["wilcoxon_statistic"], out["p_value"] = float(w.statistic), float(w.pvalue)
@@ -508,8 +527,6 @@ def law_fits(rows: Sequence[Mapping[str, Any]], *, norms: Sequence[str], bootstr
     (regime ``beyond``); against n, d and d_intrinsic every run that interpolates (``interpolating``).
     All seeds of a grid point enter as separate runs, and the bootstrap resamples runs. Each fit
     carries its ``group`` label; fits that cannot be made are listed with the reason."""
-    from . import law
-
     out = []
     for var in ("params", "n", "d", "d_intrinsic"):
         for label, members in law.comparable_groups(rows, var):
@@ -526,8 +543,29 @@ def law_fits(rows: Sequence[Mapping[str, Any]], *, norms: Sequence[str], bootstr
     return out
 
 
+def row_norms(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The norms with columns in ``rows`` (sorted), l2 if none: the norms :func:`law_fits` fits."""
+    return sorted({k.split("_")[0] for r in rows for k in r if re.match(r"(l1|l2|linf)_", k)}) or ["l2"]
+
+
+def format_fits(fits: Sequence[Mapping[str, Any]]) -> str:
+    """The law fits as printed under compare's table (one line per fit, or per fit that failed)."""
+    if not fits:
+        return ""
+    return "\nlaw of robustness fits (log-log least squares, bootstrap CI):\n" + \
+        "".join(f"  {format_fit(f)}\n" for f in fits)
+
+
+def format_pair(pair: Mapping[str, Any]) -> str:
+    """The paired comparison (:func:`paired`) as printed under compare's table."""
+    return (f"\npaired {pair['norm']} {pair['split']}: radius ratio B/A on {pair['n_used']} of "
+            f"{pair['n_common']} common samples: median {_cell(pair['median_ratio'])}, geometric mean "
+            f"{_cell(pair['geomean_ratio'])}, Wilcoxon p = {_cell(pair['p_value'])}"
+            + ("" if pair["same_data"] else "  (WARNING: the runs' data differ)") + "\n")
+
+
 def format_fit(f: Mapping[str, Any]) -> str:
-    """One law fit of :func:`law_fits` as the line the command prints under the table."""
+    """One law fit (or why there is none) on one line."""
     head = f"{f['norm']} {f['response']} vs {f['against']}"
     if f.get("group"):
         head = f"{f['group']}: {head}"
@@ -550,71 +588,8 @@ def format_fit(f: Mapping[str, Any]) -> str:
     return s
 
 
-# --------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    from .cli._common import argument_parser
-
-    ap = argument_parser(prog="python -m advrobust.compare",
-                                 description="Compare runs: one row per model, and the law-of-robustness fit.")
-    ap.add_argument("runs", nargs="+", help="run directories or folders holding them")
-    ap.add_argument("--sort", default=None, help="column to sort by (prefix - for descending)")
-    ap.add_argument("--filter", action="append", default=[], metavar="EXPR",
-                    help="keep rows where COLUMN OP VALUE holds, e.g. dataset=digits, params>1000 (repeatable)")
-    ap.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json"),
-                    help="output format (default table; csv holds every column at full precision)")
-    ap.add_argument("--columns", default=None, help="comma-separated columns to show")
-    ap.add_argument("--eps", default=None, help="robust-accuracy radii, comma-separated (e.g. 0.1,0.5)")
-    ap.add_argument("--norm", action="append", default=None, help="norm(s) to report (default: all attacked)")
-    ap.add_argument("--fit", action=argparse.BooleanOptionalAction, default=True,
-                    help="fit the law when runs differ in p, n or d (default on)")
-    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the law fits' intervals (default 2000)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    ap.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
-                    help="paired per-sample radius comparison of two runs (ratio B/A, Wilcoxon test)")
-    ap.add_argument("--split", default="test", choices=SPLITS, help="split for --pair (default test)")
-    ap.add_argument("--json", action="store_true", help="print rows, fits and pairing as JSON")
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    eps = None
-    if args.eps:
-        try:
-            eps = [float(e) for e in args.eps.split(",") if e.strip()]
-        except ValueError:
-            raise UserError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
-        if any(not math.isfinite(e) or e < 0 for e in eps):
-            raise UserError("--eps values must be finite and >= 0")
-    if args.bootstrap < 0:
-        raise UserError(f"--bootstrap must be >= 0 resamples (0: no intervals), got {args.bootstrap}")
-    rows = collect_rows(args.runs, norms=args.norm, eps=eps)
-    for expr in args.filter:
-        rows = filter_rows(rows, expr)
-    if args.sort:
-        rows = sort_rows(rows, args.sort)
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    norms = sorted({k.split("_")[0] for r in rows for k in r if re.match(r"(l1|l2|linf)_", k)}) or ["l2"]
-    fits = law_fits(rows, norms=norms, bootstrap=args.bootstrap, seed=args.seed) if args.fit and rows else []
-    pair = paired(args.pair[0], args.pair[1], norm=(args.norm or ["l2"])[0], split=args.split) if args.pair else None
-    if args.json:
-        print_json({"rows": rows, "fits": fits, "paired": pair})
-        return 0
-    print(format_table(rows, fmt=args.format, columns=columns), end="")
-    if args.format in ("table", "markdown"):
-        if fits:
-            print("\nlaw of robustness fits (log-log least squares, bootstrap CI):")
-            for f in fits:
-                print("  " + format_fit(f))
-        if pair:
-            print(f"\npaired {pair['norm']} {pair['split']}: radius ratio B/A on {pair['n_used']} of "
-                  f"{pair['n_common']} common samples: median {_cell(pair['median_ratio'])}, geometric mean "
-                  f"{_cell(pair['geomean_ratio'])}, Wilcoxon p = {_cell(pair['p_value'])}"
-                  + ("" if pair["same_data"] else "  (WARNING: the runs' data differ)"))
-    return 0
-
-
 if __name__ == "__main__":
-    import sys
+    from advrobust.cli.compare import main
+    from advrobust.cli._common import run_main
 
-    sys.exit(run_main(main))
+    raise SystemExit(run_main(main))

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from .errors import UserError
 
 # predicted exponents: response -> variable -> exponent
@@ -52,7 +54,8 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], *, bootstrap: int = 20
     dict ``exponent, intercept, ci_low, ci_high, r2, n`` (``intercept`` in natural log, so
     ``y ~ exp(intercept) * x ** exponent``); the CI is None with fewer than 3 points.
     """
-    import numpy as np
+    # scipy.stats takes about a second to import; only fits need it (compare without --fit does not)
+    from scipy.stats import linregress
 
     xa = np.asarray(list(x), dtype=np.float64)
     ya = np.asarray(list(y), dtype=np.float64)
@@ -63,31 +66,38 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], *, bootstrap: int = 20
     if xa.size < 2 or np.unique(xa).size < 2:
         raise ValueError("a power-law fit needs at least two distinct x values")
     lx, ly = np.log(xa), np.log(ya)
-
-    def ols(a, b):
-        am = a.mean()
-        var = ((a - am) ** 2).sum()
-        slope = ((a - am) * (b - b.mean())).sum() / var
-        return slope, b.mean() - slope * am
-
-    slope, icpt = ols(lx, ly)
-    resid = ly - (icpt + slope * lx)
-    ss_tot = ((ly - ly.mean()) ** 2).sum()
-    r2 = 1.0 - (resid ** 2).sum() / ss_tot if ss_tot > 0 else 1.0
-    lo = hi = None
+    line = linregress(lx, ly)
+    slope, icpt = line.slope, line.intercept
+    # all y equal: the flat line fits exactly (linregress reports r = 0 there, having no correlation)
+    r2 = line.rvalue ** 2 if np.ptp(ly) > 0 else 1.0
+    lo, hi = None, None
     if xa.size >= 3 and bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, xa.size, size=(bootstrap, xa.size))
-        bx, by = lx[idx], ly[idx]
-        bxm = bx.mean(1, keepdims=True)
-        var = ((bx - bxm) ** 2).sum(1)
-        ok = var > 1e-12 * max(1.0, float((lx ** 2).max()))
-        slopes = ((bx - bxm) * (by - by.mean(1, keepdims=True))).sum(1)[ok] / var[ok]
-        if slopes.size:
-            a = (1.0 - level) / 2
-            lo, hi = float(np.quantile(slopes, a)), float(np.quantile(slopes, 1 - a))
+        lo, hi = _bootstrap_slope_ci(lx, ly, bootstrap=bootstrap, seed=seed, level=level)
     return {"exponent": float(slope), "intercept": float(icpt), "ci_low": lo, "ci_high": hi,
             "r2": float(r2), "n": int(xa.size)}
+
+
+def _bootstrap_slope_ci(lx: np.ndarray, ly: np.ndarray, *, bootstrap: int, seed: int,
+                        level: float) -> tuple[float | None, float | None]:
+    """Percentile interval of the least-squares slope over ``bootstrap`` resamples of the points (runs).
+
+    Not ``scipy.stats.bootstrap``: it draws the very same resamples (``Generator.integers(0, n, (B,
+    n))``; its percentile interval matched ours to the last bit or two on the 45 fits of law_digits
+    and law_sphere_final where it had one), but a resample whose runs all share one x has no slope,
+    and scipy's interval is then NaN (6 of those 45 fits: small groups, seeds at two sizes). Here
+    such resamples are skipped. None, None when every resample is degenerate.
+    """
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, lx.size, size=(bootstrap, lx.size))
+    bx, by = lx[idx], ly[idx]
+    bxm = bx.mean(1, keepdims=True)
+    var = ((bx - bxm) ** 2).sum(1)
+    ok = var > 1e-12 * max(1.0, float((lx ** 2).max()))
+    slopes = ((bx - bxm) * (by - by.mean(1, keepdims=True))).sum(1)[ok] / var[ok]
+    if not slopes.size:
+        return None, None
+    a = (1.0 - level) / 2
+    return float(np.quantile(slopes, a)), float(np.quantile(slopes, 1 - a))
 
 
 def fixed_slope_constant(x: Sequence[float], y: Sequence[float], *, exponent: float) -> dict:
@@ -95,8 +105,6 @@ def fixed_slope_constant(x: Sequence[float], y: Sequence[float], *, exponent: fl
 
     Returns ``{"constant": C, "log_residual_sd": sd, "n": n}``.
     """
-    import numpy as np
-
     lx = np.log(np.asarray(list(x), dtype=np.float64))
     ly = np.log(np.asarray(list(y), dtype=np.float64))
     c = float(np.mean(ly - exponent * lx))
@@ -344,13 +352,57 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
     thresholds = interpolation_thresholds(rows)
     use_scale = unit_scale and all(isinstance(r.get("input_scale"), (int, float)) and r["input_scale"] > 0
                                    for r in rows)
+    xs, ys, used, excluded, law_x = _fit_points(rows, response=response, against=against, regime=regime, norm=norm,
+                                                thresholds=thresholds, use_scale=use_scale)
+    if len(set(xs)) < 2:
+        why: dict = {}
+        for e in excluded:
+            key = e["why"].split(" (")[0]
+            why[key] = why.get(key, 0) + 1
+        left = "; left out: " + ", ".join(f"{k} {v}" for k, v in why.items()) if why else ""
+        raise UserError(f"need at least two runs with distinct {against} and a usable {response} in regime "
+                        f"{regime!r} (have {len(xs)}{left}); train more sizes, or longer so that they interpolate, "
+                        "or fit with regime='all'")
+    fit = fit_power_law(xs, ys, bootstrap=bootstrap, seed=seed)
+    var = _LAW_VARIABLE.get(against, against)
+    predicted = PREDICTED[kind].get(var)
+    within = None
+    if predicted is not None and fit["ci_low"] is not None:
+        within = fit["ci_low"] <= predicted <= fit["ci_high"]
+    constant = None
+    if all(v is not None for v in law_x):
+        constant = fixed_slope_constant(law_x, ys, exponent=0.5 if kind == "lipschitz" else -0.5)
+        constant["form"] = "lip = C * sqrt(n d / p)" if kind == "lipschitz" else \
+            "radius = C * sqrt(p / (n d))  (heuristic)"
+    theorem = [_theorem3_row(r, use_scale=use_scale, delta=delta) for r in rows if r.get("run") in used]
+    return {"group": groups[0][0] if len(groups) == 1 else "pooled: " + "; ".join(g for g, _ in groups),
+            "response": response, "against": against, "regime": regime, "norm": norm,
+            "kind": kind, "unit_scale": use_scale, "fit": fit, "predicted_exponent": predicted,
+            "within_ci": within, "constant": constant, "theorem3": theorem, "rows_used": used,
+            "excluded": excluded, "x": xs, "y": ys,
+            "thresholds": [dict(zip(GROUP_KEYS["params"], k), params=v) for k, v in thresholds.items()],
+            "groups": len(groups),
+            "note": ("the law predicts the exponent for Lipschitz lower bounds (Theorem 3)" if kind == "lipschitz"
+                     else "radius exponents follow from radius ~ margin / Lip: a heuristic reading of the "
+                          "law, not the theorem")}
+
+
+def _pooled_intrinsic(rows: Sequence[Mapping[str, Any]]) -> dict:
+    """Mean ``d_intrinsic`` over the rows of each pixel count d (seeds of one data set share one x)."""
     pooled_dint: dict = {}
-    if against == "d_intrinsic":
-        for r in rows:
-            v = r.get("d_intrinsic")
-            if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
-                pooled_dint.setdefault(_group_value(r.get("d")), []).append(float(v))
-        pooled_dint = {k: sum(v) / len(v) for k, v in pooled_dint.items()}
+    for r in rows:
+        v = r.get("d_intrinsic")
+        if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
+            pooled_dint.setdefault(_group_value(r.get("d")), []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in pooled_dint.items()}
+
+
+def _fit_points(rows: Sequence[Mapping[str, Any]], *, response: str, against: str, regime: str, norm: str,
+                thresholds: dict, use_scale: bool) -> tuple[list, list, list, list, list]:
+    """The rows :func:`fit_law` fits: ``(xs, ys, used run names, excluded {run, why}, n d / p per used
+    row)``, y in unit-scale coordinates where ``use_scale``."""
+    kind = _kind(response)
+    pooled_dint = _pooled_intrinsic(rows) if against == "d_intrinsic" else {}
     xs, ys, used, excluded, law_x = [], [], [], [], []
     for r in rows:
         name = r.get("run", "?")
@@ -389,64 +441,33 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
         ys.append(float(yv))
         used.append(name)
         law_x.append(r["n"] * r["d"] / p if p and r.get("n") and r.get("d") else None)
-    if len(set(xs)) < 2:
-        why: dict = {}
-        for e in excluded:
-            key = e["why"].split(" (")[0]
-            why[key] = why.get(key, 0) + 1
-        left = "; left out: " + ", ".join(f"{k} {v}" for k, v in why.items()) if why else ""
-        raise UserError(f"need at least two runs with distinct {against} and a usable {response} in regime "
-                        f"{regime!r} (have {len(xs)}{left}); train more sizes, or longer so that they interpolate, "
-                        "or fit with regime='all'")
-    fit = fit_power_law(xs, ys, bootstrap=bootstrap, seed=seed)
-    var = _LAW_VARIABLE.get(against, against)
-    predicted = PREDICTED[kind].get(var)
-    within = None
-    if predicted is not None and fit["ci_low"] is not None:
-        within = fit["ci_low"] <= predicted <= fit["ci_high"]
-    constant = None
-    if all(v is not None for v in law_x):
-        constant = fixed_slope_constant(law_x, ys, exponent=0.5 if kind == "lipschitz" else -0.5)
-        constant["form"] = "lip = C * sqrt(n d / p)" if kind == "lipschitz" else \
-            "radius = C * sqrt(p / (n d))  (heuristic)"
-    # the literal Theorem 3 value for each used row (interpolating fits: training MSE 0, eps = sigma^2)
-    theorem = []
-    for r in rows:
-        if r.get("run") not in used:
-            continue
-        sigma2, sig_why = noise_level(r)
-        c, c_why = isoperimetry_constant(r.get("dataset"))
-        fails = []
-        if c is None:
-            fails.append("isoperimetry: " + c_why)
-        if not use_scale:
-            fails.append("unit scale: input scale unknown, values are in pixel units")
-        fails.append("W*J: unknown for a trained network (W*J = 1 assumed; it enters through a log)")
-        acc = r.get("train_accuracy")
-        if sigma2 is None or sigma2 <= 0:
-            fails.append("noise level: " + (sig_why if sigma2 is None else "clean labels, sigma^2 = 0: "
-                                            "the theorem says nothing (no fit can be below the noise level)"))
-            theorem.append({"run": r.get("run"), "value": None, "hypotheses_failing": fails})
-            continue
-        if acc is None or acc < 1.0 - 1e-12:
-            fails.append("fit: the model does not interpolate, its training MSE (hence eps) is unknown")
-            theorem.append({"run": r.get("run"), "value": None, "hypotheses_failing": fails})
-            continue
-        bound = theorem3_bound(n=r["n"], d=r["d"], p=r["params"], eps=sigma2, c=c or 1.0, delta=delta)
-        if not bound["sample_condition"]:
-            fails.append(f"sample size: n eps^2 = {r['n'] * sigma2 ** 2:.4g} < 8^4 log(8/delta) = "
-                         f"{8 ** 4 * math.log(8 / delta):.4g} (needs n >= {bound['needed_n']})")
-        theorem.append({"run": r.get("run"), "value": bound["value"], "eps": sigma2, "noise": sig_why,
-                        "hypotheses_failing": fails,
-                        "note": "eps = sigma^2 taking the interpolating fit's training MSE as 0 "
-                                "(f = the margin rescaled and clipped to +-1)"})
-    return {"group": groups[0][0] if len(groups) == 1 else "pooled: " + "; ".join(g for g, _ in groups),
-            "response": response, "against": against, "regime": regime, "norm": norm,
-            "kind": kind, "unit_scale": use_scale, "fit": fit, "predicted_exponent": predicted,
-            "within_ci": within, "constant": constant, "theorem3": theorem, "rows_used": used,
-            "excluded": excluded, "x": xs, "y": ys,
-            "thresholds": [dict(zip(GROUP_KEYS["params"], k), params=v) for k, v in thresholds.items()],
-            "groups": len(groups),
-            "note": ("the law predicts the exponent for Lipschitz lower bounds (Theorem 3)" if kind == "lipschitz"
-                     else "radius exponents follow from radius ~ margin / Lip: a heuristic reading of the "
-                          "law, not the theorem")}
+    return xs, ys, used, excluded, law_x
+
+
+def _theorem3_row(r: Mapping[str, Any], *, use_scale: bool, delta: float) -> dict:
+    """The literal Theorem 3 value for one fitted row (interpolating fits: training MSE 0, eps =
+    sigma^2) and the hypotheses it fails or that are unknown."""
+    sigma2, sig_why = noise_level(r)
+    c, c_why = isoperimetry_constant(r.get("dataset"))
+    fails = []
+    if c is None:
+        fails.append("isoperimetry: " + c_why)
+    if not use_scale:
+        fails.append("unit scale: input scale unknown, values are in pixel units")
+    fails.append("W*J: unknown for a trained network (W*J = 1 assumed; it enters through a log)")
+    acc = r.get("train_accuracy")
+    if sigma2 is None or sigma2 <= 0:
+        fails.append("noise level: " + (sig_why if sigma2 is None else "clean labels, sigma^2 = 0: "
+                                        "the theorem says nothing (no fit can be below the noise level)"))
+        return {"run": r.get("run"), "value": None, "hypotheses_failing": fails}
+    if acc is None or acc < 1.0 - 1e-12:
+        fails.append("fit: the model does not interpolate, its training MSE (hence eps) is unknown")
+        return {"run": r.get("run"), "value": None, "hypotheses_failing": fails}
+    bound = theorem3_bound(n=r["n"], d=r["d"], p=r["params"], eps=sigma2, c=c or 1.0, delta=delta)
+    if not bound["sample_condition"]:
+        fails.append(f"sample size: n eps^2 = {r['n'] * sigma2 ** 2:.4g} < 8^4 log(8/delta) = "
+                     f"{8 ** 4 * math.log(8 / delta):.4g} (needs n >= {bound['needed_n']})")
+    return {"run": r.get("run"), "value": bound["value"], "eps": sigma2, "noise": sig_why,
+            "hypotheses_failing": fails,
+            "note": "eps = sigma^2 taking the interpolating fit's training MSE as 0 "
+                    "(f = the margin rescaled and clipped to +-1)"}

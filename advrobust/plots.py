@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -316,8 +317,6 @@ def plot_radius_distribution(groups: Sequence[dict], *, norm: str, image: bool):
         ax.set_xticks(range(len(groups)))
         # long run names side by side overlap: slant them when there are several models
         # labels wrapped onto short lines, upright: slanted labels' boxes overlap their neighbours'
-        import textwrap
-
         names = [textwrap.fill(str(g.get("label", g["run"])), 11, break_long_words=False) for g in groups]
         # too wide for the space per model (many models, long labels): vertical labels, one line each
         spacing_pt = (width - 1.6) * 72 / max(len(groups), 1)
@@ -375,7 +374,6 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
     style entries take the series' own colours.
     """
     _, plt = _mpl()
-    from matplotlib.lines import Line2D
 
     with plt.rc_context(_style()):
         fig, ax = plt.subplots(figsize=(SINGLE + 1.6, 2.6))
@@ -384,39 +382,13 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
         styles: dict = {}
         law_slopes = set()
         for s in series:
-            x = np.asarray(s["x"], dtype=float)
-            y = np.asarray(s["y"], dtype=float)
-            faded = np.asarray(s.get("faded") or [False] * len(x), dtype=bool)
-            ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-            if not ok.any():
+            drawn = _scaling_series(ax, s, law_slopes)
+            if drawn is None:
                 continue
-            x, y, faded = x[ok], y[ok], faded[ok]
-            allx.append(x)
-            ally.append(y)
-            face = s["color"] if s.get("filled", True) else "white"
-            for pale, alpha in ((False, 1.0), (True, 0.3)):
-                sel = faded == pale
-                if sel.any():
-                    ax.plot(x[sel], y[sel], linestyle="none", marker=s.get("marker", "o"), color=s["color"],
-                            markerfacecolor=face, alpha=alpha)
+            allx.append(drawn[0])
+            ally.append(drawn[1])
             groups.setdefault(s.get("group") or s["label"], (s.get("marker", "o"), s["color"]))
             styles.setdefault(bool(s.get("filled", True)), s.get("style") or s["label"])
-            fit = s.get("fit")
-            fx = x[~faded] if (~faded).sum() >= 2 and len(set(x[~faded])) >= 2 else x
-            fy = y[~faded] if fx is not x else y
-            grid = np.geomspace(fx.min(), fx.max(), 50) if fx.max() > fx.min() else None
-            line = "-" if s.get("filled", True) else "--"
-            if fit and grid is not None and np.isfinite(fit.get("exponent", np.nan)) and s.get("filled", True):
-                yy = np.exp(fit["intercept"]) * grid ** fit["exponent"]
-                ax.plot(grid, yy, color=s["color"], linewidth=1.0, linestyle=line)
-                ax.annotate(f"{fit['exponent']:+.2f}", xy=(grid[-1], yy[-1]), xytext=(3, 0),
-                            textcoords="offset points", fontsize=6, color=s["color"], va="center")
-            pred = s.get("predicted")
-            if pred is not None and grid is not None and s.get("filled", True):
-                # the law fixes the slope, not the constant: anchored at the fitted points' geometric mean
-                c = np.exp(np.mean(np.log(fy)) - pred * np.mean(np.log(fx)))
-                ax.plot(grid, c * grid ** pred, color=s["color"], linestyle=":", linewidth=1.0)
-                law_slopes.add(pred)
         ax.set_xscale("log")
         ax.set_yscale("log")
         if allx:
@@ -438,21 +410,9 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
         ax.set_title(title)
         _plain_log_ticks(ax, "x")
         _plain_log_ticks(ax, "y")
-        single = len(groups) == 1
-        if single:
+        if len(groups) == 1:
             ax.set_title(f"{title}\n{next(iter(groups))}", fontsize=7)
-        handles = [] if single else [Line2D([], [], marker=m, color=c, linestyle="none", label=str(g))
-                                     for g, (m, c) in groups.items()]
-        for filled, text in sorted(styles.items(), reverse=True):
-            c = next((s["color"] for s in series if bool(s.get("filled", True)) == filled), "0.3") if single else "0.3"
-            m = next(iter(groups.values()))[0] if single else "o"
-            handles.append(Line2D([], [], marker=m, color=c, markerfacecolor=c if filled else "white",
-                                  linestyle="-" if filled else "none", linewidth=1.0,
-                                  label=f"{text}; fit (slope at end)" if filled else text))
-        for pred in sorted(law_slopes):
-            c = next((s["color"] for s in series if s.get("filled", True)), "0.3") if single else "0.3"
-            handles.append(Line2D([], [], color=c, linestyle=":", linewidth=1.0,
-                                  label=f"law's slope {frac_label(pred)}"))
+        handles = _scaling_legend(series, groups, styles, law_slopes)
         if handles:
             ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     runs = sorted({r for s in series for r in s.get("runs", [])})
@@ -463,6 +423,63 @@ def plot_scaling(series: Sequence[dict], *, xlabel: str, ylabel: str, title: str
                  "series": [{"label": s["label"], "group": s.get("group"), "runs": list(s.get("runs", [])),
                              "fit": None if not s.get("fit") else s["fit"].get("exponent")} for s in series],
                  "groups": list(dict.fromkeys(s["group"] for s in series if s.get("group") is not None))}
+
+
+def _scaling_series(ax, s: dict, law_slopes: set) -> tuple[np.ndarray, np.ndarray] | None:
+    """One series of :func:`plot_scaling`: its points (pale where ``faded``), and for a filled series its
+    fitted power law (slope written at the end) and the law's slope (added to ``law_slopes``). Returns
+    the points drawn, None if none is positive and finite."""
+    x = np.asarray(s["x"], dtype=float)
+    y = np.asarray(s["y"], dtype=float)
+    faded = np.asarray(s.get("faded") or [False] * len(x), dtype=bool)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if not ok.any():
+        return None
+    x, y, faded = x[ok], y[ok], faded[ok]
+    face = s["color"] if s.get("filled", True) else "white"
+    for pale, alpha in ((False, 1.0), (True, 0.3)):
+        sel = faded == pale
+        if sel.any():
+            ax.plot(x[sel], y[sel], linestyle="none", marker=s.get("marker", "o"), color=s["color"],
+                    markerfacecolor=face, alpha=alpha)
+    fit = s.get("fit")
+    fx = x[~faded] if (~faded).sum() >= 2 and len(set(x[~faded])) >= 2 else x
+    fy = y[~faded] if fx is not x else y
+    grid = np.geomspace(fx.min(), fx.max(), 50) if fx.max() > fx.min() else None
+    line = "-" if s.get("filled", True) else "--"
+    if fit and grid is not None and np.isfinite(fit.get("exponent", np.nan)) and s.get("filled", True):
+        yy = np.exp(fit["intercept"]) * grid ** fit["exponent"]
+        ax.plot(grid, yy, color=s["color"], linewidth=1.0, linestyle=line)
+        ax.annotate(f"{fit['exponent']:+.2f}", xy=(grid[-1], yy[-1]), xytext=(3, 0),
+                    textcoords="offset points", fontsize=6, color=s["color"], va="center")
+    pred = s.get("predicted")
+    if pred is not None and grid is not None and s.get("filled", True):
+        # the law fixes the slope, not the constant: anchored at the fitted points' geometric mean
+        c = np.exp(np.mean(np.log(fy)) - pred * np.mean(np.log(fx)))
+        ax.plot(grid, c * grid ** pred, color=s["color"], linestyle=":", linewidth=1.0)
+        law_slopes.add(pred)
+    return x, y
+
+
+def _scaling_legend(series: Sequence[dict], groups: dict, styles: dict, law_slopes: set) -> list:
+    """Legend handles of :func:`plot_scaling`: one per group (none for a single group, whose label is in
+    the title), one per marker style (filled, open), one per law's slope."""
+    from matplotlib.lines import Line2D
+
+    single = len(groups) == 1
+    handles = [] if single else [Line2D([], [], marker=m, color=c, linestyle="none", label=str(g))
+                                 for g, (m, c) in groups.items()]
+    for filled, text in sorted(styles.items(), reverse=True):
+        c = next((s["color"] for s in series if bool(s.get("filled", True)) == filled), "0.3") if single else "0.3"
+        m = next(iter(groups.values()))[0] if single else "o"
+        handles.append(Line2D([], [], marker=m, color=c, markerfacecolor=c if filled else "white",
+                              linestyle="-" if filled else "none", linewidth=1.0,
+                              label=f"{text}; fit (slope at end)" if filled else text))
+    for pred in sorted(law_slopes):
+        c = next((s["color"] for s in series if s.get("filled", True)), "0.3") if single else "0.3"
+        handles.append(Line2D([], [], color=c, linestyle=":", linewidth=1.0,
+                              label=f"law's slope {frac_label(pred)}"))
+    return handles
 
 
 def frac_label(v: float) -> str:
@@ -539,8 +556,6 @@ def plot_gallery(rows: Sequence[dict], *, norm: str, image: bool):
     ``adv_pred`` (int or None) and ``radius``. For non-image data each sample is one bar chart of
     the perturbation per coordinate.
     """
-    import textwrap
-
     _, plt = _mpl()
     per = max((len(r["samples"]) for r in rows), default=0)
     n_rows = len(rows)

@@ -170,11 +170,16 @@ def read_json(path: str | os.PathLike, *, what: str = "file") -> Any:
 
 def load_npz(path: str | os.PathLike, *, what: str = "results file") -> dict:
     """Load an .npz fully into a dict of arrays; UserError if missing or corrupt."""
+    return _load_npz_checked(Path(path), what)[0]
+
+
+def _load_npz_checked(path: Path, what: str) -> tuple[dict, dict | None]:
+    """The arrays of an .npz and, for attack results, the JSON summary committed with it (checked
+    against the npz's sha256 and row count where the summary records them)."""
     import zipfile
 
     import numpy as np
 
-    path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     summary = _results_summary(path)
@@ -197,7 +202,7 @@ def load_npz(path: str | os.PathLike, *, what: str = "results file") -> dict:
         if got != {rows}:
             raise UserError(f"{path} holds {sorted(got)} rows but its summary {path.with_suffix('.json').name} "
                             f"says {rows}; rerun {_rerun_hint(path)}")
-    return out
+    return out, summary
 
 
 def _rerun_hint(npz: Path) -> str:
@@ -342,6 +347,7 @@ class Run:
     meta: dict
     model: Any
     _data: Any = field(default=None, repr=False)
+    _results: Any = field(default=None, repr=False)
 
     @property
     def spec(self) -> dict:
@@ -355,6 +361,14 @@ class Run:
 
             self._data = load_dataset(**self.meta["spec"]["data"])
         return self._data
+
+    @property
+    def results(self) -> "RunResults":
+        """What the run directory holds beyond the model: attack results (with certified and exact
+        bounds), Lipschitz estimates, intrinsic dimension (:func:`load_results`, read once)."""
+        if self._results is None:
+            self._results = load_results(self.path)
+        return self._results
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -465,6 +479,81 @@ def find_runs(paths: list[str | os.PathLike]) -> list[Path]:
 def results_stem(norm: str, split: str) -> str:
     """``attack-l2-train`` for norm 'l2' and split 'train'."""
     return f"attack-{norm}-{split}"
+
+
+# --------------------------------------------------------------------------- a run's results (the one loader)
+#: the norms and splits attack results are written for (``attack-<norm>-<split>.npz``)
+RESULT_NORMS = ("l1", "l2", "linf")
+RESULT_SPLITS = ("train", "test")
+LIPSCHITZ_FILE = "lipschitz.json"
+INTRINSIC_FILE = "intrinsic.json"
+
+
+@dataclass
+class RunResults:
+    """A run directory's record and every result already in it; no model, nothing recomputed.
+
+    What ``advrobust.compare`` and ``advrobust.report`` read (:func:`load_results`). ``results`` maps
+    ``(norm, split)`` to ``(arrays, summary)``: the arrays of ``attack-<norm>-<split>.npz`` (always
+    with ``best_radius``) and its JSON summary. ``lipschitz`` is ``lipschitz.json`` (None if absent),
+    ``intrinsic`` the intrinsic-dimension record (``run.json["intrinsic_dim"]``, else
+    ``intrinsic.json`` for runs trained before it was recorded; None if neither).
+    """
+
+    path: Path
+    meta: dict
+    results: dict = field(default_factory=dict)
+    lipschitz: dict | None = None
+    intrinsic: dict | None = None
+
+    def lipschitz_entry(self, norm: str) -> dict | None:
+        """The Lipschitz estimates for input norm ``norm``: ``by_norm[norm]``, or the record itself
+        when it is an old single-norm record for that norm (``{"norm": ..., "margin": ...}``)."""
+        lip = self.lipschitz
+        if lip is None:
+            return None
+        by = lip.get("by_norm")
+        if isinstance(by, dict) and isinstance(by.get(norm), dict):
+            return by[norm]
+        return lip if lip.get("norm") == norm and isinstance(lip.get("margin"), dict) else None
+
+
+def result_norms(path: str | os.PathLike) -> set[str]:
+    """The norms with an ``attack-<norm>-<split>.npz`` in a run directory (the files are not read)."""
+    return {norm for norm in RESULT_NORMS for split in RESULT_SPLITS
+            if (Path(path) / f"{results_stem(norm, split)}.npz").is_file()}
+
+
+def load_results(path: str | os.PathLike, *, norms: Any = RESULT_NORMS) -> RunResults:
+    """Read a run directory's ``run.json``, attack results for ``norms`` (both splits),
+    ``lipschitz.json`` and intrinsic-dimension record.
+
+    Absent files are absent entries (a run is compared and reported whatever it holds); a corrupt
+    or foreign file is a :class:`UserError` naming it and the command that rewrites it.
+    """
+    path = Path(path)
+    meta = read_run_record(path)
+    out = RunResults(path=path, meta=meta)
+    for norm in norms:
+        for split in RESULT_SPLITS:
+            npz = path / f"{results_stem(norm, split)}.npz"
+            if not npz.is_file():
+                continue
+            arrays, summary = _load_npz_checked(npz, "attack results")
+            if "best_radius" not in arrays:
+                raise UserError(f"{npz} has no best_radius array; delete it and rerun {_rerun_hint(npz)}")
+            out.results[(norm, split)] = (arrays, summary)
+    lf = path / LIPSCHITZ_FILE
+    if lf.is_file():
+        lip = read_json(lf, what="Lipschitz file")
+        if not isinstance(lip, dict):
+            raise UserError(f"{lf} is not a Lipschitz record; delete it and rerun python -m advrobust.lipschitz {path}")
+        out.lipschitz = lip
+    rec = meta.get("intrinsic_dim")
+    if not isinstance(rec, dict) and (path / INTRINSIC_FILE).is_file():
+        rec = read_json(path / INTRINSIC_FILE, what="intrinsic-dimension record")
+    out.intrinsic = rec if isinstance(rec, dict) else None
+    return out
 
 
 # --------------------------------------------------------------------------- locks, replacement, leftovers

@@ -50,7 +50,6 @@ import dataclasses
 import itertools
 import multiprocessing as mp
 import os
-import re
 import signal
 import sys
 import threading
@@ -64,7 +63,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attack import AttackConfig, attack_run
-from .compare import collect_rows, format_fit, format_table, law_fits
+from .compare import collect_rows, format_fits, format_table, law_fits, row_norms
 from .data import DATASETS, FASHION_MNIST_DIR, IMAGE_FILES, SYNTHETIC, load_dataset
 from .errors import UserError
 from .evaluate import make_attack
@@ -815,12 +814,8 @@ def _compare(run_dirs: Sequence[str]) -> tuple[str, str]:
     """compare.md and compare.json of the study: what ``python -m advrobust.compare RUNS --format
     markdown`` and ``... --json`` print (rows, and the law fits of every attacked norm)."""
     rows = collect_rows(run_dirs)
-    norms = sorted({k.split("_")[0] for r in rows for k in r if re.match(r"(l1|l2|linf)_", k)}) or ["l2"]
-    fits = law_fits(rows, norms=norms) if rows else []
-    table = format_table(rows, fmt="markdown")
-    if fits:
-        table += "\nlaw of robustness fits (log-log least squares, bootstrap CI):\n"
-        table += "".join(f"  {format_fit(f)}\n" for f in fits)
+    fits = law_fits(rows, norms=row_norms(rows)) if rows else []
+    table = format_table(rows, fmt="markdown") + format_fits(fits)
     return table, to_json({"rows": rows, "fits": fits, "paired": None}) + "\n"
 
 

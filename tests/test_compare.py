@@ -10,7 +10,8 @@ import pytest
 from advrobust import runs
 from advrobust.errors import UserError
 from advrobust.cli._common import run_main
-from advrobust.compare import collect_rows, filter_rows, format_table, main, paired, sort_rows
+from advrobust.cli.compare import main
+from advrobust.compare import collect_rows, filter_rows, format_table, paired, sort_rows
 from advrobust.models import build_model, make_spec, param_count
 
 DATA = {"name": "digits", "n": None, "n_test": None, "resize": None, "label_noise": 0.0, "seed": 0,
@@ -229,7 +230,7 @@ def test_one_median_definition_in_summary_compare_and_report(tmp_path):
     """Even count: every path gives the lower middle value (an observed radius), never the mean of the two."""
     from advrobust._stats import median, quantile
     from advrobust.evaluate import CascadeResult, summarize
-    from advrobust.report import _quantile
+    from advrobust.report.sections import quartiles
 
     r = np.array([0.0775, 0.0853, 0.0700, 0.1200, np.inf, 0.0600])  # sorted: .06 .07 .0775 .0853 .12 inf
     run = make_run(tmp_path, "even", 8, radii=r)
@@ -240,8 +241,115 @@ def test_one_median_definition_in_summary_compare_and_report(tmp_path):
                         backward={"fmn": np.ones(r.size)}, time={"fmn": np.ones(r.size)},
                         adv=np.zeros((r.size, 2), np.float32))
     s = summarize(res)
-    assert s["median"] == row["l2_train_radius_median"] == _quantile(r, 0.5) == median(r) == 0.0775
+    assert s["median"] == row["l2_train_radius_median"] == quartiles(r)[0] == median(r) == 0.0775
     assert s["per_attack"]["fmn"]["median"] == 0.0775
     assert quantile(r, 0.9) == np.inf and np.isnan(median(np.array([np.nan])))
     for q in (0.1, 0.25, 0.5, 0.75, 0.9):
         assert s["quantiles"][f"q{int(q * 100)}"] == np.quantile(r, q, method="inverted_cdf")
+
+
+# --------------------------------------------------------------------------- the one loader (compare and report)
+def _old_format(run: Path) -> None:
+    """Rewrite a run's files as older versions wrote them: a single-norm lipschitz.json (no by_norm),
+    attack summaries without the npz checksum, the intrinsic dimension in intrinsic.json."""
+    lip = json.loads((run / "lipschitz.json").read_text())
+    lip.pop("by_norm")
+    runs.atomic_write_json(run / "lipschitz.json", lip)
+    for f in run.glob("attack-*.json"):
+        rec = json.loads(f.read_text())
+        rec.pop("npz")
+        runs.atomic_write_json(f, rec)
+    runs.atomic_write_json(run / "intrinsic.json", {"two_nn": 7.5, "mle": 8.25, "known": None})
+
+
+def test_old_format_files_read_alike_by_compare_and_report(tmp_path):
+    """One loader: an old-format run gives compare and the report the same values (the report used
+    to read lipschitz.json and the intrinsic dimension on its own)."""
+    from advrobust import report
+
+    old = make_run(tmp_path / "runs", "old", 8, radii=[0.1, 0.3, 0.5], test_radii=[0.2, 0.4, 0.6], lip=(3.0, 50.0))
+    make_run(tmp_path / "runs", "new", 64, radii=[0.2, 0.4, 0.6], test_radii=[0.3, 0.5], lip=(2.0, 40.0))
+    _old_format(old)
+    loaded = runs.load_results(old)
+    assert loaded.lipschitz_entry("l2")["margin"] == {"lower": 3.0, "upper": 50.0}
+    assert loaded.lipschitz_entry("linf") is None and loaded.intrinsic["two_nn"] == 7.5
+    with_model = runs.load_run(old).results  # the same loader behind a loaded run
+    assert with_model.lipschitz == loaded.lipschitz and sorted(with_model.results) == [("l2", "test"), ("l2", "train")]
+    rows = {r["run"]: r for r in collect_rows([tmp_path / "runs"])}
+    assert rows["old"]["l2_lip_lower"] == 3.0 and rows["old"]["l2_lip_upper"] == 50.0
+    assert rows["old"]["d_intrinsic"] == 7.5 and rows["old"]["d_intrinsic_mle"] == 8.25
+    assert rows["old"]["l2_train_radius_median"] == 0.3 and rows["new"]["d_intrinsic"] is None
+    res = report.build_report([tmp_path / "runs"], tmp_path / "rep", samples=0, bootstrap=0)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    overview = next(ln for ln in md.splitlines() if ln.startswith("| digits mlp w8 |"))
+    assert overview.rstrip().endswith("| l2 |")  # its Lipschitz estimates were found
+    csv_rows = {r["run"]: r for r in csv.DictReader(open(tmp_path / "rep" / "comparison.csv"))}
+    assert float(csv_rows["old"]["l2_lip_lower"]) == 3.0 and float(csv_rows["old"]["d_intrinsic"]) == 7.5
+    # the scaling fit over the two runs: the unit-scale Lipschitz lower bounds compare fits
+    lip_fig = res["figures"]["scaling-lipschitz-l2-vs-p"]
+    assert sorted(lip_fig["runs"]) == ["new", "old"]
+    # its entry lacks the local-slope median (as older estimates do): named as such, not as a missing entry
+    lip_missing = [m["what"] for m in res["missing"] if "lipschitz" in (m["command"] or "")]
+    assert lip_missing == [f"digits mlp {w}: l2 median local slope of the margin (the lipschitz.json entry for l2 was "
+                           "estimated before it was recorded)" for w in ("w8", "w64")]
+
+
+def test_missing_results_name_the_same_command_in_compare_and_report(tmp_path, capsys):
+    """A run without linf results and without Lipschitz estimates: compare's table and the report's
+    missing pieces name the same commands, and the cell is a dash in both."""
+    from advrobust import report
+    from advrobust.cli.compare import main as compare_main
+
+    a = make_run(tmp_path / "runs", "a", 8, radii=[0.1, 0.3], test_radii=[0.2, 0.4], lip=(3.0, 50.0))
+    b = make_run(tmp_path / "runs", "b", 16, radii=[0.2, 0.5])
+    arrays = runs.load_npz(a / "attack-l2-test.npz")
+    runs.commit_results(a / "attack-linf-test", arrays, {"norm": "linf", "split": "test", "n": 2, "attacks": ["fmn"],
+                                                        "steps": 7, "seed": 3})
+    assert compare_main([str(tmp_path / "runs"), "--no-fit"]) == 0
+    table = capsys.readouterr().out
+    res = report.build_report([tmp_path / "runs"], tmp_path / "rep", samples=0, bootstrap=0)
+    in_report = {m["command"] for m in res["missing"]}
+    row = next(r for r in collect_rows([tmp_path / "runs"]) if r["run"] == "b")
+    want = set(row["missing"].values())
+    assert f"python -m advrobust.attack {b} --norm linf --split test" in want
+    assert f"python -m advrobust.lipschitz {b} --norm linf" in want
+    for cmd in want:
+        assert cmd in table and cmd in in_report, cmd
+    # and in the same words: the report's missing pieces are compare's descriptions, after the run's label
+    from advrobust.compare import describe_missing
+
+    whats = {m["command"]: m["what"] for m in res["missing"]}
+    for col in ("linf_test_radius_median", "l2_lip_lower", "linf_lip_lower", "l2_test_radius_median"):
+        assert whats[row["missing"][col]] == "digits mlp w16: " + describe_missing(col, has_results=False)
+    line = next(ln for ln in table.splitlines() if ln.startswith("b "))
+    assert line.split()[table.splitlines()[0].split().index("linf_test_radius_median")] == "-"
+    md = (tmp_path / "rep" / "report.md").read_text()
+    radii = md[md.index("## Radii: linf, test points"):]
+    assert next(ln for ln in radii.splitlines() if ln.startswith("| digits mlp w16")).startswith("| digits mlp w16 | – |")
+
+
+def test_compare_and_report_read_each_result_file_once_and_fail_alike(tmp_path, monkeypatch):
+    """The report takes compare's rows from the runs it loaded (no second reading through
+    collect_rows), and a broken results file is the same error in both."""
+    from advrobust import compare, report
+
+    run = make_run(tmp_path / "runs", "a", 8, radii=[0.1, 0.3], test_radii=[0.2, 0.4], lip=(3.0, 50.0))
+    make_run(tmp_path / "runs", "b", 16, radii=[0.2, 0.5])
+    reads = []
+    real = np.load
+    monkeypatch.setattr(np, "load", lambda f, *a, **k: reads.append(str(f)) or real(f, *a, **k))
+    monkeypatch.setattr(compare, "collect_rows", lambda *a, **k: pytest.fail("the report re-read the runs"))
+    report.build_report([tmp_path / "runs"], tmp_path / "rep", samples=0, bootstrap=0)
+    assert sorted(reads) == sorted(str(f) for f in (tmp_path / "runs").rglob("attack-*.npz"))
+    monkeypatch.undo()
+    arrays = runs.load_npz(run / "attack-l2-test.npz")
+    arrays.pop("best_radius")
+    runs.commit_results(run / "attack-l2-test", arrays, {"norm": "l2", "split": "test"})
+    errors = []
+    for call in (lambda: collect_rows([tmp_path / "runs"]),
+                 lambda: report.build_report([tmp_path / "runs"], tmp_path / "rep2", samples=0)):
+        with pytest.raises(UserError) as exc:
+            call()
+        errors.append(str(exc.value))
+    assert errors[0] == errors[1] and "attack-l2-test.npz has no best_radius array" in errors[0]
+    assert f"python -m advrobust.attack {run} --norm l2 --split test" in errors[0]

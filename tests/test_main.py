@@ -17,7 +17,7 @@ def test_every_listed_command_is_a_module_with_main():
 
 # runpy warns that the module was imported before it is run as __main__: that import is the point
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
-@pytest.mark.parametrize("name", ["train", "attack", "lipschitz", "sweep", "intrinsic"])
+@pytest.mark.parametrize("name", ["train", "attack", "lipschitz", "sweep", "intrinsic", "compare", "report"])
 def test_library_module_runs_its_command_through_its_main_guard(name, monkeypatch, capsys):
     """``python -m advrobust.CMD`` (the library module's ``__main__`` guard, run here in-process by
     runpy) runs the command line of ``advrobust.cli.CMD``: the same help, the same usage errors."""

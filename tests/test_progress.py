@@ -29,8 +29,7 @@ def no_delay(monkeypatch):
 
 
 def test_certify_exact_lipschitz_and_report_name_their_stage(run_dir, no_delay, capsys, tmp_path):
-    from advrobust import report
-    from advrobust.cli import attack, lipschitz
+    from advrobust.cli import attack, lipschitz, report
 
     common = [str(run_dir), "--attacks", "fmn", "--n", "3", "--steps", "10", "--device", "cpu",
               "--random-checks", "0", "--json"]
@@ -45,8 +44,7 @@ def test_certify_exact_lipschitz_and_report_name_their_stage(run_dir, no_delay, 
 
 
 def test_quiet_silences_every_bar(run_dir, no_delay, capsys, tmp_path):
-    from advrobust import report
-    from advrobust.cli import attack, lipschitz
+    from advrobust.cli import attack, lipschitz, report
 
     assert attack.main([str(run_dir), "--attacks", "fmn", "--n", "3", "--steps", "10", "--device", "cpu",
                         "--random-checks", "0", "--certify", "ibp", "--quiet"]) == 0

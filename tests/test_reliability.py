@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from advrobust import compare as compare_cmd
-from advrobust import report as report_cmd
+from advrobust.cli import compare as compare_cmd
+from advrobust.cli import report as report_cmd
 from advrobust import runs
 from advrobust import sweep
 from advrobust.cli import attack as attack_cmd

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from advrobust import report
+from advrobust.cli import report as report_cli
 from advrobust.errors import UserError
 from advrobust.cli._common import run_main
 from advrobust.runs import commit_results, load_npz
@@ -161,7 +162,7 @@ def test_tables_match_the_result_files(built, runs_root):
     r = load_npz(runs_root / "mlp8" / "attack-l2-test.npz")["best_radius"]
     med = np.sort(r)[int(np.ceil(0.5 * r.size)) - 1]
     row = [ln for ln in md.splitlines() if ln.startswith("| digits mlp w8 | test | 30 |")][0]
-    assert report._fmt(float(med)) in [c.strip() for c in row.split("|")]
+    assert report.fmt_value(float(med)) in [c.strip() for c in row.split("|")]
 
 
 # --------------------------------------------------------------------------- partial and broken inputs
@@ -175,7 +176,7 @@ def _copy_run(src: Path, dst: Path, *, results: bool) -> Path:
 
 def test_report_without_any_results(runs_root, tmp_path, capsys):
     run = _copy_run(runs_root / "mlp8", tmp_path / "bare", results=False)
-    assert run_main(report.main, [str(run), "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert run_main(report_cli.main, [str(run), "--out", str(tmp_path / "out"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)  # the CLI's --json summary
     assert res["figures"] == {}
     cmds = {m["command"] for m in res["missing"]}
@@ -216,26 +217,34 @@ def test_bracket_violation_and_attack_flags_are_reported(runs_root, tmp_path):
     assert "radius-below-certified" in md and "4 samples had zero gradients" in md
 
 
-def test_deterministic_output(runs_root, tmp_path):
+def test_deterministic_output_and_config_same_as_keywords(runs_root, tmp_path):
     a = report.build_report([runs_root], tmp_path / "a", norms=["linf"], samples=0, bootstrap=20)
-    b = report.build_report([runs_root], tmp_path / "b", norms=["linf"], samples=0, bootstrap=20)
+    config = report.ReportConfig(norms=("linf", "inf"), samples=0, bootstrap=20)
+    assert config.norms == ("linf",)  # names, without repeats
+    b = report.build_report([runs_root], tmp_path / "b", config)
+    assert (tmp_path / "a" / "report.md").read_bytes() == (tmp_path / "b" / "report.md").read_bytes()
     assert Path(a["html"]).read_bytes() == Path(b["html"]).read_bytes()
     for name in a["figures"]:
         assert (tmp_path / "a" / f"{name}.pdf").read_bytes() == (tmp_path / "b" / f"{name}.pdf").read_bytes()
 
 
 def test_cli_user_errors(tmp_path, capsys, runs_root):
-    assert run_main(report.main, [str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert run_main(report_cli.main, [str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "run directory not found" in capsys.readouterr().err
-    assert run_main(report.main, [str(runs_root / "mlp8"), "--out", str(tmp_path / "o"), "--norm", "l3"]) == 2
+    assert run_main(report_cli.main, [str(runs_root / "mlp8"), "--out", str(tmp_path / "o"), "--norm", "l3"]) == 2
     assert "unknown norm" in capsys.readouterr().err
-    assert run_main(report.main, [str(runs_root / "mlp8")]) == 2  # --out is required
+    assert run_main(report_cli.main, [str(runs_root / "mlp8")]) == 2  # --out is required
+    for bad in ({"samples": -1}, {"bootstrap": -2}, {"norms": ("l3",)}):
+        with pytest.raises(UserError):
+            report.ReportConfig(**bad)
+    with pytest.raises(TypeError, match="not both"):
+        report.build_report([runs_root / "mlp8"], tmp_path / "o", report.ReportConfig(), title="x")
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a folder"):
         report.build_report([runs_root / "mlp8"], tmp_path / "file")
     corrupt = _copy_run(runs_root / "mlp8", tmp_path / "corrupt", results=True)
     (corrupt / "attack-l2-test.npz").write_bytes(b"not a zip")
-    assert run_main(report.main, [str(corrupt), "--out", str(tmp_path / "o2")]) == 2
+    assert run_main(report_cli.main, [str(corrupt), "--out", str(tmp_path / "o2")]) == 2
     assert "corrupt" in capsys.readouterr().err
 
 
@@ -380,11 +389,11 @@ def test_spread_keeps_each_data_sets_smallest_and_largest():
             self.meta = {"dataset": ds, "params": p}
 
     pool = [R("a", p) for p in range(10)] + [R("b", p) for p in range(10)]
-    pick = report._spread(pool, 6)
+    pick = report.spread(pool, 6)
     assert len(pick) == 6 and pick == sorted(pick, key=pool.index)
     for end in (pool[0], pool[9], pool[10], pool[19]):
         assert end in pick
-    assert report._spread(pool[:5], 6) == pool[:5]
+    assert report.spread(pool[:5], 6) == pool[:5]
 
 
 class _Tables(html.parser.HTMLParser):

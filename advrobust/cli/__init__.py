@@ -21,9 +21,6 @@ COMMANDS = (
 
 #: the module holding each command's ``main(argv)``
 COMMAND_MODULES = {name: f"advrobust.cli.{name}" for name, _ in COMMANDS}
-# compare and report still hold their own main() on this branch (their cli modules come with the
-# report/compare redesign)
-COMMAND_MODULES.update(compare="advrobust.compare", report="advrobust.report")
 
 
 def command_main(name: str):
