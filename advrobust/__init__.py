@@ -5,7 +5,7 @@ Stages (each reads and writes plain files in a run directory):
 ``certify`` / ``lipschitz`` -> ``law`` -> ``compare`` / ``report`` / ``sweep``.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 
 def __getattr__(name):

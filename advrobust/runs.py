@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._version import __version__
 from .errors import UserError
 from .jsonio import to_json
 
@@ -267,8 +268,6 @@ def versions() -> dict:
             out[mod] = metadata.version({"sklearn": "scikit-learn"}.get(mod, mod))
         except metadata.PackageNotFoundError:
             out[mod] = None
-    from . import __version__
-
     out["advrobust"] = __version__
     return out
 
