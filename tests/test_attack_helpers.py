@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from attacks._common import input_grad, sort_rows, update_rows_
-from attacks.losses import label_margin, margin_weights
+from attacks.losses import ce_loss, dlr_loss, dlr_pair_loss, label_margin, logit_weights, margin_weights, pair_loss
 
 
 @pytest.mark.parametrize("targeted", [False, True])
@@ -61,3 +61,28 @@ def test_sort_rows_values_only(descending):
     x = torch.randn(20, 17, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     values, order = sort_rows(x, descending=descending, indices=False)
     assert order is None and torch.equal(values, torch.sort(x, dim=1, descending=descending).values)
+
+
+@pytest.mark.parametrize("kind,targeted", [("ce", False), ("ce", True), ("dlr", False), ("dlr", True),
+                                           ("pair", False), ("dlr-pair", False)])
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_logit_weights_match_autograd_of_the_loss(kind, targeted, classes):
+    """The closed-form logit gradients of the budget attacks' losses equal autograd's, and their
+    loss values equal the plain loss functions' (float64, so rounding cannot hide a wrong term)."""
+    gen = torch.Generator().manual_seed(classes)
+    z = torch.randn(64, classes, dtype=torch.float64, generator=gen) * 3
+    z[:4, : min(classes, 3)] = 1.5  # ties among the top logits
+    labels = torch.randint(0, classes, (64,), generator=gen)
+    rival = (labels + torch.randint(1, classes, (64,), generator=gen)) % classes
+    loss_of = {"ce": lambda v: ce_loss(v, labels, targeted), "dlr": lambda v: dlr_loss(v, labels, targeted),
+               "pair": lambda v: pair_loss(v, rival, labels), "dlr-pair": lambda v: dlr_pair_loss(v, rival, labels)}[kind]
+    za = z.clone().requires_grad_(True)
+    ref = loss_of(za)
+    (w_ref,) = torch.autograd.grad(ref.sum(), za)
+    w, loss = logit_weights(kind, labels, rival, targeted, classes, z.dtype)(z)
+    assert torch.allclose(loss, ref.detach(), rtol=1e-12, atol=1e-12)
+    tied = torch.zeros(64, dtype=torch.bool)
+    tied[:4] = True  # at exact ties the two may pick different (equally valid) subgradients
+    assert torch.allclose(w[~tied], w_ref[~tied], rtol=1e-10, atol=1e-12)
+    _, none = logit_weights(kind, labels, rival, targeted, classes, z.dtype, with_loss=False)(z)
+    assert none is None
