@@ -469,6 +469,7 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
     limit with bounds, 2 infeasible within ``upper`` or solver/verification error, -1 not run.
     ``adv`` (inputs' dtype, inputs' shape): the verified point, the input where none.
     """
+    # Argument checks, then one _exact_point per correctly classified sample; the docstring is a third.
     p = parse_norm(norm)
     if not isinstance(inputs, Tensor) or inputs.ndim < 2:
         raise UserError("inputs must be a batched torch.Tensor (B, ...)")

@@ -220,6 +220,7 @@ def upper_bounds(model: nn.Module, input_shape: Sequence[int], *, norm: float = 
     dict with ``margin``, ``logit`` (floats, or None with ``reason`` when a layer is unsupported),
     ``exact`` (False if a convolution's L2 norm came from power iteration) and per-layer norms.
     """
+    # One dynamic programme over the layers (its state is the two dicts below); the docstring is a quarter.
     p = parse_norm(norm)
     layers = flatten_layers(model)
     shape = tuple(int(s) for s in input_shape)

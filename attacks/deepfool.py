@@ -142,6 +142,7 @@ def deepfool(
     Tensor
         Adversarial inputs in [0, 1]; the input where none was found.
     """
+    # Half of this function is its docstring; the iterations are _deepfool_run, the L2 polish _refine_l2.
     p = check_norm(norm, _NORMS, "deepfool")
     check_inputs(inputs, labels)
     if steps < 0 or overshoot < 0 or search_steps < 0:

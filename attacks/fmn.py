@@ -80,6 +80,7 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     ReLU net on inputs spread over [0, 1] were never broken); the first radius overshoots the
     linear boundary estimate by ``1 + gamma``.
     """
+    # Half of this function is its docstring; the loop is _adaptive_radius.adaptive_radius_descent.
     p = check_norm(norm, (1.0, 2.0, INF), "fmn")
     check_inputs(inputs, labels)
     if steps < 1:
