@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UserError
-from .norms import parse_norm
+from .models import named_leaves
+from .norms import INF, parse_norm
+from ._progress import bar
 
-INF = math.inf
 METHODS = ("ibp", "crown", "crown-ibp")
 #: neurons whose CROWN bounds are computed in one backward pass: memory is about
 #: 2 x CHUNK x (largest layer width) float64 values per tensor, whatever the batch and layer sizes
@@ -50,7 +51,7 @@ DEFAULT_CHUNK = 128
 
 # --------------------------------------------------------------------------- the network as ops
 @dataclass
-class _Affine:
+class AffineOp:
     """An affine layer on flattened vectors: ``z = W h + b`` with W given as operators."""
 
     name: str
@@ -64,19 +65,11 @@ class _Affine:
 
 
 @dataclass
-class _ReLU:
+class ReluOp:
+    """A ReLU on flattened vectors of length ``dim``."""
+
     name: str
     dim: int
-
-
-def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    if isinstance(model, nn.Sequential):
-        out: list[tuple[str, nn.Module]] = []
-        for name, child in model.named_children():
-            for sub_name, sub in _walk(child):
-                out.append((f"{name}.{sub_name}" if sub_name else name, sub))
-        return out
-    return [("", model)]
 
 
 def parse_network(model: nn.Module, input_shape: tuple[int, ...]) -> list:
@@ -91,7 +84,7 @@ def parse_network(model: nn.Module, input_shape: tuple[int, ...]) -> list:
 
     Returns
     -------
-    list of ``_Affine`` / ``_ReLU``; consecutive affine layers are kept separate.
+    list of ``AffineOp`` / ``ReluOp``; consecutive affine layers are kept separate.
 
     Raises
     ------
@@ -102,21 +95,21 @@ def parse_network(model: nn.Module, input_shape: tuple[int, ...]) -> list:
         raise UserError(f"certification needs an nn.Sequential of Flatten/Linear/Conv2d/ReLU, got {type(model).__name__}")
     ops: list = []
     shape = tuple(int(s) for s in input_shape)  # current (unbatched) tensor shape
-    for name, layer in _walk(model):
+    for name, layer in named_leaves(model):
         label = f"{name or 'model'} ({type(layer).__name__})"
         if isinstance(layer, nn.Flatten):
             if layer.start_dim != 1 or layer.end_dim != -1:
                 raise UserError(f"layer {label}: only Flatten(start_dim=1, end_dim=-1) is supported by certify")
             shape = (int(np.prod(shape)),)
         elif isinstance(layer, nn.ReLU):
-            ops.append(_ReLU(name=label, dim=int(np.prod(shape))))
+            ops.append(ReluOp(name=label, dim=int(np.prod(shape))))
         elif isinstance(layer, nn.Linear):
             if len(shape) != 1 or shape[0] != layer.in_features:
                 raise UserError(f"layer {label} expects {layer.in_features} features but gets shape {list(shape)}")
             w = layer.weight.detach().to(torch.float64)
             b = layer.bias.detach().to(torch.float64) if layer.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
             wa = w.abs()
-            ops.append(_Affine(name=label, in_dim=w.shape[1], out_dim=w.shape[0], bias=b,
+            ops.append(AffineOp(name=label, in_dim=w.shape[1], out_dim=w.shape[0], bias=b,
                                fwd=lambda h, w=w: h @ w.T, fwd_abs=lambda h, wa=wa: h @ wa.T,
                                bwd=lambda a, w=w: a @ w, dense=w))
             shape = (w.shape[0],)
@@ -128,7 +121,7 @@ def parse_network(model: nn.Module, input_shape: tuple[int, ...]) -> list:
         else:
             raise UserError(f"layer {label} is not supported by certify/exact; models must be built from "
                             "nn.Flatten, nn.Linear, nn.Conv2d and nn.ReLU only")
-    if not ops or not isinstance(ops[-1], _Affine):
+    if not ops or not isinstance(ops[-1], AffineOp):
         raise UserError("certification needs a model whose last layer is nn.Linear or nn.Conv2d (the logits)")
     return ops
 
@@ -145,7 +138,7 @@ def _conv_out_hw(layer: nn.Conv2d, shape: tuple[int, ...]) -> tuple[int, int]:
     return outs[0], outs[1]
 
 
-def _conv_op(layer: nn.Conv2d, label: str, shape: tuple[int, ...]) -> _Affine:
+def _conv_op(layer: nn.Conv2d, label: str, shape: tuple[int, ...]) -> AffineOp:
     h_out, w_out = _conv_out_hw(layer, shape)
     c_in, h_in, w_in = shape
     w = layer.weight.detach().to(torch.float64)
@@ -171,7 +164,7 @@ def _conv_op(layer: nn.Conv2d, label: str, shape: tuple[int, ...]) -> _Affine:
         out = F.conv_transpose2d(a.reshape(-1, c_out, h_out, w_out), w, output_padding=op, **kw)
         return out.reshape(a.shape[0], -1)
 
-    return _Affine(name=label, in_dim=c_in * h_in * w_in, out_dim=c_out * h_out * w_out, bias=bias,
+    return AffineOp(name=label, in_dim=c_in * h_in * w_in, out_dim=c_out * h_out * w_out, bias=bias,
                    fwd=fwd, fwd_abs=fwd_abs, bwd=bwd)
 
 
@@ -295,7 +288,7 @@ def concretize_min(a: Tensor, c: Tensor, x: Tensor, eps: Tensor, p: float) -> Te
 
 
 # --------------------------------------------------------------------------- bounds
-def _ibp_affine(op: _Affine, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+def _ibp_affine(op: AffineOp, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     mid, rad = (hi + lo) / 2, (hi - lo) / 2
     m = op.fwd(mid) + op.bias
     r = op.fwd_abs(rad)
@@ -324,7 +317,7 @@ def _crown_backward(ops: list, upto: int, a: Tensor, c: Tensor, pre_bounds: dict
     b, m = a.shape[0], a.shape[1]
     for k in range(upto, -1, -1):
         op = ops[k]
-        if isinstance(op, _Affine):
+        if isinstance(op, AffineOp):
             c = c + a @ op.bias
             a = op.bwd(a.reshape(b * m, -1)).reshape(b, m, -1)
         else:
@@ -384,7 +377,7 @@ def _bounds(ops: list, x: Tensor, eps: Tensor, p: float, method: str, spec: Tens
     bsz = x.shape[0]
     last = len(ops) - 1
     for k, op in enumerate(ops):
-        if isinstance(op, _ReLU):
+        if isinstance(op, ReluOp):
             pre[k] = (lo, hi)
             lo, hi = lo.clamp_min(0), hi.clamp_min(0)
             continue
@@ -397,7 +390,7 @@ def _bounds(ops: list, x: Tensor, eps: Tensor, p: float, method: str, spec: Tens
             nhi = torch.maximum(nhi, nlo)
         # full CROWN for pre-activations that feed a ReLU (for the first layer this is the exact
         # bound over ball ∩ box, tighter than IBP's box for L1 and L2)
-        if method == "crown" and k + 1 <= last and isinstance(ops[k + 1], _ReLU) and chunk is not None:
+        if method == "crown" and k + 1 <= last and isinstance(ops[k + 1], ReluOp) and chunk is not None:
             # Linf, first layer: the input set is a box and IBP's bound of one affine layer over a box
             # is exact, so CROWN cannot tighten it (the reference path computes it anyway)
             # L1/L2, first layer: every neuron (the exact bound over ball ∩ box, cheap without ReLUs behind
@@ -405,7 +398,7 @@ def _bounds(ops: list, x: Tensor, eps: Tensor, p: float, method: str, spec: Tens
             if not (k == 0 and p == INF and unstable_only):
                 nlo, nhi = _refine(ops, k, nlo, nhi, pre, x, eps, p, unstable_only=unstable_only and k > 0,
                                    chunk=chunk)
-        elif method == "crown" and k + 1 <= last and isinstance(ops[k + 1], _ReLU):
+        elif method == "crown" and k + 1 <= last and isinstance(ops[k + 1], ReluOp):
             n = op.out_dim
             eye = torch.eye(n, dtype=torch.float64, device=x.device).expand(bsz, n, n)
             zero = torch.zeros(bsz, n, dtype=torch.float64, device=x.device)
@@ -485,6 +478,46 @@ def box_radius(norm, dim: int) -> float:
     return {1.0: float(dim), 2.0: math.sqrt(dim), INF: 1.0}[p]
 
 
+class _Certifier:
+    """Certification of points at given radii, cheaper bounds first (the ``cascade`` of methods).
+
+    ``x``, ``spec``: the points (N, D) and their margin matrices. Pre-activation bounds of each
+    point at the last radius it failed CROWN at hold at every smaller radius, so they are kept
+    and later bisection steps start from them (``prior``).
+    """
+
+    def __init__(self, ops: list, x: Tensor, spec: Tensor, p: float, cascade: tuple, chunk: int | None):
+        self.ops, self.x, self.spec, self.p, self.cascade, self.chunk = ops, x, spec, p, cascade, chunk
+        self.cache: dict[int, tuple[Tensor, Tensor]] | None = None
+
+    def __call__(self, pos: Tensor, eps: Tensor) -> Tensor:
+        """(len(pos),) bool: points ``pos`` certified at radii ``eps``; caches CROWN's failures."""
+        x, chunk, cache = self.x, self.chunk, self.cache
+        ok = torch.zeros(pos.numel(), dtype=torch.bool, device=x.device)
+        with torch.no_grad():
+            for m in self.cascade:
+                todo = torch.nonzero(~ok).flatten()
+                if todo.numel() == 0:
+                    break
+                rows = pos[todo]
+                prior = None if cache is None or m != "crown" else {k: (lo[rows], hi[rows]) for k, (lo, hi) in cache.items()}
+                pre, lb = _bounds(self.ops, x[rows], eps[todo], self.p, m, self.spec[rows], chunk=chunk,
+                                  unstable_only=chunk is not None, prior=prior)
+                ok[todo] = (lb > 0).all(1)
+                if m == self.cascade[-1] and m == "crown" and chunk is not None:
+                    failed = ~ok[todo]
+                    if cache is None:
+                        n_pts = x.shape[0]
+                        cache = self.cache = {
+                            k: (torch.full((n_pts, lo.shape[1]), -INF, dtype=torch.float64, device=x.device),
+                                torch.full((n_pts, lo.shape[1]), INF, dtype=torch.float64, device=x.device))
+                            for k, (lo, _) in pre.items()}
+                    for k, (lo, hi) in pre.items():
+                        cache[k][0][rows[failed]] = lo[failed]
+                        cache[k][1][rows[failed]] = hi[failed]
+        return ok
+
+
 def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, method: str = "crown",
                     tol: float = 1e-3, eps_hi: float | None = None, progress: bool = False,
                     chunk: int | None = DEFAULT_CHUNK) -> np.ndarray:
@@ -516,6 +549,7 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     at a user-given ``eps_hi`` smaller than the box radius; otherwise a certified radius within
     relative ``tol`` of the largest the method can certify.
     """
+    # Argument checks, then the bisection; certifying a batch at given radii is _Certifier.
     ops, x, labels, p = _prepare(model, inputs, labels, norm)
     if not (tol > 0 and tol < 1):
         raise UserError(f"tol must lie in (0, 1), got {tol}")
@@ -542,39 +576,10 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     cascade = {"ibp": ("ibp",), "crown-ibp": ("ibp", "crown-ibp"), "crown": ("ibp", "crown-ibp", "crown")}[method] \
         if chunk is not None and method in METHODS else (method,)
 
-    # pre-activation bounds of each point at its current ``hi`` (a radius it was not certified at):
-    # they hold at every smaller radius, so later bisection steps start from them
-    cache: dict[int, tuple[Tensor, Tensor]] | None = None
-
-    def certified(pos: Tensor, eps: Tensor) -> Tensor:
-        """Certification of points ``idx[pos]`` at radii ``eps``; updates the cache where it fails."""
-        nonlocal cache
-        ok = torch.zeros(pos.numel(), dtype=torch.bool, device=x.device)
-        with torch.no_grad():
-            for m in cascade:
-                todo = torch.nonzero(~ok).flatten()
-                if todo.numel() == 0:
-                    break
-                rows = pos[todo]
-                prior = None if cache is None or m != "crown" else {k: (lo[rows], hi[rows]) for k, (lo, hi) in cache.items()}
-                pre, lb = _bounds(ops, x[idx[rows]], eps[todo], p, m, spec[idx[rows]], chunk=chunk,
-                                  unstable_only=chunk is not None, prior=prior)
-                ok[todo] = (lb > 0).all(1)
-                if m == cascade[-1] and m == "crown" and chunk is not None:
-                    failed = ~ok[todo]
-                    if cache is None:
-                        n_pts = idx.numel()
-                        cache = {k: (torch.full((n_pts, lo.shape[1]), -INF, dtype=torch.float64, device=x.device),
-                                     torch.full((n_pts, lo.shape[1]), INF, dtype=torch.float64, device=x.device))
-                                 for k, (lo, _) in pre.items()}
-                    for k, (lo, hi) in pre.items():
-                        cache[k][0][rows[failed]] = lo[failed]
-                        cache[k][1][rows[failed]] = hi[failed]
-        return ok
-
     idx = torch.nonzero(torch.as_tensor(correct, device=x.device)).flatten()
     if idx.numel() == 0:
         return out
+    certified = _Certifier(ops, x[idx], spec[idx], p, cascade, chunk)
     hi = torch.full((idx.numel(),), hi_val, dtype=torch.float64, device=x.device)
     at_hi = certified(torch.arange(idx.numel(), device=x.device), hi)
     res = torch.where(at_hi, hi, torch.zeros_like(hi))
@@ -585,8 +590,6 @@ def certified_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, m
     # bisection: lo is always certified, hi never (or the search cap). The first steps are
     # geometric (radii span orders of magnitude), then arithmetic.
     floor = hi_val * 1e-9
-    from ._progress import bar
-
     # about log2(1 / tol) arithmetic steps after a few geometric ones
     steps = bar(desc=f"certify {method}", total=int(math.ceil(math.log2(1 / tol))) + 12, unit="step",
                 enabled=progress)

@@ -257,6 +257,7 @@ def load_dataset(name: str = "digits", *, n: int | None = None, n_test: int | No
         Unknown name, bad values, options that do not apply to the data set, missing or
         malformed files.
     """
+    # Over half of this function is its docstring; the data sets are built by _synthetic and _real.
     key = _canonical_name(name)
     seed = _check_int(seed, "seed", minimum=0, allow_none=False)
     n = _check_int(n, "n", minimum=1)
@@ -478,7 +479,7 @@ def _readonly(*arrays: np.ndarray) -> None:
 @functools.lru_cache(maxsize=1)
 def _digits_pool():
     """The fixed digits split: (x_train, y_train, x_test, y_test, divisor, source), x uint8-valued."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn only for the digits (a second to import)
 
     bunch = load_digits()
     x = bunch.images.astype(np.uint8)[:, None, :, :]  # (1797, 1, 8, 8), values 0..16

@@ -35,11 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from .errors import UserError
-from .norms import parse_norm
-from .certify import (_ReLU, _walk, box_radius, certified_radii, layer_bounds, margin_lower_bounds,
+from .models import named_leaves
+from .norms import INF, parse_norm, row_norm
+from ._progress import bar
+from .certify import (ReluOp, box_radius, certified_radii, layer_bounds, margin_lower_bounds,
                       other_classes, parse_network)
 
-INF = math.inf
 STATUS = {0: "optimal", 1: "time limit (bounds only)", 2: "infeasible or error", -1: "not run"}
 REL_GAP = 1e-6  # relative optimality gap asked of the solvers
 _MARGIN = 1e-6  # a verified point must beat the label by this much (relative to the logits' scale, >= 1e-2)
@@ -71,7 +72,7 @@ class _Program:
 
 def _mlp_ops(model: nn.Module, input_shape: tuple[int, ...]) -> list:
     if isinstance(model, nn.Sequential):
-        for name, layer in _walk(model):
+        for name, layer in named_leaves(model):
             if isinstance(layer, nn.Conv2d):
                 raise UserError(f"exact radii support MLPs only (Flatten/Linear/ReLU); layer {name} is Conv2d: "
                                 "use certified_radii for convolutional models")
@@ -109,7 +110,7 @@ def _encode(ops: list, bounds: list, x0: np.ndarray, radius: float, p: float, y:
     relu_count = 0
     last = len(ops) - 1
     for k, op in enumerate(ops):
-        if isinstance(op, _ReLU):
+        if isinstance(op, ReluOp):
             lo, hi = bounds[relu_count]
             relu_count += 1
             new: list = []
@@ -139,7 +140,7 @@ def _encode(ops: list, bounds: list, x0: np.ndarray, radius: float, p: float, y:
             coef = w[j, live] - w[y, live]
             prog.row(live_vars, coef, margin - (bias[j] - bias[y]), INF)
             break
-        nxt_relu = k + 1 <= last and isinstance(ops[k + 1], _ReLU)
+        nxt_relu = k + 1 <= last and isinstance(ops[k + 1], ReluOp)
         lo, hi = bounds[relu_count] if nxt_relu else (None, None)
         out: list = []
         for n in range(op.out_dim):
@@ -176,6 +177,7 @@ def _quiet_stdout():
 
 
 def _solve_highs(prog: _Program, time_limit: float):
+    # scipy's solvers are imported by the one path that needs them (half a second of import time)
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_matrix
 
@@ -211,7 +213,7 @@ def _solve_highs(prog: _Program, time_limit: float):
 
 
 def _solve_scip(prog: _Program, xv: list, x0: np.ndarray, radius: float, time_limit: float, scale_to: float):
-    try:
+    try:  # an optional dependency (the exact extra), needed for L2 only
         import pyscipopt
     except ImportError:
         raise UserError("exact L2 radii need SCIP: pip install advrobust[exact] (installs pyscipopt)") from None
@@ -264,7 +266,7 @@ def _roundoff(model: nn.Module, x: Tensor) -> float:
     when the logits nearly cancel).
     """
     h = x.detach().reshape(1, -1).abs().to(torch.float64)
-    for _, layer in _walk(model):
+    for _, layer in named_leaves(model):
         if isinstance(layer, nn.Linear):
             h = h @ layer.weight.detach().abs().to(torch.float64).T
             if layer.bias is not None:
@@ -328,7 +330,7 @@ def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float, noi
         other = torch.cat([logits[:y], logits[y + 1:]]).max()
         (g,) = torch.autograd.grad(other - logits[y], xc)
         g = g.reshape(-1).to(torch.float64)
-        size = float(delta.abs().max() if p == INF else (delta.abs().sum() if p == 1 else delta.norm()))
+        size = float(row_norm(delta, p))
         gdir = g.sign() if p == INF else (g / g.norm().clamp_min(1e-300) if p == 2 else g / g.abs().sum().clamp_min(1e-300))
         for step in (1e-6, 1e-5, 1e-4, 1e-3):
             cand2 = x0 + delta + gdir * step * size
@@ -338,12 +340,12 @@ def _verify(model: nn.Module, x: Tensor, y: int, cand: np.ndarray, p: float, noi
                 lg = model(xa.unsqueeze(0))[0]
             if enough(lg):
                 r = xa.reshape(-1).to(torch.float64) - x0
-                rad = float(r.abs().max() if p == INF else (r.abs().sum() if p == 1 else r.norm()))
+                rad = float(row_norm(r, p))
                 return xa, rad
         return None
     xa = point(hi)
     r = xa.reshape(-1).to(torch.float64) - x.reshape(-1).to(torch.float64)
-    rad = float(r.abs().max() if p == INF else (r.abs().sum() if p == 1 else r.norm()))
+    rad = float(row_norm(r, p))
     return xa, rad
 
 
@@ -351,6 +353,87 @@ def _run(prog: _Program, xv: list, x0: np.ndarray, radius: float, p: float, time
     if p == 2:
         return _solve_scip(prog, xv, x0, radius, time_limit, scale_to)
     return _solve_highs(prog, time_limit)
+
+
+def _exact_point(model: nn.Module, ops: list, x: Tensor, y: int, logits: Tensor, up: float, full: float, p: float,
+                 time_limit: float) -> tuple[float, float, int, Tensor | None]:
+    """One correctly classified sample: ``(radius, lower, status, adversarial point or None)``.
+
+    The target classes are solved one by one, most likely first, each within the ball of the
+    best radius so far (so the big-M bounds tighten as it falls); a class whose CROWN margin bound
+    is positive over that ball is skipped. The ``time_limit`` is shared by the classes.
+    """
+    start = time.monotonic()
+    known = bool(np.isfinite(up) and up > 0)
+    r_max = min(up, full) * (1 + 1e-6) + 1e-9 if known else full
+    xs, ys = x.unsqueeze(0), torch.tensor([y], device=x.device)
+    noise = _ROUNDING * _roundoff(model, x)  # rounding noise of this input's logits
+    lb_cert = float(certified_radii(model, xs, ys, norm=p, method="crown", tol=1e-3, eps_hi=r_max)[0])
+    x0 = x.detach().reshape(-1).to(torch.float64).cpu().numpy()
+    others = other_classes(ys, ops[-1].out_dim)[0].cpu().numpy()
+    order = [int(c) for c in others[np.argsort(-logits[others].detach().cpu().numpy(), kind="stable")]]
+    best, best_x = INF, None
+    class_lower = []
+    failed = False
+    timed_out = False
+    bound_r = None
+    for j in order:
+        cur = min(r_max, best * (1 + 1e-6) + 1e-9) if np.isfinite(best) else r_max
+        if cur != bound_r:  # bounds over the current search ball (tighter after each improvement)
+            with torch.no_grad():
+                lbs = layer_bounds(model, xs, cur, norm=p, method="crown")
+                marg = margin_lower_bounds(model, xs, ys, cur, norm=p, method="crown")[0].cpu().numpy()
+            bounds = [(lo[0].cpu().numpy(), hi[0].cpu().numpy()) for lo, hi in lbs[:-1]]
+            bound_r = cur
+        if marg[list(others).index(j)] > 0:  # class j provably unreachable within cur
+            class_lower.append(cur)
+            continue
+        remaining = time_limit - (time.monotonic() - start)
+        if remaining <= 0:
+            timed_out = True
+            class_lower.append(lb_cert)
+            continue
+        prog, xv, _ = _encode(ops, bounds, x0, cur, p, y, j)
+        kind, sol, dual = _run(prog, xv, x0, cur, p, remaining, lb_cert)
+        if kind == "infeasible":
+            class_lower.append(cur)
+            continue
+        if kind == "error":
+            failed = True
+        if kind == "limit":
+            timed_out = True
+        class_lower.append(dual)
+        if sol is None:
+            continue
+        checked = _verify(model, x, y, sol[xv], p, noise)
+        if checked is None:
+            # the optimum is a tie no nudge breaks (an isolated touching point of the
+            # decision regions): ask for a strictly positive margin instead
+            for tie in _TIES:  # (below twice the noise, the verification could not accept it)
+                tau = max(tie * float(logits.abs().max().clamp_min(1e-2)), 2 * noise)
+                prog, xv, _ = _encode(ops, bounds, x0, cur, p, y, j, margin=tau)
+                remaining = time_limit - (time.monotonic() - start)
+                kind2, sol2, _ = _run(prog, xv, x0, cur, p, max(remaining, 0.01), lb_cert)
+                if kind2 == "limit":
+                    timed_out = True
+                checked = None if sol2 is None else _verify(model, x, y, sol2[xv], p, noise)
+                if checked is not None or kind2 in ("infeasible", "limit"):
+                    break
+            if checked is None and kind2 not in ("infeasible", "limit"):
+                failed = True
+        if checked is not None and checked[1] < best:
+            best, best_x = checked[1], checked[0]
+    low = max(min(class_lower) if class_lower else r_max, lb_cert)
+    if best_x is not None:
+        low = min(low, best)
+    if failed:
+        return (best if best_x is not None else np.nan), low, 2, best_x
+    if timed_out:
+        return (min(best, up) if known else best), low, 1, best_x
+    if best_x is None:
+        # every class is infeasible within r_max: fine if r_max is the whole box
+        return (np.nan, low, 2, None) if known else (INF, low, 0, None)
+    return best, low, 0, best_x
 
 
 def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper=None, time_limit: float = 10.0,
@@ -386,6 +469,7 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
     limit with bounds, 2 infeasible within ``upper`` or solver/verification error, -1 not run.
     ``adv`` (inputs' dtype, inputs' shape): the verified point, the input where none.
     """
+    # Argument checks, then one _exact_point per correctly classified sample; the docstring is a third.
     p = parse_norm(norm)
     if not isinstance(inputs, Tensor) or inputs.ndim < 2:
         raise UserError("inputs must be a batched torch.Tensor (B, ...)")
@@ -405,9 +489,7 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
                                  np.asarray(upper, dtype=np.float64), (bsz,)).copy()
         except (ValueError, TypeError):
             raise UserError(f"upper must be a number or one radius per sample ({bsz}), got shape {np.shape(upper)}") from None
-    d = int(np.prod(inputs.shape[1:]))
-    full = box_radius(p, d)
-    n_classes = ops[-1].out_dim
+    full = box_radius(p, int(np.prod(inputs.shape[1:])))
     with torch.no_grad():
         logits = model(inputs)
     if not torch.isfinite(logits).all():
@@ -418,98 +500,20 @@ def exact_radii(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm, upper
     lower = np.full(bsz, np.nan)
     status = np.full(bsz, -1, dtype=np.int64)
     adv = inputs.detach().clone()
-    from ._progress import bar
-
     points = bar(range(bsz), desc="exact (MILP)", unit="point", enabled=progress)
     for s in points:
         if s:  # the solver's status so far, and the last point's
             done = status[:s]
             points.set_postfix_str(f"last {STATUS.get(int(status[s - 1]), '?')}; optimal {int((done == 0).sum())}, "
                                    f"time limit {int((done == 1).sum())}, error {int((done == 2).sum())}")
-        x = inputs[s]
         y = int(lab[s])
         if pred[s] != y:
             radius[s], lower[s], status[s] = 0.0, 0.0, 0
             continue
-        start = time.monotonic()
-        known = bool(np.isfinite(up[s]) and up[s] > 0)
-        r_max = min(float(up[s]), full) * (1 + 1e-6) + 1e-9 if known else full
-        xs, ys = x.unsqueeze(0), torch.tensor([y], device=inputs.device)
-        noise = _ROUNDING * _roundoff(model, x)  # rounding noise of this input's logits
-        lb_cert = float(certified_radii(model, xs, ys, norm=p, method="crown", tol=1e-3, eps_hi=r_max)[0])
-        x0 = x.detach().reshape(-1).to(torch.float64).cpu().numpy()
-        others = other_classes(ys, n_classes)[0].cpu().numpy()
-        order = [int(c) for c in others[np.argsort(-logits[s, others].detach().cpu().numpy(), kind="stable")]]
-        best, best_x = INF, None
-        class_lower = []
-        failed = False
-        timed_out = False
-        bound_r = None
-        for j in order:
-            cur = min(r_max, best * (1 + 1e-6) + 1e-9) if np.isfinite(best) else r_max
-            if cur != bound_r:  # bounds over the current search ball (tighter after each improvement)
-                with torch.no_grad():
-                    lbs = layer_bounds(model, xs, cur, norm=p, method="crown")
-                    marg = margin_lower_bounds(model, xs, ys, cur, norm=p, method="crown")[0].cpu().numpy()
-                bounds = [(lo[0].cpu().numpy(), hi[0].cpu().numpy()) for lo, hi in lbs[:-1]]
-                bound_r = cur
-            if marg[list(others).index(j)] > 0:  # class j provably unreachable within cur
-                class_lower.append(cur)
-                continue
-            remaining = time_limit - (time.monotonic() - start)
-            if remaining <= 0:
-                timed_out = True
-                class_lower.append(lb_cert)
-                continue
-            prog, xv, _ = _encode(ops, bounds, x0, cur, p, y, j)
-            kind, sol, dual = _run(prog, xv, x0, cur, p, remaining, lb_cert)
-            if kind == "infeasible":
-                class_lower.append(cur)
-                continue
-            if kind == "error":
-                failed = True
-            if kind == "limit":
-                timed_out = True
-            class_lower.append(dual)
-            if sol is None:
-                continue
-            checked = _verify(model, x, y, sol[xv], p, noise)
-            if checked is None:
-                # the optimum is a tie no nudge breaks (an isolated touching point of the
-                # decision regions): ask for a strictly positive margin instead
-                for tie in _TIES:  # (below twice the noise, the verification could not accept it)
-                    tau = max(tie * float(logits[s].abs().max().clamp_min(1e-2)), 2 * noise)
-                    prog, xv, _ = _encode(ops, bounds, x0, cur, p, y, j, margin=tau)
-                    remaining = time_limit - (time.monotonic() - start)
-                    kind2, sol2, _ = _run(prog, xv, x0, cur, p, max(remaining, 0.01), lb_cert)
-                    if kind2 == "limit":
-                        timed_out = True
-                    checked = None if sol2 is None else _verify(model, x, y, sol2[xv], p, noise)
-                    if checked is not None or kind2 in ("infeasible", "limit"):
-                        break
-                if checked is None and kind2 not in ("infeasible", "limit"):
-                    failed = True
-            if checked is not None and checked[1] < best:
-                best, best_x = checked[1], checked[0]
-        low = max(min(class_lower) if class_lower else r_max, lb_cert)
+        radius[s], lower[s], status[s], best_x = _exact_point(model, ops, inputs[s], y, logits[s], float(up[s]), full,
+                                                              p, time_limit)
         if best_x is not None:
             adv[s] = best_x
-            low = min(low, best)
-        lower[s] = low
-        if failed:
-            status[s] = 2
-            radius[s] = best if best_x is not None else np.nan
-        elif timed_out:
-            status[s] = 1
-            radius[s] = min(best, float(up[s])) if known else best
-        elif best_x is None:
-            # every class is infeasible within r_max: fine if r_max is the whole box
-            if known:
-                status[s], radius[s] = 2, np.nan
-            else:
-                status[s], radius[s] = 0, INF
-        else:
-            status[s], radius[s] = 0, best
     if bsz:
         points.set_postfix_str(f"optimal {int((status == 0).sum())}, time limit {int((status == 1).sum())}, "
                                f"error {int((status == 2).sum())}")

@@ -37,33 +37,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
+from torch.func import jacrev, vmap
+
+from attacks.losses import label_margin
 
 from .errors import UserError
-from .norms import norm_name, parse_norm
+from .models import named_leaves
+from .norms import INF, NORMS, dual, lp_norm, norm_name, parse_norm, row_norm
+from ._progress import bar
 
 from . import configs, runs
 from ._stats import median
 from .models import select_device
 
-INF = math.inf
-_NORMS = (1.0, 2.0, INF)
+_NORMS = tuple(NORMS.values())  # 1, 2, inf: the candidate norms of the intermediate representations
 # Above this many matrix entries a convolution's L2 operator norm comes from power iteration
 # instead of an exact SVD of the explicit matrix (a digits-sized conv is a few thousand entries).
 _EXPLICIT_CONV_MAX_ENTRIES = 4_000_000
-
-
-def _dual(p: float) -> float:
-    return {1.0: INF, 2.0: 2.0, INF: 1.0}[float(p)]
-
-
-def _vec_norm(v: torch.Tensor, p: float, dim: int = -1) -> torch.Tensor:
-    if p == INF:
-        return v.abs().amax(dim=dim)
-    if p == 1.0:
-        return v.abs().sum(dim=dim)
-    return v.norm(dim=dim)
 
 
 # --------------------------------------------------------------------------- layers
@@ -78,13 +71,7 @@ def flatten_layers(model: nn.Module) -> list[nn.Module]:
     if not isinstance(model, nn.Sequential):
         raise UserError(f"Lipschitz upper bounds need an nn.Sequential model, got {type(model).__name__}; "
                         "build models with advrobust.models.build_model")
-    out: list[nn.Module] = []
-    for m in model:
-        if isinstance(m, nn.Sequential):
-            out.extend(flatten_layers(m))
-        else:
-            out.append(m)
-    return out
+    return [layer for _, layer in named_leaves(model)]
 
 
 def _conv_apply(layer: nn.Conv2d, v: torch.Tensor) -> torch.Tensor:
@@ -201,6 +188,20 @@ def _relax(state: dict[float, float], dim: int) -> dict[float, float]:
     return {b: min(state[a] * _identity_factor(a, b, dim) for a in _NORMS) for b in _NORMS}
 
 
+def _margin_bound(w: torch.Tensor, prefix: dict[float, float]) -> float:
+    """``max_{y != j} min_a prefix[a] * ||w_y - w_j||_{a*}``: the margin bound through the last
+    layer ``w`` (K, h), with ``prefix[a]`` the bound up to its input measured in norm ``a``."""
+    k = w.shape[0]
+    diff = (w.unsqueeze(1) - w.unsqueeze(0)).reshape(k * k, -1)  # rows w_y - w_j
+    off = ~torch.eye(k, dtype=torch.bool).reshape(-1)
+    diff = diff[off]
+    per_pair = torch.full((diff.shape[0],), INF, dtype=torch.float64)
+    for a in _NORMS:
+        if math.isfinite(prefix[a]):
+            per_pair = torch.minimum(per_pair, prefix[a] * row_norm(diff, dual(a)))
+    return float(per_pair.max())
+
+
 def upper_bounds(model: nn.Module, input_shape: Sequence[int], *, norm: float = 2.0, seed: int = 0) -> dict:
     """Upper bounds on the Lipschitz constants of the margin functions and of the logit map.
 
@@ -221,6 +222,7 @@ def upper_bounds(model: nn.Module, input_shape: Sequence[int], *, norm: float = 
     dict with ``margin``, ``logit`` (floats, or None with ``reason`` when a layer is unsupported),
     ``exact`` (False if a convolution's L2 norm came from power iteration) and per-layer norms.
     """
+    # One dynamic programme over the layers (its state is the two dicts below); the docstring is a quarter.
     p = parse_norm(norm)
     layers = flatten_layers(model)
     shape = tuple(int(s) for s in input_shape)
@@ -274,18 +276,10 @@ def upper_bounds(model: nn.Module, input_shape: Sequence[int], *, norm: float = 
         reason = "the margin bound needs a final nn.Linear layer"
     else:
         w = layers[last_linear].weight.detach().double()  # (K, h)
-        k = w.shape[0]
-        if k < 2:
+        if w.shape[0] < 2:
             reason = "the margin needs at least two classes"
         else:
-            diff = (w.unsqueeze(1) - w.unsqueeze(0)).reshape(k * k, -1)  # rows w_y - w_j
-            off = ~torch.eye(k, dtype=torch.bool).reshape(-1)
-            diff = diff[off]
-            per_pair = torch.full((diff.shape[0],), INF, dtype=torch.float64)
-            for a in _NORMS:
-                if math.isfinite(margin_prefix[a]):
-                    per_pair = torch.minimum(per_pair, margin_prefix[a] * _vec_norm(diff, _dual(a), dim=1))
-            margin = float(per_pair.max())
+            margin = _margin_bound(w, margin_prefix)
     out = {"margin": margin, "logit": logit, "exact": exact, "layers": per_layer,
            "method": "product of layer operator norms, intermediate norms chosen among l1/l2/linf"}
     if reason:
@@ -296,8 +290,6 @@ def upper_bounds(model: nn.Module, input_shape: Sequence[int], *, norm: float = 
 # --------------------------------------------------------------------------- lower bounds
 def _jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, K) and input Jacobians (B, K, D) of a batch."""
-    from torch.func import jacrev, vmap
-
     def single(z):
         return model(z.unsqueeze(0)).squeeze(0)
 
@@ -315,14 +307,14 @@ def _local_constants(model: nn.Module, x: torch.Tensor, p: float,
     and the Jacobian's spectral norm."""
     logits, jac = _jacobian(model, x)
     b, k, _ = jac.shape
-    q = _dual(p)
+    q = dual(p)
     # for each class y: active competitor j*(y) = argmax_{j != y} f_j
     masked = logits.unsqueeze(1).expand(b, k, k).clone()  # [b, y, j]
     idx = torch.arange(k, device=x.device)
     masked[:, idx, idx] = -INF
     jstar = masked.argmax(dim=2)  # (b, k)
     grads = jac - jac.gather(1, jstar.unsqueeze(2).expand_as(jac))  # (b, k, D): grad of m_y
-    gnorm = _vec_norm(grads, q, dim=2)  # (b, k)
+    gnorm = row_norm(grads, q)  # (b, k)
     if labels is not None:
         margin_c = gnorm.gather(1, labels.view(-1, 1)).squeeze(1)
     else:
@@ -373,8 +365,6 @@ def attack_secants(model: nn.Module | None, results: Mapping[str, Any], x_split:
     -------
     dict: ``ratio_max``, ``ratio_median``, ``ratio_count``, ``secant_max`` (None without the model).
     """
-    import numpy as np
-
     p = parse_norm(norm)
     margin = np.asarray(results["margin"], dtype=np.float64)
     radius = np.asarray(results["best_radius"], dtype=np.float64)
@@ -389,8 +379,6 @@ def attack_secants(model: nn.Module | None, results: Mapping[str, Any], x_split:
         x = x_split[idx]
         adv = torch.as_tensor(np.asarray(results["adv"])[ok]).to(x.dtype).reshape(x.shape)
         with torch.no_grad():
-            from attacks._common import label_margin, lp_norm
-
             m_x = label_margin(model(x), labels)
             m_a = label_margin(model(adv), labels)
             dist = lp_norm(adv - x, p)
@@ -398,6 +386,50 @@ def attack_secants(model: nn.Module | None, results: Mapping[str, Any], x_split:
         if good.any():
             out["secant_max"] = float(((m_x - m_a)[good] / dist[good]).max())
     return out
+
+
+def _ascent_lower(model: nn.Module, cand_x: torch.Tensor, cand_m: torch.Tensor, cand_s: torch.Tensor, p: float,
+                  steps: int, points: int, gen: torch.Generator, lo: float, hi: float) -> tuple:
+    """Hill climbs from the ``points`` candidates of largest local margin (``cand_m``) and logit
+    (``cand_s``) constant; returns the largest constants reached (None, None when ``steps`` is 0)."""
+    if steps <= 0:
+        return None, None
+    k = min(points, cand_x.shape[0])
+    step0 = 0.05 * float(cand_x.reshape(cand_x.shape[0], -1).norm(dim=1).mean().clamp_min(1e-6))
+    top = cand_m.topk(k).indices
+    _, vm = _hill_climb(model, cand_x[top], cand_m[top], 0, p, steps=steps, step0=step0, gen=gen, lo=lo, hi=hi)
+    top = cand_s.topk(k).indices
+    _, vs = _hill_climb(model, cand_x[top], cand_s[top], 1, p, steps=steps, step0=step0, gen=gen, lo=lo, hi=hi)
+    return float(vm.max()), float(vs.max())
+
+
+def _best_lower(margin: dict, logit: dict, secants: dict) -> None:
+    """Set ``lower`` and ``lower_method`` of both sections: the largest of their lower bounds
+    (for the margin, the attack secants' too)."""
+    for sec, keys in ((margin, ("lower_gradient", "lower_segments", "lower_ascent")),
+                      (logit, ("lower_gradient", "lower_segments", "lower_ascent"))):
+        cands = {k: sec[k] for k in keys if sec.get(k) is not None}
+        if sec is margin:
+            for split, s in secants.items():
+                for key in ("ratio_max", "secant_max"):
+                    if s.get(key) is not None:
+                        cands[f"attack_{split}_{key.split('_')[0]}"] = s[key]
+        best = max(cands, key=cands.get)
+        sec["lower"] = cands[best]
+        sec["lower_method"] = best
+
+
+def _add_upper(margin: dict, logit: dict, ub: dict) -> None:
+    """Copy the upper bounds of :func:`upper_bounds` into both sections, with the ratio to ``lower``."""
+    margin["upper"] = ub["margin"]
+    logit["upper"] = ub["logit"]
+    for sec in (margin, logit):
+        sec["upper_method"] = ub["method"]
+        sec["upper_exact"] = ub["exact"]
+        if sec["upper"] is None:
+            sec["upper_reason"] = ub.get("reason")
+        sec["ratio_upper_lower"] = (sec["upper"] / sec["lower"]) if sec["upper"] is not None and sec["lower"] > 0 \
+            else None
 
 
 def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, *, norm: float = 2.0,
@@ -427,6 +459,7 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
     upper bound, or None with ``upper_reason``). ``margin`` is Lip from ``(R^D, ||.||_norm)``
     to ``R`` of ``m_y``, maximised over classes ``y``; ``logit`` is l2 -> l2.
     """
+    # The stages in order (the progress bar names them), each a call; the docstring is a third of it.
     p = parse_norm(norm)
     if x_train.ndim < 2 or y_train.shape != (x_train.shape[0],):
         raise UserError(f"x_train must be (N, ...) and y_train (N,), got {tuple(x_train.shape)} and "
@@ -441,7 +474,6 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
     x = x_train.to(dev).float()
     gen = torch.Generator().manual_seed(int(seed))
     fn = lambda z: _local_constants(model, z, p)  # noqa: E731
-    from ._progress import bar
 
     steps = bar(desc="lipschitz", total=5, unit="stage", enabled=progress)
 
@@ -465,18 +497,8 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
     cand_x = torch.cat([x, pts]) if m_seg.numel() else x
     cand_m = torch.cat([m_train, m_seg]) if m_seg.numel() else m_train
     cand_s = torch.cat([s_train, s_seg]) if m_seg.numel() else s_train
-    m_asc = s_asc = None
     stage("gradient ascent")
-    if ascent_steps > 0:
-        k = min(ascent_points, cand_x.shape[0])
-        step0 = 0.05 * float(cand_x.reshape(cand_x.shape[0], -1).norm(dim=1).mean().clamp_min(1e-6))
-        top = cand_m.topk(k).indices
-        _, vm = _hill_climb(model, cand_x[top], cand_m[top], 0, p, steps=ascent_steps, step0=step0,
-                            gen=gen, lo=lo, hi=hi)
-        top = cand_s.topk(k).indices
-        _, vs = _hill_climb(model, cand_x[top], cand_s[top], 1, p, steps=ascent_steps, step0=step0,
-                            gen=gen, lo=lo, hi=hi)
-        m_asc, s_asc = float(vm.max()), float(vs.max())
+    m_asc, s_asc = _ascent_lower(model, cand_x, cand_m, cand_s, p, ascent_steps, ascent_points, gen, lo, hi)
     margin = {"lower_gradient": float(m_train.max()), "lower_gradient_median": median(m_train.detach().cpu().numpy()),
               "lower_segments": float(m_seg.max()) if m_seg.numel() else None, "lower_ascent": m_asc}
     logit = {"lower_gradient": float(s_train.max()), "lower_gradient_median": median(s_train.detach().cpu().numpy()),
@@ -486,30 +508,12 @@ def estimate_lipschitz(model: nn.Module, x_train: torch.Tensor, y_train: torch.T
     for split, (res, xs) in (attack_results or {}).items():
         secants[split] = attack_secants(model, res, None if xs is None else xs.to(dev).float(), norm=p)
     margin["attack"] = secants
-    for sec, keys in ((margin, ("lower_gradient", "lower_segments", "lower_ascent")),
-                      (logit, ("lower_gradient", "lower_segments", "lower_ascent"))):
-        cands = {k: sec[k] for k in keys if sec.get(k) is not None}
-        if sec is margin:
-            for split, s in secants.items():
-                for key in ("ratio_max", "secant_max"):
-                    if s.get(key) is not None:
-                        cands[f"attack_{split}_{key.split('_')[0]}"] = s[key]
-        best = max(cands, key=cands.get)
-        sec["lower"] = cands[best]
-        sec["lower_method"] = best
+    _best_lower(margin, logit, secants)
     stage("upper bound")
     ub = upper_bounds(model, tuple(x.shape[1:]), norm=p, seed=seed)
     steps.update()
     steps.close()
-    margin["upper"] = ub["margin"]
-    logit["upper"] = ub["logit"]
-    for sec in (margin, logit):
-        sec["upper_method"] = ub["method"]
-        sec["upper_exact"] = ub["exact"]
-        if sec["upper"] is None:
-            sec["upper_reason"] = ub.get("reason")
-        sec["ratio_upper_lower"] = (sec["upper"] / sec["lower"]) if sec["upper"] is not None and sec["lower"] > 0 \
-            else None
+    _add_upper(margin, logit, ub)
     margin["input_norm"], margin["output"] = norm_name(p), "margin (abs)"
     logit["input_norm"], logit["output"] = "l2", "logits (l2)"
     return {"norm": norm_name(p), "margin": margin, "logit": logit, "layers": ub["layers"],

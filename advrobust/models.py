@@ -208,6 +208,18 @@ def _layers(spec: dict) -> list[nn.Module]:
 _COPIES = 4
 
 
+def named_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The leaf modules of a model in call order, with their dotted names (nested
+    ``nn.Sequential`` are unrolled; anything else, the model itself included, is a leaf)."""
+    if isinstance(model, nn.Sequential):
+        out: list[tuple[str, nn.Module]] = []
+        for name, child in model.named_children():
+            for sub_name, sub in named_leaves(child):
+                out.append((f"{name}.{sub_name}" if sub_name else name, sub))
+        return out
+    return [("", model)]
+
+
 def memory_bytes() -> int | None:
     """Memory available to this process now (Linux MemAvailable, else physical memory); None if unknown."""
     try:

@@ -5,11 +5,11 @@ a :class:`~advrobust.errors.UserError`.
 """
 from __future__ import annotations
 
-from attacks.norms import INF, NORMS, dual, lp_norm, norm_name, norm_value
+from attacks.norms import INF, NORMS, dual, lp_norm, norm_name, norm_value, row_norm
 
 from .errors import UserError
 
-__all__ = ["INF", "NORMS", "dual", "lp_norm", "norm_name", "parse_norm"]
+__all__ = ["INF", "NORMS", "dual", "lp_norm", "norm_name", "parse_norm", "row_norm"]
 
 
 def parse_norm(text: str | float | int) -> float:

@@ -15,11 +15,10 @@ within ``eps``) and its paper.
 from __future__ import annotations
 
 import importlib
-import math
 from dataclasses import dataclass
 from typing import Callable
 
-INF = math.inf
+from .norms import INF
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ ATTACKS: dict[str, AttackInfo] = {e.name: e for e in _ENTRIES}
 def get_attack(name: str) -> AttackInfo:
     """Look up an attack by name; ``foolbox:ClassName`` gives a foolbox 3 attack under our contract."""
     if name.startswith("foolbox:"):
-        from .foolbox_adapter import foolbox_info
+        from .foolbox_adapter import foolbox_info  # here: importing this package stays torch only
 
         return foolbox_info(name.split(":", 1)[1])
     if name not in ATTACKS:

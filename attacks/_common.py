@@ -1,4 +1,4 @@
-"""Private helpers shared by the attacks: norms, projections, margins, bookkeeping.
+"""Private helpers shared by the attacks: argument checks, projections, gradients, bookkeeping.
 
 Conventions (every attack follows them):
 - ``inputs``: (B, ...) float tensor in [0, 1]; ``labels``: (B,) long tensor. With
@@ -13,7 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .norms import INF, dual, lp_norm, norm_name  # noqa: F401  (the attacks' shared vocabulary)
+from .norms import INF, dual, lp_norm, norm_name
+
+# INF and dual are also imported from here by boundary.py (another branch's file); at the merge it
+# imports them from .norms and this list goes
+__all__ = ["INF", "dual"]
 
 
 def check_norm(norm: float, supported: tuple[float, ...], attack: str) -> float:
@@ -70,7 +74,7 @@ def update_rows_(dst: Tensor, src: Tensor, rows: Tensor) -> Tensor:
     ``torch.lerp`` with a weight of exactly 0 or 1 returns ``dst`` or ``src`` bit for bit (it
     computes ``end - (end - start) * (1 - weight)`` for weights >= 0.5); for the small batches of
     an attack's inner loop it is several times faster than ``torch.where`` with a broadcast
-    boolean mask, and unlike boolean indexing it never synchronises a GPU. tests/test_attacks_a.py
+    boolean mask, and unlike boolean indexing it never synchronises a GPU. tests/test_attack_helpers.py
     checks the exactness.
     """
     return dst.lerp_(src, view_as_batch(rows, dst).to(dst.dtype))
@@ -114,42 +118,6 @@ def project_ball(delta: Tensor, eps: Tensor, p: float) -> Tensor:
 def clamp_box(inputs: Tensor, delta: Tensor) -> Tensor:
     """Return delta such that inputs + delta lies in [0, 1]."""
     return (inputs + delta).clamp(0, 1) - inputs
-
-
-def label_margin(logits: Tensor, labels: Tensor, targeted: bool = False) -> Tensor:
-    """Margin that is > 0 while the attack has not succeeded.
-
-    Untargeted: logit[label] - max_{j != label} logit[j]. Targeted (labels are targets):
-    max_{j != target} logit[j] - logit[target].
-    """
-    lab = labels.unsqueeze(1)
-    with torch.no_grad():  # index of the best other class; its logit is then gathered, so the
-        # backward pass is a cheap scatter (amax's backward is several full-size kernels)
-        other = logits.scatter(1, lab, -INF).argmax(dim=1, keepdim=True)
-    pair = logits.gather(1, torch.cat((lab, other), 1))
-    true, best_other = pair[:, 0], pair[:, 1]
-    return best_other - true if targeted else true - best_other
-
-
-def margin_weights(logits: Tensor, labels: Tensor, targeted: bool = False,
-                   onehot: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """The margin of :func:`label_margin` and its gradient with respect to the logits.
-
-    For detached ``logits`` (B, C) returns ``(w, margin)``: ``w`` (B, C) is +1 at the label and
-    -1 at the best other class (signs flipped when ``targeted``), ``margin`` (B,) as in
-    :func:`label_margin`. Pass it to :func:`input_grad` (its ``w`` is the incoming gradient).
-    ``onehot``: the labels' one-hot rows (B, C) in the logits' dtype, when the caller keeps them
-    across steps (saves two small kernels per call).
-    """
-    lab = labels.unsqueeze(1)
-    best_other, other = logits.scatter(1, lab, -INF).max(dim=1, keepdim=True)
-    margin = (logits.gather(1, lab) - best_other).squeeze(1)
-    if onehot is None:
-        onehot = torch.zeros_like(logits).scatter_(1, lab, 1.0)
-    w = onehot.scatter(1, other, -1.0)
-    if targeted:
-        return w.neg_(), margin.neg_()
-    return w, margin
 
 
 def input_grad(model: nn.Module, x: Tensor, weigh) -> tuple[Tensor, object, Tensor]:

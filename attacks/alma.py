@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, dual, flat, input_grad, lp_norm
+from ._common import check_inputs, check_norm, flat, input_grad
+from .norms import INF, dual, lp_norm
 
 # Defaults of the paper (and its reference implementation) for the multiplier/penalty updates.
 _MU_INIT = 1.0  # initial Lagrange multiplier
@@ -134,6 +135,9 @@ def alma(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0,
     models was ~6% above the optimum; with the proximal step it is within 0.5%). The penalty P2,
     the multiplier and penalty updates and RMSProp settings follow the paper.
     """
+    # One function, like the paper's algorithm: the multipliers (mu, rho), the RMSProp buffers, the
+    # learning-rate schedule and the best point are per-sample state updated in place at every step;
+    # the stateless pieces (penalty, scaled margin) are the helpers above.
     p = check_norm(norm, (1.0, 2.0), "alma")
     check_inputs(inputs, labels)
     if steps < 1:
@@ -189,10 +193,7 @@ def alma(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0,
     for i in range(steps):
         _, (margin, d_pen), grad = input_grad(model, x_adv.view(shape), weigh)
         grad = grad.view(batch, -1)  # gradient of the penalty; the distance's is added below
-        if p == 2:
-            dist = torch.linalg.vector_norm(delta, dim=1, keepdim=True)
-        else:
-            dist = delta.abs().sum(dim=1, keepdim=True)
+        dist = lp_norm(delta, p).unsqueeze(1)
 
         is_adv = margin < 0
         dist_adv = torch.where(is_adv, dist, INF)

@@ -12,12 +12,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, flat, input_grad, is_adversarial, make_generator, update_rows_
-from .pgd import _Budget, as_eps, logit_weights, rival_classes, sparse_l1_direction, start_in_ball
+from ._budget import Budget, as_eps, sparse_l1_direction, start_in_ball
+from ._common import check_inputs, check_norm, flat, input_grad, is_adversarial, make_generator, update_rows_
+from ._geometry import rival_classes
+from .losses import logit_weights
+from .norms import INF
 
 _NORMS = (1.0, 2.0, INF)
 _MOMENTUM = 0.75  # weight of the new step; 0.25 of the previous displacement (paper's alpha)
 _RHO = 0.75  # a checkpoint halves the step if fewer than rho of the steps since raised the loss
+_L1_ALPHA = 1.0  # L1: the step size is alpha * eps at most and alpha * eps / 10 at least
 
 
 def _checkpoints(steps: int) -> list[int]:
@@ -82,7 +86,7 @@ def apgd(
     seed : int
         Seed of the local generator for the random starts.
     rivals : Tensor, optional
-        (B, K) rival classes as :func:`attacks.pgd.rival_classes` returns them, for callers that
+        (B, K) rival classes as :func:`attacks._geometry.rival_classes` returns them, for callers that
         attack the same points repeatedly; computed here when needed and not given.
 
     Returns
@@ -90,6 +94,7 @@ def apgd(
     Tensor
         Adversarial inputs within the budget and the box; the input where none was found.
     """
+    # Over half of this function is its docstring; one run is _single_run.
     p = check_norm(norm, _NORMS, "apgd")
     check_inputs(inputs, labels)
     if loss not in ("ce", "dlr"):
@@ -135,6 +140,8 @@ def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen, num_class
     the batch (their updates are ignored) until at most ``_COMPACT`` of it is still searching;
     then every per-sample state is cut down to those.
     """
+    # One function: the paper's loop over shared per-sample state (``st``); the step, the L1
+    # sparsity rule and the checkpoint rule are the helpers below.
     b = xs.shape[0]
     shape = xs.shape[1:]
     dev = xs.device
@@ -147,7 +154,7 @@ def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen, num_class
     # per-sample state, all indexed like the current batch; ``pos`` maps it to the outputs
     st = {"pos": torch.arange(b, device=dev), "y": ys, "riv": riv, "es": es,
           "alive": torch.ones(b, dtype=torch.bool, device=dev)}
-    budget = _Budget(x0, es, p)
+    budget = Budget(x0, es, p)
     weigh = logit_weights(kind, ys, riv, targeted, num_classes, x0.dtype)
     n_alive = b
 
@@ -167,14 +174,10 @@ def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen, num_class
 
     loss_cur, grad = evaluate(x)
     loss_best = loss_cur.clone()
-    x_best, grad_best = x.clone(), grad.clone()
-    x_prev = x.clone()
-    st.update(loss_cur=loss_cur, loss_best=loss_best, x=x, x_best=x_best, grad=grad, grad_best=grad_best,
-              x_prev=x_prev)
-
+    st.update(loss_cur=loss_cur, loss_best=loss_best, x=x, x_best=x.clone(), grad=grad, grad_best=grad.clone(),
+              x_prev=x.clone())
     if p == 1:
-        alpha = 1.0
-        st["step"] = alpha * es.clone()
+        st["step"] = _L1_ALPHA * es.clone()
         st["topk"] = torch.full((b,), 0.2 * d, dtype=es.dtype, device=dev)  # number of coordinates per sparse step
         st["sp_old"] = torch.full((b,), float(d), dtype=es.dtype, device=dev)
         period = max(int(0.04 * steps), 1)
@@ -194,17 +197,8 @@ def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen, num_class
             st = {key: (None if v is None else v[keep]) for key, v in st.items()}
             budget = budget.subset(keep)
             weigh = logit_weights(kind, st["y"], st["riv"], targeted, num_classes, x0.dtype)
-        x, grad, x_prev, es = st["x"], st["grad"], st["x_prev"], st["es"]
-        step = st["step"].unsqueeze(1)
-        if p == INF:
-            z = budget.project_(torch.addcmul(x, step, grad.sign()))
-        elif p == 2:
-            z = budget.project_(torch.addcmul(x, step / torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min_(1e-30), grad))
-        else:
-            z = budget.project_(torch.addcmul(x, step, sparse_l1_direction(grad, x, st["topk"].floor())))
-        if p != 1 and k > 0:  # momentum (the L1 version of the paper uses none):
-            # x + m (z - x) + (1 - m)(x - x_prev) = m z + 2 (1 - m) x - (1 - m) x_prev
-            z = budget.project_(z.mul_(_MOMENTUM).add_(x, alpha=2 * (1 - _MOMENTUM)).sub_(x_prev, alpha=1 - _MOMENTUM))
+        x = st["x"]
+        z = _next_point(st, budget, p, k)
         lv, g = evaluate(z)
         st["x_prev"], st["x"], st["grad"] = x, z, g
         if p != 1:
@@ -218,26 +212,56 @@ def _single_run(model, xs, ys, riv, es, p, steps, kind, targeted, gen, num_class
         it = k + 1
         if p == 1:
             if it % period == 0:
-                es = st["es"]
-                sp = (st["x_best"] != budget.x0).sum(1).to(st["step"].dtype)
-                shrink = sp / st["sp_old"] < 0.95
-                st["topk"] = (sp / 1.5).clamp(1.0, float(d))
-                new_step = torch.where(shrink, alpha * es, st["step"] / 1.5)
-                st["step"] = torch.minimum(torch.maximum(new_step, alpha * es / 10), alpha * es)
-                st["sp_old"] = sp
-                _back_to_best(st, shrink)
+                _adapt_sparsity(st, budget, d)
         elif it in checks:
-            span = it - last_check
-            osc = st["n_up"] < _RHO * span
-            stuck = (~st["reduced_at_check"]) & (st["best_at_check"] >= st["loss_best"])
-            halve = osc | stuck
-            st["reduced_at_check"] = halve
-            st["best_at_check"] = st["loss_best"].clone()
-            st["n_up"].zero_()
-            st["step"] = torch.where(halve, st["step"] / 2, st["step"])
-            _back_to_best(st, halve)
+            _checkpoint(st, it - last_check)
             last_check = it
     return found, xadv
+
+
+def _next_point(st: dict, budget: Budget, p: float, k: int) -> Tensor:
+    """The step from ``st["x"]``: signed (Linf), normalised (L2) or sparse top-k (L1) gradient
+    ascent, projected; then, for Linf and L2 after the first step, the momentum."""
+    x, grad, x_prev = st["x"], st["grad"], st["x_prev"]
+    step = st["step"].unsqueeze(1)
+    if p == INF:
+        z = budget.project_(torch.addcmul(x, step, grad.sign()))
+    elif p == 2:
+        z = budget.project_(torch.addcmul(x, step / torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min_(1e-30), grad))
+    else:
+        z = budget.project_(torch.addcmul(x, step, sparse_l1_direction(grad, x, st["topk"].floor())))
+    if p != 1 and k > 0:  # momentum (the L1 version of the paper uses none):
+        # x + m (z - x) + (1 - m)(x - x_prev) = m z + 2 (1 - m) x - (1 - m) x_prev
+        z = budget.project_(z.mul_(_MOMENTUM).add_(x, alpha=2 * (1 - _MOMENTUM)).sub_(x_prev, alpha=1 - _MOMENTUM))
+    return z
+
+
+def _adapt_sparsity(st: dict, budget: Budget, d: int) -> None:
+    """L1, every 4% of the steps: k follows the sparsity of the best point; where the best point
+    became sparser (by 5%), the step size resets to eps and the run goes back to the best point,
+    elsewhere the step shrinks by 1.5 (between eps / 10 and eps)."""
+    es = st["es"]
+    sp = (st["x_best"] != budget.x0).sum(1).to(st["step"].dtype)
+    shrink = sp / st["sp_old"] < 0.95
+    st["topk"] = (sp / 1.5).clamp(1.0, float(d))
+    new_step = torch.where(shrink, _L1_ALPHA * es, st["step"] / 1.5)
+    st["step"] = torch.minimum(torch.maximum(new_step, _L1_ALPHA * es / 10), _L1_ALPHA * es)
+    st["sp_old"] = sp
+    _back_to_best(st, shrink)
+
+
+def _checkpoint(st: dict, span: int) -> None:
+    """Linf/L2, at a checkpoint ``span`` steps after the last: halve the step and go back to the
+    best point where the loss rose in fewer than rho of those steps, or where the step was not
+    halved last time and the best loss has not improved since."""
+    osc = st["n_up"] < _RHO * span
+    stuck = (~st["reduced_at_check"]) & (st["best_at_check"] >= st["loss_best"])
+    halve = osc | stuck
+    st["reduced_at_check"] = halve
+    st["best_at_check"] = st["loss_best"].clone()
+    st["n_up"].zero_()
+    st["step"] = torch.where(halve, st["step"] / 2, st["step"])
+    _back_to_best(st, halve)
 
 
 def _back_to_best(st: dict, sel: Tensor) -> None:

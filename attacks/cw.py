@@ -10,7 +10,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import check_inputs, check_norm, flat, input_grad, margin_weights
+from ._common import check_inputs, check_norm, flat, input_grad
+from .losses import margin_weights
 
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
@@ -76,6 +77,8 @@ def cw(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, s
     Tensor
         Adversarial inputs with the smallest L2 norm found; the input itself where none was found.
     """
+    # One function: the binary search over c and the Adam runs share per-sample buffers (c and its
+    # bracket, the Adam moments, the best point) updated in place; the docstring is half of it.
     check_norm(norm, (2.0,), "cw")
     check_inputs(inputs, labels)
     if steps < 1 or search_steps < 1:

@@ -6,17 +6,12 @@ https://arxiv.org/abs/1811.09600
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from ._common import check_inputs, check_norm, flat, input_grad, lp_norm, margin_weights, update_rows_
-
-
-def _cosine(i: int, steps: int, start: float, end: float) -> float:
-    """Cosine annealing from ``start`` (i = 0) to ``end`` (i = steps)."""
-    return end + (start - end) * (1 + math.cos(math.pi * i / steps)) / 2
+from ._adaptive_radius import Step, adaptive_radius_descent
+from ._common import check_inputs, check_norm
+from .norms import lp_norm
 
 
 def ddn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, steps: int = 100,
@@ -73,45 +68,22 @@ def ddn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
         raise ValueError("ddn: need step_size > 0 and 0 < gamma < 1")
     if eps is not None and not eps > 0:
         raise ValueError(f"ddn: eps must be > 0, got {eps}")
-    x = inputs.detach()
-    if x.shape[0] == 0:
-        return x.clone()
-    shape = x.shape
-    x = flat(x)  # the state is kept flat, (B, D); only the model sees the input's shape
-    worst_norm = lp_norm(torch.maximum(x, 1 - x), 2)  # largest radius the box allows
-    best_norm = torch.full_like(worst_norm, math.inf)
-    best_adv = x.clone()
-    radius = worst_norm if eps is None else torch.full_like(worst_norm, eps).minimum(worst_norm)
-    x_adv = x.clone()  # the iterate, in the box; delta = x_adv - x and its norm are kept with it
-    delta = torch.zeros_like(x)
-    d_norm = torch.zeros_like(worst_norm)
+    radius = None  # per-sample radius r
 
-    def weigh(z):
-        return margin_weights(z, labels, targeted)
-
-    for i in range(steps):
-        alpha = _cosine(i, steps, step_size, step_size / 100)
-        gam = _cosine(i, steps, gamma, gamma / 50)
-        _, margin, grad = input_grad(model, x_adv.view(shape), weigh)  # margin > 0 while not adversarial
-        grad = grad.view_as(x)
-
-        is_adv = margin < 0
-        cand = torch.where(is_adv, d_norm, math.inf)
-        update_rows_(best_adv, x_adv, cand < best_norm)
-        best_norm = torch.minimum(best_norm, cand)
-
-        g_norm = lp_norm(grad, 2).clamp_min_(1e-12)
-        if i == 0 and eps is None:
+    def rule(st: Step) -> Tensor:
+        nonlocal radius
+        g_norm = lp_norm(st.grad, 2).clamp_min_(1e-12)
+        if st.i == 0 and eps is None:
             # start just past the linearised boundary (exactly on it a linear model never crosses)
-            radius = torch.minimum(margin.abs().div_(g_norm).mul_(1 + gam), worst_norm)
+            radius = torch.minimum(st.margin.abs().div_(g_norm).mul_(1 + st.gamma), st.worst_norm)
         else:
-            radius = torch.minimum(radius * torch.where(is_adv, 1 - gam, 1 + gam), worst_norm)
+            if radius is None:
+                radius = torch.full_like(st.worst_norm, eps).minimum(st.worst_norm)
+            radius = torch.minimum(radius * torch.where(st.is_adv, 1 - st.gamma, 1 + st.gamma), st.worst_norm)
         # step of length alpha * radius against the gradient, rescale onto the sphere, clip to the box
-        delta.addcmul_(grad, radius.div(g_norm).mul_(-alpha).unsqueeze(1))
-        scale = radius.div(lp_norm(delta, 2).clamp_min_(1e-12))
-        x_adv = torch.addcmul(x, delta, scale.unsqueeze(1)).clamp_(0, 1)
-        delta = x_adv - x
-        d_norm = lp_norm(delta, 2)
+        st.delta.addcmul_(st.grad, radius.div(g_norm).mul_(-st.alpha).unsqueeze(1))
+        scale = radius.div(lp_norm(st.delta, 2).clamp_min_(1e-12))
+        return torch.addcmul(st.x, st.delta, scale.unsqueeze(1)).clamp_(0, 1)
 
-    return best_adv.view(shape)
-
+    return adaptive_radius_descent(model, inputs, labels, p=2.0, steps=steps, targeted=targeted,
+                                   step_size=step_size, gamma=gamma, rule=rule)

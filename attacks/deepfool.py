@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, flat, is_adversarial, lp_norm, view_as_batch
-from .fab import candidate_classes, line_search, nearest_plane, pair_grads
+from ._common import check_inputs, check_norm, flat, is_adversarial, view_as_batch
+from ._geometry import candidate_classes, line_search, nearest_plane, pair_grads
+from .norms import INF, lp_norm
 
 _NORMS = (2.0, INF)
 
@@ -55,6 +56,38 @@ def _deepfool_run(model, x0, start, labels, cands, targeted, p, steps, overshoot
             break
         x = torch.add(x, r, alpha=1 + overshoot).clamp_(0, 1)
     return found, out.view_as(start)
+
+
+def _refine_l2(model, xs, ys, cands, adv, targeted, steps, overshoot, search_steps):
+    """SuperDeepFool-style refinement of boundary points ``adv`` of the inputs ``xs`` (L2).
+
+    ``max(1, steps // 5)`` rounds: project the input orthogonally onto the tangent plane of the
+    boundary at the current boundary point, take DeepFool steps from there until adversarial
+    again (at most 3), bisect back onto the boundary; keep the smaller verified point per sample.
+    Stops early when no sample improves.
+    """
+    best_norm = lp_norm(adv - xs, 2)
+    for _ in range(max(1, steps // 5)):
+        # tangent plane of the boundary at the current boundary point (h ~ 0 there)
+        # (adv is adversarial: untargeted, its top class other than the label is its top class)
+        _, h, g = pair_grads(model, adv, ys, targeted)
+        gn2 = (g * g).sum(1).clamp_min(1e-24)
+        # orthogonal projection of the input onto {h + g.(z - adv) = 0}
+        coef = (h + (g * flat(xs - adv)).sum(1)) / gn2
+        proj = flat(xs) - coef.unsqueeze(1) * g
+        start = (xs + (1 + overshoot) * (proj.view_as(xs) - xs)).clamp(0, 1)
+        ok, cand = _deepfool_run(model, xs, start, ys, cands, targeted, 2.0, 3, overshoot)
+        cand = torch.where(view_as_batch(ok, xs), cand, adv)
+        cand = line_search(model, xs, cand, ys, targeted, search_steps)
+        with torch.no_grad():
+            valid = is_adversarial(model(cand), ys, targeted)
+        n = lp_norm(cand - xs, 2)
+        better = valid & (n < best_norm)
+        if not better.any():
+            break
+        adv = torch.where(view_as_batch(better, xs), cand, adv)
+        best_norm = torch.where(better, n, best_norm)
+    return adv
 
 
 def deepfool(
@@ -109,6 +142,7 @@ def deepfool(
     Tensor
         Adversarial inputs in [0, 1]; the input where none was found.
     """
+    # Half of this function is its docstring; the iterations are _deepfool_run, the L2 polish _refine_l2.
     p = check_norm(norm, _NORMS, "deepfool")
     check_inputs(inputs, labels)
     if steps < 0 or overshoot < 0 or search_steps < 0:
@@ -134,27 +168,7 @@ def deepfool(
     xs, ys, adv = xs[f], ys[f], adv[f]
     cs = None if cs is None else cs[f]
     adv = line_search(model, xs, adv, ys, targeted, search_steps)
-    best_norm = lp_norm(adv - xs, p)
     if p == 2:
-        for _ in range(max(1, steps // 5)):
-            # tangent plane of the boundary at the current boundary point (h ~ 0 there)
-            # (adv is adversarial: untargeted, its top class other than the label is its top class)
-            _, h, g = pair_grads(model, adv, ys, targeted)
-            gn2 = (g * g).sum(1).clamp_min(1e-24)
-            # orthogonal projection of the input onto {h + g.(z - adv) = 0}
-            coef = (h + (g * flat(xs - adv)).sum(1)) / gn2
-            proj = flat(xs) - coef.unsqueeze(1) * g
-            start = (xs + (1 + overshoot) * (proj.view_as(xs) - xs)).clamp(0, 1)
-            ok, cand = _deepfool_run(model, xs, start, ys, cs, targeted, p, 3, overshoot)
-            cand = torch.where(view_as_batch(ok, xs), cand, adv)
-            cand = line_search(model, xs, cand, ys, targeted, search_steps)
-            with torch.no_grad():
-                valid = is_adversarial(model(cand), ys, targeted)
-            n = lp_norm(cand - xs, p)
-            better = valid & (n < best_norm)
-            if not better.any():
-                break
-            adv = torch.where(view_as_batch(better, xs), cand, adv)
-            best_norm = torch.where(better, n, best_norm)
+        adv = _refine_l2(model, xs, ys, cs, adv, targeted, steps, overshoot, search_steps)
     best[idx[f]] = adv
     return best

@@ -13,9 +13,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, dual, flat, is_adversarial, label_margin, lp_norm
+from ._budget import as_eps
+from ._common import check_inputs, check_norm, flat, is_adversarial
+from ._geometry import rival_classes
 from .apgd import apgd
-from .pgd import as_eps, pgd, rival_classes
+from .losses import label_margin
+from .norms import INF, dual, lp_norm
+from .pgd import pgd
 
 _NORMS = (1.0, 2.0, INF)
 _MAX_GROWTH = 24  # doublings of epsilon before giving up (2^24 covers any sane initial estimate)
@@ -33,7 +37,7 @@ def _linear_estimate(model: nn.Module, x0: Tensor, labels: Tensor, targeted: boo
 
 
 def _rivals(model: nn.Module, x0: Tensor, labels: Tensor, p: float) -> Tensor:
-    """The rival classes of :func:`attacks.pgd.rival_classes` at the clean points, (B, K): they
+    """The rival classes of :func:`attacks._geometry.rival_classes` at the clean points, (B, K): they
     do not change between the search's rounds, so they are computed once, not once per round."""
     if x0.shape[0] == 0:
         return torch.zeros((0, 1), dtype=torch.long, device=x0.device)
@@ -152,6 +156,24 @@ def _search(attack: Callable[[Tensor, Tensor, int], Tensor], model: nn.Module, x
     return best_adv
 
 
+def _budget_search(budget_attack: Callable[..., Tensor], name: str, model: nn.Module, inputs: Tensor,
+                   labels: Tensor, *, norm: float, steps: int, targeted: bool, eps_init, search_steps: int,
+                   restarts: int, seed: int, **options) -> Tensor:
+    """``budget_attack`` (pgd or apgd, with its ``options``) under :func:`_search`; the rival
+    classes of its later restarts are ranked once for the whole search, and round r uses seed + r."""
+    p = check_norm(norm, _NORMS, name)
+    check_inputs(inputs, labels)
+    x0 = inputs.detach()
+    rivals = _rivals(model, x0, labels, p) if restarts > 1 and not targeted else None
+
+    def attack(sel: Tensor, e: Tensor, rnd: int) -> Tensor:
+        return budget_attack(model, x0[sel], labels[sel], norm=p, eps=e, steps=steps, targeted=targeted,
+                             restarts=restarts, seed=seed + rnd, rivals=None if rivals is None else rivals[sel],
+                             **options)
+
+    return _search(attack, model, x0, labels, p, targeted, eps_init, search_steps)
+
+
 def pgd_min(
     model: nn.Module,
     inputs: Tensor,
@@ -173,17 +195,9 @@ def pgd_min(
     parameters as in
     :func:`minimal_by_eps_search`.
     """
-    p = check_norm(norm, _NORMS, "pgd_min")
-    check_inputs(inputs, labels)
-    x0 = inputs.detach()
-    rivals = _rivals(model, x0, labels, p) if restarts > 1 and not targeted else None
-
-    def attack(sel: Tensor, e: Tensor, rnd: int) -> Tensor:
-        return pgd(model, x0[sel], labels[sel], norm=p, eps=e, steps=steps, targeted=targeted,
-                   random_start=False, restarts=restarts, seed=seed + rnd,
-                   rivals=None if rivals is None else rivals[sel])
-
-    return _search(attack, model, x0, labels, p, targeted, eps_init, search_steps)
+    return _budget_search(pgd, "pgd_min", model, inputs, labels, norm=norm, steps=steps, targeted=targeted,
+                          eps_init=eps_init, search_steps=search_steps, restarts=restarts, seed=seed,
+                          random_start=False)
 
 
 def apgd_min(
@@ -206,14 +220,5 @@ def apgd_min(
     ranked once for the whole search). CE first:
     on a digits MLP it found L1 radii 3% smaller than DLR first, and equal ones in L2/Linf.
     """
-    p = check_norm(norm, _NORMS, "apgd_min")
-    check_inputs(inputs, labels)
-    x0 = inputs.detach()
-    rivals = _rivals(model, x0, labels, p) if restarts > 1 and not targeted else None
-
-    def attack(sel: Tensor, e: Tensor, rnd: int) -> Tensor:
-        return apgd(model, x0[sel], labels[sel], norm=p, eps=e, steps=steps, targeted=targeted,
-                    loss="ce", restarts=restarts, seed=seed + rnd,
-                    rivals=None if rivals is None else rivals[sel])
-
-    return _search(attack, model, x0, labels, p, targeted, eps_init, search_steps)
+    return _budget_search(apgd, "apgd_min", model, inputs, labels, norm=norm, steps=steps, targeted=targeted,
+                          eps_init=eps_init, search_steps=search_steps, restarts=restarts, seed=seed, loss="ce")

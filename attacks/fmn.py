@@ -5,18 +5,12 @@ Adaptive Norm Constraints. NeurIPS 2021. https://arxiv.org/abs/2102.12827
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from ._common import (INF, check_inputs, check_norm, dual, flat, input_grad, lp_norm, margin_weights,
-                      project_ball, sort_rows, update_rows_, view_as_batch)
-
-
-def _cosine(i: int, steps: int, start: float, end: float) -> float:
-    """Cosine annealing from ``start`` (i = 0) to ``end`` (i = steps)."""
-    return end + (start - end) * (1 + math.cos(math.pi * i / steps)) / 2
+from ._adaptive_radius import Step, adaptive_radius_descent
+from ._common import check_inputs, check_norm, flat, project_ball, sort_rows
+from .norms import INF, dual, lp_norm
 
 
 def _l1_box_step(direction: Tensor, x_adv: Tensor, length: Tensor) -> Tensor:
@@ -37,16 +31,6 @@ def _l1_box_step(direction: Tensor, x_adv: Tensor, length: Tensor) -> Tensor:
     before = room_sorted.cumsum(1).sub_(room_sorted)  # room used by the coordinates ahead
     take = torch.minimum(room_sorted, before.neg_().add_(length.unsqueeze(1)).clamp_min_(0))
     return room.zero_().scatter_(1, order, take).mul_(s).view_as(direction)
-
-
-def _step(direction: Tensor, x_adv: Tensor, length: Tensor, p: float) -> Tensor:
-    """Steepest step of Lp length ``length`` (B,) along ``direction`` (L1: also inside the box)."""
-    if p == INF:
-        return direction.sign() * view_as_batch(length, direction)
-    if p == 2:
-        n = lp_norm(direction, 2).clamp_min(1e-12)
-        return direction * view_as_batch(length / n, direction)
-    return _l1_box_step(direction, x_adv, length)
 
 
 def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, steps: int = 100,
@@ -96,61 +80,40 @@ def fmn(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float = 2.0, 
     ReLU net on inputs spread over [0, 1] were never broken); the first radius overshoots the
     linear boundary estimate by ``1 + gamma``.
     """
+    # Half of this function is its docstring; the loop is _adaptive_radius.adaptive_radius_descent.
     p = check_norm(norm, (1.0, 2.0, INF), "fmn")
     check_inputs(inputs, labels)
     if steps < 1:
         raise ValueError(f"fmn: steps must be >= 1, got {steps}")
     if not step_size > 0 or not 0 < gamma < 1:
         raise ValueError("fmn: need step_size > 0 and 0 < gamma < 1")
-    x = inputs.detach()
-    if x.shape[0] == 0:
-        return x.clone()
-    shape = x.shape
-    x = flat(x)  # the state is kept flat, (B, D); only the model sees the input's shape
     q = dual(p)
-    worst_norm = lp_norm(torch.maximum(x, 1 - x), p)  # largest radius the box allows
-    best_norm = torch.full_like(worst_norm, INF)
-    best_adv = x.clone()
-    eps = worst_norm.clone()
-    x_adv = x.clone()  # the iterate, in the box; delta = x_adv - x and its norm are kept with it
-    delta = torch.zeros_like(x)
-    d_norm = torch.zeros_like(worst_norm)
+    eps = None  # per-sample radius, set at the first step
 
-    def weigh(z):
-        return margin_weights(z, labels, targeted)
-
-    for i in range(steps):
-        alpha = _cosine(i, steps, step_size, step_size / 100)
-        gam = _cosine(i, steps, gamma, gamma / 50)
-        _, margin, grad = input_grad(model, x_adv.view(shape), weigh)  # margin > 0 while not adversarial
-        grad = grad.view_as(x)
-
-        is_adv = margin < 0
-        cand = torch.where(is_adv, d_norm, INF)
-        update_rows_(best_adv, x_adv, cand < best_norm)
-        best_norm = torch.minimum(best_norm, cand)
-
-        g_dual = lp_norm(grad, q).clamp_min_(1e-12)
+    def rule(st: Step) -> Tensor:
+        nonlocal eps
+        if eps is None:
+            eps = st.worst_norm.clone()
+        g_dual = lp_norm(st.grad, q).clamp_min_(1e-12)
         # radius: shrink while adversarial (never above the best norm), grow once an adversarial
         # point was seen and lost, before the first success jump just past the linear estimate
         # of the boundary, ||delta|| + margin / ||grad||_dual
-        base = torch.where(best_norm < INF, eps, torch.addcdiv(d_norm, margin.abs(), g_dual))
-        cap = torch.where(is_adv, best_norm, worst_norm)  # best_norm <= worst_norm (in the box)
-        eps = torch.minimum(base.mul_(torch.where(is_adv, 1 - gam, 1 + gam)), cap)
+        base = torch.where(st.best_norm < INF, eps, torch.addcdiv(st.d_norm, st.margin.abs(), g_dual))
+        cap = torch.where(st.is_adv, st.best_norm, st.worst_norm)  # best_norm <= worst_norm (in the box)
+        eps = torch.minimum(base.mul_(torch.where(st.is_adv, 1 - st.gamma, 1 + st.gamma)), cap)
 
+        delta, alpha = st.delta, st.alpha
         if p == 2:  # fused: normalised gradient step (||grad||_2 = g_dual), ball projection, box
-            delta.addcmul_(grad, eps.div(g_dual).mul_(-alpha).unsqueeze(1))
+            delta.addcmul_(st.grad, eps.div(g_dual).mul_(-alpha).unsqueeze(1))
             shrink = eps.div(lp_norm(delta, 2).clamp_min_(1e-12)).clamp_(max=1.0)
-            x_adv = torch.addcmul(x, delta, shrink.unsqueeze(1)).clamp_(0, 1)
-        elif p == INF:  # fused: signed step, then the Linf ball and the box
-            delta.addcmul_(grad.sign(), eps.mul(-alpha).unsqueeze(1))
+            return torch.addcmul(st.x, delta, shrink.unsqueeze(1)).clamp_(0, 1)
+        if p == INF:  # fused: signed step, then the Linf ball and the box
+            delta.addcmul_(st.grad.sign(), eps.mul(-alpha).unsqueeze(1))
             e = eps.unsqueeze(1)
-            x_adv = delta.clamp_(-e, e).add_(x).clamp_(0, 1)
-        else:
-            delta = project_ball(delta + _step(-grad, x_adv, alpha * eps, p), eps, p)
-            x_adv = (x + delta).clamp_(0, 1)
-        delta = x_adv - x
-        d_norm = lp_norm(delta, p)
+            return delta.clamp_(-e, e).add_(st.x).clamp_(0, 1)
+        # L1: the steepest L1 step inside the box, then the exact L1 ball
+        delta = project_ball(delta + _l1_box_step(-st.grad, st.x_adv, alpha * eps), eps, p)
+        return (st.x + delta).clamp_(0, 1)
 
-    return best_adv.view(shape)
-
+    return adaptive_radius_descent(model, inputs, labels, p=p, steps=steps, targeted=targeted,
+                                   step_size=step_size, gamma=gamma, rule=rule)

@@ -22,7 +22,6 @@ Notes (details in ``docs/attacks.md``):
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,8 +29,7 @@ import torch
 from torch import Tensor
 
 from ._common import check_inputs
-
-INF = math.inf
+from .norms import NORMS, norm_name
 
 _PAPERS = {
     "FMN": "Pintor et al. Fast Minimum-norm Adversarial Attacks through Adaptive Norm Constraints. NeurIPS 2021 (foolbox implementation)",
@@ -107,8 +105,8 @@ def foolbox_info(class_name: str) -> FoolboxAttackInfo:
                          "(FMN, DDN, CW, DeepFool, EAD, Brendel-Bethge, ...) can give minimal radii")
     fixed = _class_norm(cls)
     params = inspect.signature(cls.__init__).parameters
-    norms = (fixed,) if fixed is not None else ((1.0, 2.0, INF) if "distance" in params else ())
-    norms = tuple(n for n in norms if n in (1.0, 2.0, INF))
+    norms = (fixed,) if fixed is not None else (tuple(NORMS.values()) if "distance" in params else ())
+    norms = tuple(n for n in norms if n in NORMS.values())
     if not norms:
         raise ValueError(f"foolbox:{class_name} minimises a norm this package does not measure (only l1, l2, linf)")
     paper = next((v for k, v in _PAPERS.items() if k in class_name), f"foolbox 3 {class_name}")
@@ -119,7 +117,7 @@ def foolbox_info(class_name: str) -> FoolboxAttackInfo:
         p = float(norm)
         if p not in norms:
             raise ValueError(f"foolbox:{class_name} does not support norm {norm!r}; it minimises "
-                             + ", ".join({1.0: "l1", 2.0: "l2", INF: "linf"}[n] for n in norms))
+                             + ", ".join(norm_name(n) for n in norms))
         check_inputs(inputs, labels)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")

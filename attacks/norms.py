@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 INF = math.inf
@@ -40,9 +41,16 @@ def lp_norm(x: Tensor, p: float) -> Tensor:
     (On the CPU, linalg.vector_norm is fast for L2 but 5-10x slower than abs().sum() and
     abs().amax() for L1 and Linf on short rows.)
     """
-    import torch
-
     f = x.reshape(x.shape[0], -1)
     if p == 2:
         return torch.linalg.vector_norm(f, dim=1)
     return f.abs().amax(dim=1) if p == INF else f.abs().sum(dim=1)
+
+
+def row_norm(x: Tensor, p: float) -> Tensor:
+    """Lp norm over the last dimension, (..., D) -> (...) (each plane's step in a (B, K, D) batch, say)."""
+    if p == INF:
+        return x.abs().amax(-1)
+    if p == 1:
+        return x.abs().sum(-1)
+    return x.norm(dim=-1)

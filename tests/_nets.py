@@ -29,7 +29,7 @@ def random_mlp(seed: int, d: int, widths: list[int], classes: int = 3, *, dtype:
 def linear_problem(seed: int = 0, d: int = 20, k: int = 4, b: int = 16):
     """A seeded affine classifier (Flatten, Linear; eval mode), ``b`` points with about 40% of their
     pixels at 0 or 1 (so the box constraint binds for some samples' exact radii), and the model's own
-    labels. Exact radii: :func:`advrobust.linear_radius.linear_radii`."""
+    labels. Exact radii: :func:`_linear_reference.linear_radii`."""
     g = torch.Generator().manual_seed(seed)
     lin = nn.Linear(d, k)
     with torch.no_grad():
@@ -39,6 +39,19 @@ def linear_problem(seed: int = 0, d: int = 20, k: int = 4, b: int = 16):
     x = torch.rand(b, d, generator=g)
     edge = torch.rand(b, d, generator=g) < 0.4
     x = torch.where(edge, (torch.rand(b, d, generator=g) < 0.5).float(), x)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def small_mlp(seed: int, batch: int, d: int, k: int, hidden: int):
+    """Two hidden ReLU layers of ``hidden`` units (no Flatten; seeded, eval mode), ``batch`` uniform
+    points of [0, 1]^d and the model's own labels (so every point is correctly classified)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, k))
+    model.eval()
+    gen = torch.Generator().manual_seed(seed + 100)
+    x = torch.rand(batch, d, generator=gen)
     with torch.no_grad():
         y = model(x).argmax(1)
     return model, x, y

@@ -10,7 +10,7 @@ from torch import nn
 
 import advrobust
 from advrobust.errors import UserError
-from advrobust.linear_radius import linear_radii, model_affine
+from tests._linear_reference import linear_radii, model_affine
 from tests._nets import linear_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advrobust.errors import UserError
+from advrobust.certify import _bounds, _prepare  # the internals compared with the chunked path
 from advrobust.certify import (certified_radii, check_bracket, layer_bounds, margin_lower_bounds, margin_matrix,
                                parse_network)
-from advrobust.linear_radius import linear_radii
 from attacks._common import clamp_box, make_generator, random_in_ball
 
 import _nets
+from _linear_reference import linear_radii
 
 INF = math.inf
 NORMS = [1.0, 2.0, INF]
@@ -256,8 +257,6 @@ def test_chunked_radii_are_empirically_sound_on_a_cnn(norm):
 
 def test_layer_bounds_chunked_equal_reference():
     """layer_bounds refines every neuron (chunked): the same bounds as the reference to rounding."""
-    from advrobust.certify import _bounds, _prepare
-
     model, x, _ = _cnn_points(4)
     for norm in NORMS:
         new = layer_bounds(model, x, 0.05, norm=norm)

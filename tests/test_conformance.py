@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from attacks import ATTACKS, get_attack
+from attacks.norms import lp_norm
 
 INF = math.inf
 CASES = [(name, p) for name, info in ATTACKS.items() for p in info.norms]
@@ -89,7 +90,7 @@ def test_contract(name, norm):
     assert (pred[changed] != y[changed]).all(), "a changed point that is not adversarial"
     if ATTACKS[name].kind == "budget":
         d = (adv - x).flatten(1)
-        n = {1.0: d.abs().sum(1), 2.0: d.norm(dim=1), INF: d.abs().amax(1)}[norm]
+        n = lp_norm(d, norm)
         assert (n <= BUDGET_EPS[norm] * (1 + 1e-5) + 1e-7).all(), f"budget exceeded: {n.max():.6g}"
     # batch of one
     one = _run(name, model, x[:1], y[:1], norm)

@@ -13,10 +13,12 @@ from torch import nn
 
 from advrobust.errors import UserError
 from advrobust.certify import certified_radii, check_bracket
-from advrobust.exact import exact_radii
-from advrobust.linear_radius import linear_radii
-from attacks._common import clamp_box, dual, label_margin, lp_norm, make_generator, project_ball, random_in_ball
+from advrobust.exact import _ROUNDING, _roundoff, exact_radii, margin_needed
+from attacks._common import clamp_box, make_generator, project_ball, random_in_ball
+from attacks.losses import label_margin
+from attacks.norms import dual, lp_norm
 
+from _linear_reference import linear_radii
 from _nets import random_mlp
 
 INF = math.inf
@@ -97,8 +99,6 @@ def test_mlp_exact_radius_brackets_l2(seed, widths):
 
 def _roundoff_slack(model, x, y, adv, norm):
     """Per sample: the radius a margin of twice exact.py's demanded margin costs at ``adv``."""
-    from advrobust.exact import _ROUNDING, _roundoff, margin_needed
-
     xa = adv.clone().requires_grad_(True)
     logits = model(xa)
     (g,) = torch.autograd.grad(label_margin(logits, y).sum(), xa)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from advrobust.errors import UserError
+from advrobust.norms import norm_name
 from advrobust.lipschitz import (_conv_matrix, attack_secants, conv_spectral_norm, estimate_lipschitz,
                                  input_scale, upper_bounds)
 
@@ -34,7 +35,7 @@ def test_linear_two_classes_every_estimate_is_exact(norm):
         assert v == pytest.approx(exact_margin, rel=1e-5)
     for v in (lg["lower_gradient"], lg["lower"], lg["upper"]):
         assert v == pytest.approx(exact_logit, rel=1e-5)
-    assert m["upper_exact"] and est["norm"] == {1.0: "l1", 2.0: "l2", INF: "linf"}[norm]
+    assert m["upper_exact"] and est["norm"] == norm_name(norm)
 
 
 def test_linear_many_classes_gradient_is_active_pair_and_upper_is_max_pair():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from advrobust.errors import UserError
-from advrobust.models import build_model, check_spec, describe, make_spec, param_count
+from advrobust.models import build_model, check_spec, describe, make_spec, param_count, width_for_params
 
 SHAPES = [[64], [1, 8, 8], [3, 7, 5], [1, 28, 28], [3, 32, 32], [2, 1, 1]]
 
@@ -128,7 +128,6 @@ def test_check_spec_rejects_incomplete_dict():
 
 @pytest.mark.parametrize("family,shape,depth", [("mlp", [32], 1), ("mlp", [8, 8], 2), ("cnn", [1, 8, 8], 1)])
 def test_width_for_params_is_the_nearest_width(family, shape, depth):
-    from advrobust.models import width_for_params
 
     def count(w):
         return param_count(make_spec(family, w, input_shape=shape, classes=3, depth=depth))

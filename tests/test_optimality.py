@@ -1,6 +1,6 @@
 """Minimal attacks against the exact radii of linear classifiers (with active box constraints).
 
-Ground truth: :func:`advrobust.linear_radius.linear_radii`, itself checked here against scipy's
+Ground truth: :func:`_linear_reference.linear_radii`, itself checked here against scipy's
 LP (L1, Linf) and SLSQP (L2) solvers. Tolerances: every minimal attack must succeed on every
 sample; median radius / exact <= 1.01 in L2 and <= 1.02 in L1 and Linf (their steps move whole
 coordinates, so the last step overshoots more), every sample within 1.10, and no verified radius
@@ -12,12 +12,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from advrobust.evaluate import verify
-from advrobust.linear_radius import linear_radii, model_affine
 from attacks import ATTACKS
+from tests._linear_reference import linear_radii, model_affine
 from tests._nets import linear_problem
 
 INF = math.inf

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import functools
 import math
+import numpy as np
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from attacks._common import lp_norm
+from attacks.norms import lp_norm, row_norm
 from attacks.apgd import apgd
 from attacks.deepfool import deepfool
 from attacks.eps_search import apgd_min, minimal_by_eps_search, pgd_min
-from attacks.fab import candidate_classes, fab, nearest_plane, project_hyperplane_box, row_norm
-from attacks.pgd import pgd, project_l1_box
+from attacks._budget import project_l1_box
+from attacks._geometry import candidate_classes, nearest_plane, project_hyperplane_box
+from attacks.fab import fab
+from attacks.pgd import pgd
 
+from _nets import small_mlp
 from _linear_reference import exact_radius
 
 INF = math.inf
@@ -120,7 +125,6 @@ def test_budget_attacks_scalar_eps_and_early_stop():
 
 def test_projection_onto_hyperplane_and_box_is_exact():
     scipy_opt = pytest.importorskip("scipy.optimize")
-    import numpy as np
 
     gen = torch.Generator().manual_seed(0)
     n, d = 16, 10
@@ -261,19 +265,8 @@ def test_targeted_modes_hit_their_targets():
     assert (lp_norm(adv - x, 2.0) >= exact_radius(model, x, y, 2.0) * (1 - 1e-3)).all()
 
 
-def small_mlp(seed: int = 0, batch: int = 16, d: int = 20, k: int = 5):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(d, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, k))
-    model.eval()
-    gen = torch.Generator().manual_seed(seed + 100)
-    x = torch.rand(batch, d, generator=gen)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, x, y
-
-
 def test_relu_mlp_sanity_and_contract():
-    model, x, y = small_mlp()
+    model, x, y = small_mlp(0, batch=16, d=20, k=5, hidden=32)
     x_copy = x.clone()
     radii = {}
     for name, fn, kw in [
@@ -354,7 +347,6 @@ def unit_variance_mlp(seed: int = 0, batch: int = 16, d: int = 20, k: int = 5):
 def test_pgd_without_early_stop_maximises_the_loss(p, eps):
     """early_stop=False (adversarial training): every sample runs all steps and the returned point
     has at least the cross-entropy of the early-stopped one, inside the ball and the box."""
-    import torch.nn.functional as F
 
     model, x, y = unit_variance_mlp()
     y[0] = (y[0] + 1) % 5  # already misclassified: early stopping returns the input untouched

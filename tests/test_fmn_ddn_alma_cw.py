@@ -14,13 +14,14 @@ import pytest
 import torch
 from torch import nn
 
-from attacks._common import dual, lp_norm
+from attacks.norms import dual, lp_norm
 from attacks.alma import alma
 from attacks.cw import cw
 from attacks.ddn import ddn
 from attacks.fmn import fmn
 
-from _linear_reference import exact_radius
+from _nets import small_mlp
+from _linear_reference import exact_radius, linear_radii
 
 INF = math.inf
 torch.set_num_threads(1)  # the suite runs on two shared cores; tiny models gain nothing from threads
@@ -36,17 +37,6 @@ def linear_problem(seed: int, half: float, batch: int = 32, d: int = 64, k: int 
         model.weight.copy_(w)
         model.bias.copy_(-0.5 * w.sum(1))
     model.eval()
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, x, y
-
-
-def small_mlp(seed: int, batch: int = 32, d: int = 64, k: int = 10):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, k))
-    model.eval()
-    gen = torch.Generator().manual_seed(seed + 100)
-    x = torch.rand(batch, d, generator=gen)
     with torch.no_grad():
         y = model(x).argmax(1)
     return model, x, y
@@ -83,7 +73,7 @@ def test_linear_model_radius_near_exact(name, fn, p, kw, tol):
 
 @pytest.mark.parametrize("name,fn,p,kw,tol", CASES, ids=IDS)
 def test_small_relu_net(name, fn, p, kw, tol):
-    model, x, y = small_mlp(seed=1)
+    model, x, y = small_mlp(1, batch=32, d=64, k=10, hidden=64)
     adv = fn(model, x, y, norm=p, **kw)
     assert float(adv.min()) >= 0 and float(adv.max()) <= 1
     with torch.no_grad():
@@ -159,8 +149,6 @@ def test_already_misclassified_returns_input():
 ], ids=["fmn-l1", "fmn-l2", "fmn-linf", "alma-l1"])
 def test_linear_model_with_binding_box(name, fn, p, kw, tol):
     """Inputs spread over [0, 1]: the box cuts off part of the unconstrained minimisers."""
-    from advrobust.linear_radius import linear_radii
-
     gen = torch.Generator().manual_seed(11)
     model = nn.Linear(64, 10).eval()
     with torch.no_grad():
@@ -202,8 +190,6 @@ def test_cw_targeted_small_budget_reaches_targets():
 def test_cw_pixels_on_box_edge_move():
     """Regression: with the tanh change of variables, pixels at 0 or 1 barely moved, and on
     inputs with half the pixels on the box edge the radii were ~1.25x the exact ones."""
-    from advrobust.linear_radius import linear_radii
-
     gen = torch.Generator().manual_seed(2)
     model = nn.Linear(32, 4).eval()
     with torch.no_grad():
@@ -222,61 +208,3 @@ def test_cw_pixels_on_box_edge_move():
     ratio = lp_norm(adv - x, 2.0) / exact
     assert float(ratio.min()) > 1 - 1e-3
     assert float(ratio.median()) <= 1.02, f"median ratio {float(ratio.median()):.4f}"
-
-
-@pytest.mark.parametrize("targeted", [False, True])
-def test_input_grad_matches_autograd_of_the_margin(targeted):
-    """The closed-form logit weights give the same margin and input gradient as autograd."""
-    from attacks._common import input_grad, label_margin, margin_weights
-
-    gen = torch.Generator().manual_seed(3)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 7)).double()
-    x = torch.rand(40, 3, 4, dtype=torch.float64, generator=gen)
-    y = torch.randint(0, 7, (40,), generator=gen)
-    xa = x.clone().requires_grad_(True)
-    ref = label_margin(model(xa), y, targeted)
-    (g_ref,) = torch.autograd.grad(ref.sum(), xa)
-    with torch.no_grad():  # input_grad must not depend on the caller's grad mode
-        z, margin, g = input_grad(model, x, lambda logits: margin_weights(logits, y, targeted))
-    assert torch.equal(margin, ref.detach())
-    assert torch.allclose(g, g_ref, rtol=0, atol=1e-12)
-    assert g.shape == x.shape and not g.requires_grad and not z.requires_grad
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_update_rows_copies_rows_bit_for_bit(dtype):
-    """update_rows_ is dst[rows] = src[rows] exactly (it relies on lerp being exact at 0 and 1)."""
-    from attacks._common import update_rows_
-
-    gen = torch.Generator().manual_seed(0)
-    dst = torch.rand(300, 2, 5, generator=gen).to(dtype)
-    src = torch.rand(300, 2, 5, generator=gen).to(dtype) * 1e-3 + torch.rand(300, 2, 5, generator=gen).to(dtype)
-    rows = torch.rand(300, generator=gen) < 0.5
-    expect = dst.clone()
-    expect[rows] = src[rows]
-    out = update_rows_(dst, src, rows)
-    assert out is dst and torch.equal(dst, expect)
-
-
-@pytest.mark.parametrize("descending", [False, True])
-def test_sort_rows_matches_torch_sort(descending):
-    """The NumPy path of sort_rows sorts like torch.sort, and its indices point at the values."""
-    from attacks._common import sort_rows
-
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(50, 33, generator=gen)
-    x[:, :5] = 0.25  # ties
-    values, order = sort_rows(x, descending=descending)
-    ref = torch.sort(x, dim=1, descending=descending).values
-    assert torch.equal(values, ref) and order.dtype == torch.int64
-    assert torch.equal(x.gather(1, order), values)
-    assert torch.equal(order.sort(dim=1).values, torch.arange(33).expand(50, 33))
-
-
-@pytest.mark.parametrize("descending", [False, True])
-def test_sort_rows_values_only(descending):
-    from attacks._common import sort_rows
-
-    x = torch.randn(20, 17, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    values, order = sort_rows(x, descending=descending, indices=False)
-    assert order is None and torch.equal(values, torch.sort(x, dim=1, descending=descending).values)
