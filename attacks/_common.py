@@ -13,11 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .norms import INF, dual, lp_norm, norm_name
-
-# INF and dual are also imported from here by boundary.py (another branch's file); at the merge it
-# imports them from .norms and this list goes
-__all__ = ["INF", "dual"]
+from .norms import INF, lp_norm, norm_name
 
 
 def check_norm(norm: float, supported: tuple[float, ...], attack: str) -> float:

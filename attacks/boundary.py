@@ -45,8 +45,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, check_inputs, check_norm, dual, flat, is_adversarial, sort_rows
-from .fab import candidate_classes, line_search, pair_grads, project_hyperplane_box, row_norm
+from ._common import check_inputs, check_norm, flat, is_adversarial, pair_backward, sort_rows
+from ._geometry import candidate_classes, line_search, pair_grads, project_hyperplane_box
+from .norms import INF, dual, row_norm
+from .starts import coordinate_starts, far_starts, ray_starts
 
 _NORMS = (1.0, 2.0, INF)
 # The staged search (``escalate``, see :func:`boundary`). Chosen on experiments/bench_exact_radii.py.
@@ -228,7 +230,6 @@ def boundary(
     Tensor
         Adversarial inputs in [0, 1] of smallest norm found; the input where none was found.
     """
-    from .starts import coordinate_starts, far_starts
 
     p = check_norm(norm, _NORMS, "boundary")
     check_inputs(inputs, labels)
@@ -337,7 +338,6 @@ def _search(model, x0, f0, labels, logits, todo, cand, shape, p, targeted, steps
     """Walks from the candidate starts ``cand`` (list of ((B, S, D) points, (B, S) masks)) and from
     ``rays`` ray starts near the nearest of them, then the cutting-plane polish. Returns each
     sample's best point (B, D) and its distance (B,) (inf where none)."""
-    from .starts import ray_starts
 
     b = x0.shape[0]
     cand = list(cand)
@@ -427,7 +427,6 @@ def _pair_planes(model, x: Tensor, ys: Tensor, cands: Tensor | None, targeted: b
     Untargeted: pairs (label, each of ``cands`` (R, K)); targeted: (top class other than the
     target, target), K = 1.
     """
-    from ._common import pair_backward
 
     lab = ys.unsqueeze(1)
 
@@ -605,7 +604,7 @@ def _lp_step(G, e, lo, hi, p: float):
 
     One row per call: the reference that ``tests/test_boundary.py`` checks :func:`_lp_batch`
     against (the polish uses the batched form, whose setup cost is shared by 32 rows)."""
-    import scipy.sparse as sp
+    import scipy.sparse as sp  # scipy only here: importing it costs ~0.5 s that most attacks never need
     from scipy.optimize import linprog
 
     m, dim = G.shape
@@ -637,7 +636,7 @@ def _lp_batch(G: np.ndarray, e: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: f
     all its cuts, priced far above any distance, so that one infeasible row cannot make the whole
     LP infeasible. Returns ``(d (R, D), feasible (R,))``: rows that need a slack are infeasible.
     """
-    import scipy.sparse as sp
+    import scipy.sparse as sp  # scipy only here: importing it costs ~0.5 s that most attacks never need
     from scipy.optimize import linprog
 
     r_n, m, dim = G.shape

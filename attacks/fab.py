@@ -18,13 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from ._common import check_inputs, check_norm, flat, is_adversarial, make_generator, random_in_ball, update_rows_
-from ._geometry import candidate_classes, line_search, nearest_plane, pair_grads, project_hyperplane_box
+from ._geometry import candidate_classes, line_search, nearest_plane, project_hyperplane_box
 from .norms import INF, row_norm
 
 # pair_grads and the geometry are also imported from here by boundary.py and starts.py (another
 # branch's files); at the merge they import attacks._geometry and this list shrinks to ["fab"]
-__all__ = ["fab", "candidate_classes", "line_search", "pair_grads", "project_hyperplane_box", "row_norm"]
-
 _NORMS = (1.0, 2.0, INF)
 _ALPHA_MAX = 0.1  # largest weight of the projection of the clean input (paper default)
 _BETA = 0.9  # pull-back factor towards the clean input after a success (paper default)

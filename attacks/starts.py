@@ -26,8 +26,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._common import INF, flat, make_generator
-from .fab import line_search, pair_grads, row_norm
+from ._common import flat, make_generator
+from ._geometry import line_search, pair_grads
+from .norms import INF, row_norm
 
 
 @torch.no_grad()
@@ -222,7 +223,6 @@ def coordinate_starts(model: nn.Module, inputs: Tensor, labels: Tensor, *, keep:
     step = (sign * torch.where(sign > 0, 1 - x0f, x0f)).gather(1, axes)  # signed distance to the box edge
     hit = torch.zeros(b, k, dtype=torch.bool, device=inputs.device)
     frac = torch.ones(b, k, device=inputs.device, dtype=inputs.dtype)
-    rows_y = labels.repeat_interleave(k)
     for t in range(grid, 0, -1):  # from the box edge inwards: the last adversarial one is the first
         cand = x0f.unsqueeze(1).repeat(1, k, 1)
         cand.scatter_add_(2, axes.unsqueeze(-1), (step * (t / grid)).unsqueeze(-1))
