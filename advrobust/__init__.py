@@ -5,7 +5,9 @@ Stages (each reads and writes plain files in a run directory):
 ``certify`` / ``lipschitz`` -> ``law`` -> ``compare`` / ``report`` / ``sweep``.
 """
 
-from ._version import __version__  # noqa: F401
+from ._version import __version__
+
+__all__ = ["__version__", "radii", "Radii"]
 
 
 def __getattr__(name):

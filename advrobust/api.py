@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from .errors import UserError

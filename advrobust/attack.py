@@ -45,7 +45,6 @@ from .exact import exact_radii
 from .models import select_device
 from .norms import norm_name, parse_norm
 
-INF = math.inf
 _TS_SUFFIXES = (".ts", ".jit", ".torchscript")
 SPLITS = ("train", "test")
 CERTIFY_METHODS = ("ibp", "crown", "crown-ibp")

@@ -41,10 +41,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
-from ._stats import quantile
+from attacks import get_attack
+from attacks.counting import count_passes
 
-INF = math.inf
+from ._progress import bar
+from .errors import UserError
+from .norms import INF, NORMS, norm_name
+from ._stats import quantile
 
 #: Default cascades per norm, strongest first. Chosen from experiments/bench_attacks.py on digits
 #: MLPs (see docs/attacks.md); every attack named here supports the norm.
@@ -108,14 +111,12 @@ def make_attack(name: str, *, norm: float, steps: int | None = None, seed: int =
     UserError
         Unknown name, or an attack that does not support ``norm``.
     """
-    from attacks import get_attack
-
     try:
         info = get_attack(name)
     except (KeyError, ValueError) as exc:
         raise UserError(str(exc).strip("'\"")) from None
     if not info.supports(norm):
-        names = ", ".join({1.0: "l1", 2.0: "l2", INF: "linf"}[n] for n in info.norms)
+        names = ", ".join(norm_name(n) for n in info.norms)
         raise UserError(f"attack {name!r} does not support norm {_norm_str(norm)}; it supports {names}")
     fn = info.fn
     params = inspect.signature(fn).parameters
@@ -156,7 +157,7 @@ def make_attack(name: str, *, norm: float, steps: int | None = None, seed: int =
 
 
 def _norm_str(norm: float) -> str:
-    return {1.0: "l1", 2.0: "l2", INF: "linf"}.get(float(norm), str(norm))
+    return norm_name(norm) if float(norm) in NORMS.values() else str(norm)
 
 
 def _lp(diff: Tensor, p: float) -> Tensor:
@@ -250,6 +251,10 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
     UserError
         Inputs outside [0, 1], mismatched shapes, or a model returning NaN on clean inputs.
     """
+    # One function: a quarter is its docstring; the rest is argument checks, then one loop whose
+    # per-sample state (best radius and point, winner, per-attack radii, passes, times, flags) every
+    # attack updates in turn, then the verification of the winners; the pieces without state are
+    # the helpers above (_logits, _margin, verify) and below (_check_starts, _masking_checks).
     p = float(norm)
     if p not in (1.0, 2.0, INF):
         raise UserError(f"norm must be 1, 2 or inf, got {norm!r}")
@@ -302,12 +307,8 @@ def run_cascade(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float
             pool = pool[keep.to(pool.device)]
         pool = pool.detach().to(device=device, dtype=x_all.dtype)
 
-    from attacks.counting import count_passes
-
     batches = range(0, B, batch_size)
     if progress:
-        from ._progress import bar
-
         batches = bar(batches, desc=f"attacks {_norm_str(p)}", unit="batch")
     for start in batches:
         sl = slice(start, min(start + batch_size, B))

@@ -333,6 +333,8 @@ def fit_law(rows: Sequence[Mapping[str, Any]], *, response: str = "train_radius_
         Unknown regime or variable, a response absent from the rows, fewer than two usable rows, or
         rows from several comparable groups without ``pool``.
     """
+    # Half of this function is its docstring; the rows are chosen by _fit_points, the law's
+    # pooled intrinsic dimension and Theorem 3 per row by the helpers below.
     if regime not in _REGIMES:
         raise UserError(f"unknown regime {regime!r}; use one of {', '.join(_REGIMES)}")
     if against not in _AGAINST:

@@ -21,20 +21,31 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import inspect
 import io
 import json
 import os
-import socket
+import pickle
 import platform
+import shutil
+import socket
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from ._version import __version__
+from .data import load_dataset
 from .errors import UserError
 from .jsonio import to_json
+from .models import build_model, check_size, check_spec, param_count
+from .norms import NORMS
 
 MODEL_FORMAT = "advrobust-model/1"
 RUN_FILE = "run.json"
@@ -142,16 +153,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     """``numpy.savez_compressed`` into memory, then an atomic write."""
-    import numpy as np
-
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    import torch
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
@@ -177,10 +184,6 @@ def load_npz(path: str | os.PathLike, *, what: str = "results file") -> dict:
 def _load_npz_checked(path: Path, what: str) -> tuple[dict, dict | None]:
     """The arrays of an .npz and, for attack results, the JSON summary committed with it (checked
     against the npz's sha256 and row count where the summary records them)."""
-    import zipfile
-
-    import numpy as np
-
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     summary = _results_summary(path)
@@ -236,8 +239,6 @@ def commit_results(stem: str | os.PathLike, arrays: dict, record: dict) -> dict:
     """Write ``<stem>.npz`` then ``<stem>.json`` as one unit: the JSON, written last, names the
     npz's sha256 and row count (``record["npz"]``), so a reader can tell a pair left out of step
     by an interrupted command (:func:`load_npz` refuses it). Returns the record as written."""
-    import numpy as np
-
     stem = Path(stem)
     npz = stem.with_name(stem.name + ".npz")
     buf = io.BytesIO()
@@ -262,8 +263,6 @@ def versions() -> dict:
             continue
         # not imported yet: read the installed version instead of importing it (importing
         # foolbox and matplotlib alone takes seconds); an absent library is recorded as None
-        from importlib import metadata
-
         try:
             out[mod] = metadata.version({"sklearn": "scikit-learn"}.get(mod, mod))
         except metadata.PackageNotFoundError:
@@ -274,8 +273,6 @@ def versions() -> dict:
 
 def device_info(device: Any) -> dict:
     """Device name plus, for CUDA, the GPU model; for CPU, the thread count."""
-    import torch
-
     dev = torch.device(device)
     info = {"device": str(dev)}
     if dev.type == "cuda":
@@ -299,13 +296,6 @@ def load_model(path: str | os.PathLike, *, device: Any = "cpu"):
     Uses ``torch.load(..., weights_only=True)``: nothing is unpickled. A missing, corrupt or
     foreign file is a :class:`UserError`.
     """
-    import pickle
-    import zipfile
-
-    import torch
-
-    from .models import build_model
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -317,8 +307,6 @@ def load_model(path: str | os.PathLike, *, device: Any = "cpu"):
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT or "spec" not in obj or "state_dict" not in obj:
         raise UserError(f"{path} is not an advrobust checkpoint (expected a dict with format {MODEL_FORMAT!r}, "
                         "spec and state_dict); save models with advrobust.runs.save_model")
-    from .models import check_size, check_spec, param_count
-
     spec = check_spec(obj["spec"])
     state = obj["state_dict"]
     if not isinstance(state, dict) or not all(hasattr(v, "numel") for v in state.values()):
@@ -356,8 +344,6 @@ class Run:
     def data(self):
         """The run's data set, rebuilt deterministically from ``meta['spec']['data']``."""
         if self._data is None:
-            from .data import load_dataset
-
             self._data = load_dataset(**self.meta["spec"]["data"])
         return self._data
 
@@ -402,10 +388,6 @@ def read_run_record(path: str | os.PathLike, *, require_spec: bool = False) -> d
     UserError naming the file, the key and what it must be, not a traceback deep in a reader.
     ``require_spec``: the record must hold ``spec.data`` (what rebuilds the run's data set).
     """
-    import inspect
-
-    from .data import load_dataset
-
     path = Path(path)
     f = path / RUN_FILE
     meta = read_json(f, what="run record")
@@ -482,7 +464,7 @@ def results_stem(norm: str, split: str) -> str:
 
 # --------------------------------------------------------------------------- a run's results (the one loader)
 #: the norms and splits attack results are written for (``attack-<norm>-<split>.npz``)
-RESULT_NORMS = ("l1", "l2", "linf")
+RESULT_NORMS = tuple(NORMS)
 RESULT_SPLITS = ("train", "test")
 LIPSCHITZ_FILE = "lipschitz.json"
 INTRINSIC_FILE = "intrinsic.json"
@@ -713,8 +695,6 @@ def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
     Elsewhere the old folder is first renamed to ``.<name>.old-<pid>``, which
     :func:`recover_leftovers` puts back if the process dies before the new one is in place.
     """
-    import shutil
-
     new, target = Path(new), Path(target)
     if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         os.replace(new, target)  # onto nothing or an empty folder
@@ -746,8 +726,6 @@ def recover_leftovers(target: str | os.PathLike) -> list[str]:
     ``.<name>.partial-<pid>`` (a run being assembled) is deleted. Only leftovers of processes no
     longer alive are touched; call it holding :func:`run_lock`. Returns what was done, one line each.
     """
-    import shutil
-
     target = Path(target)
     if not target.parent.is_dir():
         return []

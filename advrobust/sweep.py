@@ -66,6 +66,7 @@ from .attack import AttackConfig, attack_run
 from .compare import collect_rows, format_fits, format_table, law_fits, row_norms
 from .data import DATASETS, FASHION_MNIST_DIR, IMAGE_FILES, SYNTHETIC, load_dataset
 from .errors import UserError
+from .norms import NORMS
 from .evaluate import make_attack
 from .jsonio import to_json
 from .lipschitz import LipschitzConfig, lipschitz_run
@@ -158,8 +159,8 @@ _VALUE_RULES: dict[str, tuple[Any, str]] = {
 
 def _choices() -> dict[str, tuple[str, ...]]:
     return {"optimizer": OPTIMIZERS, "loss": LOSSES, "targets": TARGETS, "mode": MODES, "adv_norm": ADV_NORMS,
-            "labels": ("random", "teacher"), "certify": ("ibp", "crown"), "norm": ("l1", "l2", "linf"),
-            "norms": ("l1", "l2", "linf"), "splits": ("train", "test")}
+            "labels": ("random", "teacher"), "certify": ("ibp", "crown"), "norm": tuple(NORMS),
+            "norms": tuple(NORMS), "splits": ("train", "test")}
 
 
 def _check_values(table: dict, where: str, *, skip: tuple[str, ...] = ()) -> None:

@@ -49,7 +49,7 @@ from tqdm import tqdm
 from attacks import ATTACKS
 
 from .errors import UserError
-from .norms import norm_name, parse_norm
+from .norms import NORMS, norm_name, parse_norm
 
 from .models import select_device
 from .models import FAMILIES, build_model, describe, make_spec, param_count, width_for_params
@@ -61,7 +61,7 @@ OPTIMIZERS = ("adam", "sgd")
 LOSSES = ("ce", "mse")
 TARGETS = ("onehot", "pm1")
 MODES = ("interpolate", "budget")
-ADV_NORMS = ("l1", "l2", "linf")
+ADV_NORMS = tuple(NORMS)
 DEFAULT_MAX_WIDTH = 1024
 _HISTORY_POINTS = 200  # loss-history entries kept in a record (evenly spaced epochs)
 _NAN_CHECK_S = 1.0  # look at the loss for NaN (one device sync) at most this often when not already

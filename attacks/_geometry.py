@@ -192,6 +192,52 @@ def project_hyperplane_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: floa
     return delta, feasible
 
 
+def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Minimal-Lp ``delta`` with ``w . delta = c`` and ``lo <= delta <= hi``, for any box.
+
+    Unlike :func:`project_hyperplane_box` the box need not contain 0 (the walk's
+    trust region usually does not contain the clean input). Rows: ``w, lo, hi`` (N, D), ``c``
+    (N,). Computed in float64. Returns ``(delta, feasible)``; where no point of the box lies on
+    the plane, ``delta`` is the box point nearest to it (in ``w . delta``) and ``feasible`` is
+    False.
+    """
+    w, c, lo, hi = w.double(), c.double(), lo.double(), hi.double()
+    wl, wh = w * lo, w * hi
+    reach_lo = torch.minimum(wl, wh).sum(-1)
+    reach_hi = torch.maximum(wl, wh).sum(-1)
+    feasible = (reach_lo <= c) & (c <= reach_hi)
+    c = torch.minimum(torch.maximum(c, reach_lo), reach_hi)
+    if p == 1:
+        # each coordinate at its own nearest value to 0; from there every unit of |delta_i| costs 1
+        d0 = lo.clamp_min(0) + hi.clamp_max(0)
+        e, _ = project_hyperplane_box(w, c - (w * d0).sum(-1), lo - d0, hi - d0, 1.0)
+        return d0 + e, feasible
+    v = w if p == 2 else w.sign()
+    # f(lam) = sum_i w_i clip(lam v_i, lo_i, hi_i) is nondecreasing and piecewise linear: coordinate
+    # i is free (slope w_i v_i >= 0) between its knees lo_i / v_i and hi_i / v_i (in increasing
+    # order), clipped outside. Sorting the 2D knees gives f at each knee from cumulative slopes;
+    # the root lies on the first piece where f reaches c, and is solved there exactly.
+    nz = v != 0
+    vs = torch.where(nz, v, torch.ones_like(v))
+    k1, k2 = lo / vs, hi / vs
+    enter = torch.where(nz, torch.minimum(k1, k2), torch.full_like(k1, INF))
+    leave = torch.where(nz, torch.maximum(k1, k2), torch.full_like(k1, INF))
+    slope = torch.where(nz, w * v, torch.zeros_like(w))
+    knots = torch.cat([enter, leave], -1)
+    jumps = torch.cat([slope, -slope], -1)
+    knots, order = sort_rows(knots)
+    jumps = jumps.gather(-1, order)
+    after = jumps.cumsum(-1)  # slope right after each knot
+    gaps = torch.diff(knots, dim=-1).nan_to_num_(0.0, posinf=0.0)
+    f_knot = torch.cat([reach_lo.unsqueeze(-1), reach_lo.unsqueeze(-1) + (after[..., :-1] * gaps).cumsum(-1)], -1)
+    below = (f_knot < c.unsqueeze(-1)) & torch.isfinite(knots)
+    j = (below.sum(-1, keepdim=True) - 1).clamp_min_(0)  # last knot with f below c
+    kj, fj, sj = knots.gather(-1, j).squeeze(-1), f_knot.gather(-1, j).squeeze(-1), after.gather(-1, j).squeeze(-1)
+    lam = kj + (c - fj) / sj.clamp_min(1e-300)
+    lam = torch.where(torch.isfinite(kj), lam, torch.zeros_like(lam))
+    return torch.clamp(lam.unsqueeze(-1) * v, lo, hi), feasible
+
+
 def _newton_knees(slope: Tensor, room: Tensor, knee: Tensor, short: Tensor) -> Tensor:
     """Per row, the root lam >= 0 of sum_i slope_i min(lam, knee_i) = sum_i room_i + short.
 

@@ -18,7 +18,7 @@ One step, from a boundary point ``a`` of sample ``x0`` with the pair logit diffe
                                        ||z - a||_inf <= r,
 
 exactly: the L-infinity trust region intersected with the box is a box that need not contain
-``x0``, and :func:`project_plane_in_box` finds the minimal-Lp point of a hyperplane within any
+``x0``, and :func:`attacks._geometry.project_plane_in_box` finds the minimal-Lp point of a hyperplane within any
 box (L1: a fractional knapsack after moving each coordinate to its nearest feasible value; L2
 and Linf: ``delta_i = clip(lam v_i, lo_i, hi_i)`` with ``v = w`` or ``sign(w)`` and the root
 ``lam`` of a monotone piecewise-linear equation, found on its linear piece after one sort of the
@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._common import check_inputs, check_norm, flat, is_adversarial, pair_backward, sort_rows
-from ._geometry import candidate_classes, line_search, pair_grads, project_hyperplane_box
+from ._common import check_inputs, check_norm, flat, is_adversarial, pair_backward
+from ._geometry import candidate_classes, line_search, pair_grads, project_plane_in_box
 from .norms import INF, dual, row_norm
 from .starts import coordinate_starts, far_starts, ray_starts
 
@@ -67,52 +67,6 @@ _LP_BLOCK = 32  # polish problems per HiGHS call: its time grows faster than the
 _SHRINK = 0.25  # trust radius factor after a failed step (x2 after a taken one)
 _TOL = 1e-5  # a walk ends when its trust radius falls under this fraction of its distance
 _BEHIND = 1e-3  # ... or when it is this much behind its sample's best walk with a radius under 1e-4
-
-
-def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float) -> tuple[Tensor, Tensor]:
-    """Minimal-Lp ``delta`` with ``w . delta = c`` and ``lo <= delta <= hi``, for any box.
-
-    Unlike :func:`attacks.fab.project_hyperplane_box` the box need not contain 0 (the walk's
-    trust region usually does not contain the clean input). Rows: ``w, lo, hi`` (N, D), ``c``
-    (N,). Computed in float64. Returns ``(delta, feasible)``; where no point of the box lies on
-    the plane, ``delta`` is the box point nearest to it (in ``w . delta``) and ``feasible`` is
-    False.
-    """
-    w, c, lo, hi = w.double(), c.double(), lo.double(), hi.double()
-    wl, wh = w * lo, w * hi
-    reach_lo = torch.minimum(wl, wh).sum(-1)
-    reach_hi = torch.maximum(wl, wh).sum(-1)
-    feasible = (reach_lo <= c) & (c <= reach_hi)
-    c = torch.minimum(torch.maximum(c, reach_lo), reach_hi)
-    if p == 1:
-        # each coordinate at its own nearest value to 0; from there every unit of |delta_i| costs 1
-        d0 = lo.clamp_min(0) + hi.clamp_max(0)
-        e, _ = project_hyperplane_box(w, c - (w * d0).sum(-1), lo - d0, hi - d0, 1.0)
-        return d0 + e, feasible
-    v = w if p == 2 else w.sign()
-    # f(lam) = sum_i w_i clip(lam v_i, lo_i, hi_i) is nondecreasing and piecewise linear: coordinate
-    # i is free (slope w_i v_i >= 0) between its knees lo_i / v_i and hi_i / v_i (in increasing
-    # order), clipped outside. Sorting the 2D knees gives f at each knee from cumulative slopes;
-    # the root lies on the first piece where f reaches c, and is solved there exactly.
-    nz = v != 0
-    vs = torch.where(nz, v, torch.ones_like(v))
-    k1, k2 = lo / vs, hi / vs
-    enter = torch.where(nz, torch.minimum(k1, k2), torch.full_like(k1, INF))
-    leave = torch.where(nz, torch.maximum(k1, k2), torch.full_like(k1, INF))
-    slope = torch.where(nz, w * v, torch.zeros_like(w))
-    knots = torch.cat([enter, leave], -1)
-    jumps = torch.cat([slope, -slope], -1)
-    knots, order = sort_rows(knots)
-    jumps = jumps.gather(-1, order)
-    after = jumps.cumsum(-1)  # slope right after each knot
-    gaps = torch.diff(knots, dim=-1).nan_to_num_(0.0, posinf=0.0)
-    f_knot = torch.cat([reach_lo.unsqueeze(-1), reach_lo.unsqueeze(-1) + (after[..., :-1] * gaps).cumsum(-1)], -1)
-    below = (f_knot < c.unsqueeze(-1)) & torch.isfinite(knots)
-    j = (below.sum(-1, keepdim=True) - 1).clamp_min_(0)  # last knot with f below c
-    kj, fj, sj = knots.gather(-1, j).squeeze(-1), f_knot.gather(-1, j).squeeze(-1), after.gather(-1, j).squeeze(-1)
-    lam = kj + (c - fj) / sj.clamp_min(1e-300)
-    lam = torch.where(torch.isfinite(kj), lam, torch.zeros_like(lam))
-    return torch.clamp(lam.unsqueeze(-1) * v, lo, hi), feasible
 
 
 def _check_starts(starts: Tensor, inputs: Tensor) -> Tensor:
@@ -230,7 +184,9 @@ def boundary(
     Tensor
         Adversarial inputs in [0, 1] of smallest norm found; the input where none was found.
     """
-
+    # One function: half of it is the docstring; the rest checks the arguments, gathers each
+    # sample's starts and runs the staged passes over the shared best points (the walk, the polish
+    # and the starts are the helpers below and attacks.starts).
     p = check_norm(norm, _NORMS, "boundary")
     check_inputs(inputs, labels)
     if steps < 0 or polish < 0 or search_steps < 0 or random_starts < 0 or not overshoot >= 0 or (far is not None and far < 0):
@@ -453,6 +409,9 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
     at its start, lies nearest ``x0``. The walks that are still going are kept packed (finished
     ones are written out and dropped), so a step touches only live rows.
     """
+    # One function: the step is the paper's loop over packed live walks, whose state (points,
+    # trust radii, candidate planes) is shared by the step, the acceptance test and the repacking;
+    # the trust-region solve itself is project_plane_in_box.
     q = dual(p)
     dtype = xa.dtype
     xa = xa.clone()
@@ -703,6 +662,8 @@ def _polish(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted
     On a piecewise-linear network the bundle then holds the pieces that meet at the optimum, and
     the step lands on it.
     """
+    # One function: the bundle of cuts, the trust radii and the points are one state that every
+    # iteration updates; the LP/QP solves are _lp_step, _lp_batch and _qp_l2 above.
     n = xa.shape[0]
     q = dual(p)
     xa = xa.clone()

@@ -36,18 +36,17 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from attacks.norms import INF, NORMS  # noqa: E402
 from advrobust.evaluate import DEFAULT_CASCADES, verify  # noqa: E402
 from attacks import ATTACKS  # noqa: E402
 from attacks.counting import count_passes  # noqa: E402
 from attacks.foolbox_adapter import foolbox_info  # noqa: E402
 
-INF = math.inf
 FOOLBOX = {
     2.0: ["L2FMNAttack", "DDNAttack", "L2CarliniWagnerAttack", "L2DeepFoolAttack", "L2BrendelBethgeAttack"],
     INF: ["LInfFMNAttack", "LinfDeepFoolAttack"],
     1.0: ["L1FMNAttack", "EADAttack"],
 }
-NAMES = {"l1": 1.0, "l2": 2.0, "linf": INF}
 
 
 def train_mlp(width: int, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, epochs: int = 2000) -> nn.Module:
@@ -326,7 +325,7 @@ def main(argv=None):
             p.requires_grad_(False)
         print(f"\nMLP width {width}: {sum(p.numel() for p in model.parameters())} params, train accuracy {acc:.4f}")
         x, y = x_tr[: args.n], y_tr[: args.n]
-        for norm in (NAMES[s] for s in args.norms.split(",")):
+        for norm in (NORMS[s] for s in args.norms.split(",")):
             if "strength" in sections:
                 results, errors = bench(width, model, x, y, norm, args.steps, device, args.seed,
                                         set(filter(None, args.skip.split(","))), args.bb_n, args.bb_steps,

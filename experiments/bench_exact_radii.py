@@ -44,13 +44,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from attacks.norms import INF  # noqa: E402
 from advrobust.errors import UserError  # noqa: E402
 
 from advrobust.norms import norm_name, parse_norm  # noqa: E402
 
 from advrobust.cli._common import run_main  # noqa: E402
 
-INF = math.inf
 SPHERE = ["--dataset", "sphere", "--dim", "32", "--n", "500", "--classes", "2", "--labels", "random",
           "--model", "mlp", "--epochs", "20000"]
 MODELS = {

@@ -29,7 +29,6 @@ width 512. Table in ``docs/attacks.md`` ("Code layout").
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -44,12 +43,12 @@ import attacks._adaptive_radius as adaptive_mod  # noqa: E402
 import attacks.apgd as apgd_mod  # noqa: E402
 import attacks.cw as cw_mod  # noqa: E402
 import attacks.pgd as pgd_mod  # noqa: E402
+from attacks.norms import INF  # noqa: E402
 from advrobust.data import load_dataset  # noqa: E402
 from bench_attacks import train_mlp  # noqa: E402  (the same MLPs as the attack benchmark)
 from attacks import losses  # noqa: E402
 from attacks.norms import lp_norm, norm_name  # noqa: E402
 
-INF = math.inf
 
 
 def _autograd(loss_of, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
            "exact_time_limit": args.exact_time_limit, "runs": per_run, "fits": fits,
            "wall_time_s": time.perf_counter() - t0}
     print()
-    print(f"| group | runs | study attacks | default cascade | exact |")
+    print("| group | runs | study attacks | default cascade | exact |")
     print("|---|---|---|---|---|")
     for f in fits:
         cells = []

@@ -14,7 +14,6 @@ list also shows the runs' wall time per stage from the sweep record (``sweep.jso
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -15,7 +15,8 @@ from torch import nn
 
 from advrobust import runs
 from advrobust.evaluate import DEFAULT_CASCADES, make_attack, run_cascade, verify
-from attacks.boundary import boundary, project_plane_in_box
+from attacks._geometry import project_plane_in_box
+from attacks.boundary import boundary
 from attacks.starts import coordinate_starts, far_starts, ray_starts
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import compare
+from ..norms import NORMS
 from ..runs import RunResults, find_runs, load_results
 
-NORMS = ("l1", "l2", "linf")
 
 
 def get(d: Any, *keys: str) -> Any:

@@ -15,10 +15,11 @@ from .. import compare, plots
 from .._stats import quantile
 from ..data import load_dataset, split as data_split
 from ..errors import UserError
+from ..norms import NORMS
 from ..runs import MODEL_FILE, load_model, versions
 from .config import ReportConfig
 from .document import Section
-from .loading import NORMS, RunData, dataset_name, get, num, spread
+from .loading import RunData, dataset_name, get, num, spread
 
 SPLITS = ("test", "train")
 #: relative tolerance when checking attack radii against certified lower bounds and exact radii
