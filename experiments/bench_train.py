@@ -53,6 +53,7 @@ import torch.nn.functional as F  # noqa: E402
 from advrobust.data import load_dataset  # noqa: E402
 from advrobust.models import build_model, make_spec, param_count  # noqa: E402
 from advrobust.train import TrainConfig, train  # noqa: E402
+from experiments.memory import peak_bytes  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -175,26 +176,7 @@ def allocator_peak(w: Workload, impl: str, *, device: str) -> int:
     x, y = data.x_train.to(device), data.y_train.to(device)
     epochs = _bare_epochs(w, data, spec, cfg)
     model = build_model(spec, seed=cfg.seed).to(device)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        _run(impl, model, data, x, y, cfg, epochs)
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        _run(impl, model, data, x, y, cfg, epochs)
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
-    events.sort(key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()  # > 0 allocation, < 0 free
-        peak = max(peak, live)
-    return peak
+    return int(peak_bytes(lambda: _run(impl, model, data, x, y, cfg, epochs), torch.device(device)))
 
 
 def memory_child(name: str, impl: str, device: str) -> dict:
