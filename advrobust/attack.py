@@ -285,16 +285,9 @@ def command_line(run_dir: str | os.PathLike | None, config: AttackConfig) -> lis
     """A ``python -m advrobust.attack`` command equivalent to ``attack_run(run_dir, config)``: recorded
     in the results when the library is called directly (no command line of its own)."""
     argv = ["python", "-m", "advrobust.attack"] + ([str(run_dir)] if run_dir is not None else [])
-    for name, value in configs.changed(config):
-        if name == "norms":
-            argv += [x for t in value for x in ("--norm", t)]
-        elif value is True:
-            argv.append(f"--{name.replace('_', '-')}")
-        elif value is not None and value is not False:
-            text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) \
-                if isinstance(value, tuple) else str(value)
-            argv += [f"--{name.replace('_', '-')}", text]
-    return argv
+    if config.norms != AttackConfig().norms:  # one --norm per norm (the first field: the same order)
+        argv += [x for t in config.norms for x in ("--norm", t)]
+    return argv + configs.option_flags(config, skip=("norms",))
 
 
 def attack_run(run_dir: str | os.PathLike | None, config: AttackConfig, *,

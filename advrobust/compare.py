@@ -154,10 +154,11 @@ def _finite_or_none(v: Any) -> Any:
     return None if math.isnan(f) else f
 
 
-def _num(meta: Mapping, *keys: str) -> Any:
+def first_value(d: Any, *keys: str) -> Any:
+    """The first of ``keys`` with a non-None value in ``d`` (None if ``d`` is not a dict)."""
     for k in keys:
-        if meta.get(k) is not None:
-            return meta[k]
+        if isinstance(d, dict) and d.get(k) is not None:
+            return d[k]
     return None
 
 
@@ -248,7 +249,7 @@ def _run_columns(res: runs.RunResults, name: str) -> tuple[dict, dict]:
     spec = meta.get("spec") or {}
     dspec = spec.get("data") or {}
     mspec = spec.get("model") or {}
-    n, d, p = _num(meta, "n"), _num(meta, "d"), _num(meta, "params", "p")
+    n, d, p = first_value(meta, "n"), first_value(meta, "d"), first_value(meta, "params", "p")
     dmeta = meta.get("data_meta") or {}
     row: dict[str, Any] = {
         "run": name, "path": str(path),

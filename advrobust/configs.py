@@ -30,6 +30,24 @@ def from_dict(cls: type[C], d: Mapping[str, Any], what: str) -> C:
     return cls(**d)
 
 
+def option_flags(config: Any, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """The options of a command line for the fields of ``config`` not at their default (but those
+    in ``skip``), in field order: ``--name value``; a bare ``--name`` for True; tuples
+    comma-joined. What the commands record for a library call (``train``, ``attack``, ``lipschitz``)."""
+    argv: list[str] = []
+    for name, value in changed(config):
+        flag = f"--{name.replace('_', '-')}"
+        if name in skip or value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, tuple):
+            argv += [flag, ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
 def changed(config: Any) -> list[tuple[str, Any]]:
     """``(field, value)`` of each field not at its default, in field order: what a command line
     recorded for a library call needs to say."""

@@ -46,7 +46,7 @@ from attacks.counting import count_passes
 
 from ._progress import bar
 from .errors import UserError
-from .norms import INF, NORMS, norm_name
+from .norms import INF, NORMS, norm_name, row_norm
 from ._stats import quantile
 
 #: Default cascades per norm, strongest first. Chosen from experiments/bench_attacks.py on digits
@@ -161,12 +161,8 @@ def _norm_str(norm: float) -> str:
 
 
 def _lp(diff: Tensor, p: float) -> Tensor:
-    f = diff.reshape(diff.shape[0], -1).double()
-    if p == INF:
-        return f.abs().amax(1)
-    if p == 1:
-        return f.abs().sum(1)
-    return f.norm(dim=1)
+    """Per-sample Lp norm in float64 (radii are kept in double precision)."""
+    return row_norm(diff.reshape(diff.shape[0], -1).double(), p)
 
 
 def _margin(logits: Tensor, labels: Tensor) -> Tensor:

@@ -598,8 +598,7 @@ class LipschitzConfig:
 def command_line(run_dir: str | os.PathLike, config: LipschitzConfig) -> str:
     """A ``python -m advrobust.lipschitz`` command equivalent to ``lipschitz_run(run_dir, config)``:
     recorded in lipschitz.json when the library is called directly."""
-    flags = [f"--{name.replace('_', '-')} {value}" for name, value in configs.changed(config)]
-    return " ".join(["python -m advrobust.lipschitz", str(run_dir), *flags])
+    return " ".join(["python -m advrobust.lipschitz", str(run_dir), *configs.option_flags(config)])
 
 
 def lipschitz_run(run_dir: str | os.PathLike, config: LipschitzConfig, *, write: bool = True,

@@ -725,9 +725,7 @@ def command_line(out_dir: str | os.PathLike, config: TrainConfig, *, data_kwargs
             argv += [f"--{key}", str(model_spec[key])]
     if max_width != DEFAULT_MAX_WIDTH:
         argv += ["--max-width", str(max_width)]
-    for name, value in configs.changed(config):
-        argv += [f"--{name.replace('_', '-')}", str(value)]
-    return shlex.join(argv + ["--out", str(out_dir)])
+    return shlex.join(argv + configs.option_flags(config) + ["--out", str(out_dir)])
 
 
 def _check_model_request(model_spec: ModelRequest, max_width: int) -> tuple[str, Any, Any, int | None]:

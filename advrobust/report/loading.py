@@ -8,17 +8,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import compare
+from ..compare import first_value
 from ..norms import NORMS
 from ..runs import RunResults, find_runs, load_results
 
-
-
-def get(d: Any, *keys: str) -> Any:
-    """The first of ``keys`` with a non-None value in ``d`` (None if ``d`` is not a dict)."""
-    for k in keys:
-        if isinstance(d, dict) and d.get(k) is not None:
-            return d[k]
-    return None
 
 
 def num(v: Any) -> float:
@@ -33,7 +26,7 @@ def dataset_name(meta: dict) -> Any:
     """The data set's name: ``meta["dataset"]`` or ``meta["spec"]["data"]["name"]``."""
     spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
     data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
-    return get(meta, "dataset") or get(data, "name")
+    return first_value(meta, "dataset") or first_value(data, "name")
 
 
 class Label(str):
@@ -80,15 +73,15 @@ class RunData:
 
     @property
     def params(self) -> float:
-        return num(get(self.meta, "params", "p", "param_count"))
+        return num(first_value(self.meta, "params", "p", "param_count"))
 
     @property
     def n(self) -> float:
-        return num(get(self.meta, "n", "n_train"))
+        return num(first_value(self.meta, "n", "n_train"))
 
     @property
     def d(self) -> float:
-        return num(get(self.meta, "d", "dim"))
+        return num(first_value(self.meta, "d", "dim"))
 
     @property
     def input_scale(self) -> float:
@@ -124,14 +117,14 @@ def short_label(meta: dict, name: str) -> str:
     ``(min)`` marks a width found by the minimal-width search. The run's name where the record lacks them."""
     spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
     model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
-    data, family = dataset_name(meta), get(model, "family") or get(meta, "model")
+    data, family = dataset_name(meta), first_value(model, "family") or first_value(meta, "model")
     if data is None or family is None:
         return name
-    width = get(model, "width")
+    width = first_value(model, "width")
     if width is not None:
         size = f"w{width}" + (" (min)" if "min_width_search" in meta else "")
     else:
-        p = num(get(meta, "params"))
+        p = num(first_value(meta, "params"))
         size = f"p={p:,.0f}" if math.isfinite(p) else ""
     return " ".join(str(t) for t in (data, family, size) if t)
 
@@ -148,8 +141,8 @@ def _distinguish(meta: dict) -> dict[str, str]:
             out[key] = fmt.format(data[key])
     if model.get("depth") is not None:
         out["depth"] = f"depth {model['depth']}"
-    if get(meta, "seed") is not None:
-        out["seed"] = f"s{get(meta, 'seed')}"
+    if first_value(meta, "seed") is not None:
+        out["seed"] = f"s{first_value(meta, 'seed')}"
     return out
 
 

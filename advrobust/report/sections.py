@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .. import compare, plots
+from ..compare import first_value
 from .._stats import quantile
 from ..data import load_dataset, split as data_split
 from ..errors import UserError
@@ -19,7 +20,7 @@ from ..norms import NORMS
 from ..runs import MODEL_FILE, load_model, versions
 from .config import ReportConfig
 from .document import Section
-from .loading import RunData, dataset_name, get, num, spread
+from .loading import RunData, dataset_name, num, spread
 
 SPLITS = ("test", "train")
 #: relative tolerance when checking attack radii against certified lower bounds and exact radii
@@ -132,7 +133,7 @@ def drawn(sec: Section, runs: list[RunData], what: str) -> tuple[list[RunData], 
     style by data set)."""
     pool = list(runs)
     if len(runs) > FIGURE_MAX_RUNS:
-        seeds = [num(get(r.meta, "seed")) for r in runs]
+        seeds = [num(first_value(r.meta, "seed")) for r in runs]
         known = [v for v in seeds if math.isfinite(v)]
         low = min(known) if known else math.nan
         pool = [r for r, v in zip(runs, seeds) if v == low] or list(runs)
@@ -229,7 +230,7 @@ def comparison(ctx: Context) -> Section:
         attack = [v for v in attack if math.isfinite(v)]
         lips = [num((r.loaded.lipschitz_entry(nm) or {}).get("wall_time_s")) for nm in NORMS]
         lips = [v for v in lips if math.isfinite(v)]
-        cost.append([r.tag, get(r.meta, "epochs"), get(r.meta, "wall_time_s"),
+        cost.append([r.tag, first_value(r.meta, "epochs"), first_value(r.meta, "wall_time_s"),
                      search.get("wall_time_s"), sum(attack) if attack else None, sum(lips) if lips else None])
     if cost:
         sec.h(2, "Cost (wall time, seconds)")
@@ -504,11 +505,11 @@ def provenance(ctx: Context) -> Section:
         m = r.meta
         v = m.get("versions") or {}
         search = m.get("min_width_search") if isinstance(m.get("min_width_search"), dict) else None
-        rows.append([r.tag, r.name, str(r.path), get(m, "seed"), _device(m.get("device")),
+        rows.append([r.tag, r.name, str(r.path), first_value(m, "seed"), _device(m.get("device")),
                      f"torch {v.get('torch')}, advrobust {v.get('advrobust')}" if v else None,
-                     get(m, "wall_time_s"), search.get("wall_time_s") if search else None,
+                     first_value(m, "wall_time_s"), search.get("wall_time_s") if search else None,
                      len(search.get("tried") or []) if search else None])
-        stages.append([r.tag, "train", _command(get(m, "command")), get(m, "wall_time_s")])
+        stages.append([r.tag, "train", _command(first_value(m, "command")), first_value(m, "wall_time_s")])
         for (norm, split), (_, info) in sorted(r.results.items()):
             stages.append([r.tag, f"attack {norm}/{split}", _command(info.get("command")), info.get("wall_time_s")])
             attack_rows.append([r.tag, norm, split, info.get("n"), ", ".join(map(str, info.get("attacks") or [])),
