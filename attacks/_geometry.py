@@ -213,28 +213,41 @@ def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float)
         e, _ = project_hyperplane_box(w, c - (w * d0).sum(-1), lo - d0, hi - d0, 1.0)
         return d0 + e, feasible
     v = w if p == 2 else w.sign()
-    # f(lam) = sum_i w_i clip(lam v_i, lo_i, hi_i) is nondecreasing and piecewise linear: coordinate
-    # i is free (slope w_i v_i >= 0) between its knees lo_i / v_i and hi_i / v_i (in increasing
-    # order), clipped outside. Sorting the 2D knees gives f at each knee from cumulative slopes;
-    # the root lies on the first piece where f reaches c, and is solved there exactly.
     nz = v != 0
-    vs = torch.where(nz, v, torch.ones_like(v))
-    k1, k2 = lo / vs, hi / vs
-    enter = torch.where(nz, torch.minimum(k1, k2), torch.full_like(k1, INF))
-    leave = torch.where(nz, torch.maximum(k1, k2), torch.full_like(k1, INF))
-    slope = torch.where(nz, w * v, torch.zeros_like(w))
+    full = bool(nz.all())  # the common case (no zero weight): no infinite knot, fewer passes
+    if full and p == INF:
+        pos = w > 0  # lo / sign(w) and hi / sign(w), ordered, are exactly these (a sign flip)
+        enter, leave, slope = torch.where(pos, lo, -hi), torch.where(pos, hi, -lo), w.abs()
+    elif full:
+        k1, k2 = lo / v, hi / v
+        enter, leave, slope = torch.minimum(k1, k2), torch.maximum(k1, k2), w * v
+    else:
+        vs = torch.where(nz, v, torch.ones_like(v))
+        k1, k2 = lo / vs, hi / vs
+        enter = torch.where(nz, torch.minimum(k1, k2), torch.full_like(k1, INF))
+        leave = torch.where(nz, torch.maximum(k1, k2), torch.full_like(k1, INF))
+        slope = torch.where(nz, w * v, torch.zeros_like(w))
     knots = torch.cat([enter, leave], -1)
     jumps = torch.cat([slope, -slope], -1)
     knots, order = sort_rows(knots)
     jumps = jumps.gather(-1, order)
     after = jumps.cumsum(-1)  # slope right after each knot
-    gaps = torch.diff(knots, dim=-1).nan_to_num_(0.0, posinf=0.0)
-    f_knot = torch.cat([reach_lo.unsqueeze(-1), reach_lo.unsqueeze(-1) + (after[..., :-1] * gaps).cumsum(-1)], -1)
-    below = (f_knot < c.unsqueeze(-1)) & torch.isfinite(knots)
-    j = (below.sum(-1, keepdim=True) - 1).clamp_min_(0)  # last knot with f below c
-    kj, fj, sj = knots.gather(-1, j).squeeze(-1), f_knot.gather(-1, j).squeeze(-1), after.gather(-1, j).squeeze(-1)
+    gaps = torch.diff(knots, dim=-1)
+    if not full:
+        gaps.nan_to_num_(0.0, posinf=0.0)
+    # f at knot k > 0 (f at knot 0 is reach_lo); f is nondecreasing, so the knots below c are a prefix
+    f_next = gaps.mul_(after[..., :-1]).cumsum_(-1).add_(reach_lo.unsqueeze(-1))
+    below = f_next < c.unsqueeze(-1)
+    if not full:
+        below &= torch.isfinite(knots[..., 1:])
+    j = below.sum(-1, keepdim=True) + (reach_lo < c).unsqueeze(-1) - 1
+    first = j <= 0  # knot 0 (also where no knot lies below c)
+    j.clamp_min_(0)
+    kj, sj = knots.gather(-1, j).squeeze(-1), after.gather(-1, j).squeeze(-1)
+    fj = torch.where(first.squeeze(-1), reach_lo, f_next.gather(-1, (j - 1).clamp_min_(0)).squeeze(-1))
     lam = kj + (c - fj) / sj.clamp_min(1e-300)
-    lam = torch.where(torch.isfinite(kj), lam, torch.zeros_like(lam))
+    if not full:
+        lam = torch.where(torch.isfinite(kj), lam, torch.zeros_like(lam))
     return torch.clamp(lam.unsqueeze(-1) * v, lo, hi), feasible
 
 

@@ -393,7 +393,7 @@ def _pair_planes(model, x: Tensor, ys: Tensor, cands: Tensor | None, targeted: b
 
     zd, lead, take, weights, grad_of = pair_backward(model, x, pairs)
     h = zd.gather(1, lead) - zd.gather(1, take)  # (R, K): z_lead - z_take
-    g = torch.stack([-grad_of(weights[j]) for j in range(take.shape[1])])  # grad of z_lead - z_take
+    g = grad_of(weights).neg_()  # (K, R, D): grad of z_lead - z_take
     return zd, h, g
 
 
@@ -461,7 +461,14 @@ def _walk(model, x0: Tensor, xa: Tensor, ys: Tensor, shape, p: float, targeted: 
             kk, rr = more.nonzero(as_tuple=True)
             if rr.numel():
                 wk, ck, lk, hk = g[kk, rr], c_all[kk, rr], lo[rr], hi[rr]
-                wl, wh = wk * lk, wk * hk
+                lt, ht = lk, hk
+                if p == INF:
+                    # a plane can beat round 1 only where it meets the box within the Linf ball of
+                    # round 1's distance (never empty: round 1's point lies in both); about half of
+                    # the planes that cross the box do not (digits-w8)
+                    t = best_n[rr].unsqueeze(1)
+                    lt, ht = torch.maximum(lk, -t), torch.minimum(hk, t)
+                wl, wh = wk * lt, wk * ht
                 inb = (torch.minimum(wl, wh).sum(-1) <= ck) & (ck <= torch.maximum(wl, wh).sum(-1))
                 sel = inb.nonzero().squeeze(1)
                 kk, rr, wk, ck, lk, hk = kk[sel], rr[sel], wk[sel], ck[sel], lk[sel], hk[sel]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from attacks._common import input_grad, sort_rows, update_rows_
+from attacks._common import input_grad, pair_backward, sort_rows, update_rows_
 from attacks.losses import ce_loss, dlr_loss, dlr_pair_loss, label_margin, logit_weights, margin_weights, pair_loss
 
 
@@ -28,6 +28,41 @@ def test_input_grad_matches_autograd_of_the_margin(targeted):
     assert torch.equal(margin, ref.detach())
     assert torch.allclose(g, g_ref, rtol=0, atol=1e-12)
     assert g.shape == x.shape and not g.requires_grad and not z.requires_grad
+
+
+class _ItemInBackward(torch.autograd.Function):
+    """Identity whose backward calls .item(), which vmap cannot batch."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (1.0 + 0.0 * g.sum().item())
+
+
+class _Unbatchable(nn.Module):
+    def forward(self, x):
+        return _ItemInBackward.apply(x)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "unbatchable"])
+def test_pair_backward_batched_gradients_equal_one_pass_each(model):
+    """K pair gradients in one vectorised backward pass are those of K passes, bit for bit (on a
+    layer vmap cannot batch, the K passes are taken instead)."""
+    gen = torch.Generator().manual_seed(4)
+    torch.manual_seed(4)
+    net = {"mlp": nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 6)),
+           "cnn": nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 6)),
+           "unbatchable": nn.Sequential(nn.Flatten(), nn.Linear(16, 6), _Unbatchable())}[model]
+    x = torch.rand(30, 1, 4, 4, generator=gen)
+    y = torch.randint(0, 6, (30,), generator=gen)
+    cands = torch.stack([(y + k) % 6 for k in range(1, 4)], 1)
+    _, _, _, weights, grad = pair_backward(net, x, lambda z: (y.unsqueeze(1), cands))
+    one_each = torch.stack([grad(weights[j]) for j in range(3)])
+    assert torch.equal(grad(weights), one_each)
+    assert one_each.shape == (3, 30, 16) and one_each.abs().sum() > 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -46,14 +46,18 @@ def _scipy_plane_box(w, c, lo, hi, p):
     return r.fun if r.status == 0 else None
 
 
+@pytest.mark.parametrize("zeros", [False, True])
 @pytest.mark.parametrize("p", [1.0, 2.0, INF])
-def test_plane_in_box_is_exact_for_boxes_without_the_origin(p):
-    """The trust-region step: the minimal-norm point of a plane inside a box that need not contain 0."""
+def test_plane_in_box_is_exact_for_boxes_without_the_origin(p, zeros):
+    """The trust-region step: the minimal-norm point of a plane inside a box that need not contain 0
+    (with zero weights, which take the slower path that handles infinite knots)."""
     rng = np.random.default_rng(3)
     compared = outside = 0
     for _ in range(40):
         D = int(rng.integers(2, 12))
         w, c = rng.normal(size=D), float(rng.normal())
+        if zeros:
+            w[rng.permutation(D)[:max(1, D // 3)]] = 0.0
         lo = rng.uniform(-1, 0.5, size=D)
         hi = lo + rng.uniform(0.05, 1.5, size=D)
         outside += bool((lo > 0).any() or (hi < 0).any())
@@ -72,6 +76,24 @@ def test_plane_in_box_is_exact_for_boxes_without_the_origin(p):
         assert val == pytest.approx(ref, rel=1e-6, abs=1e-9)
         compared += 1
     assert compared >= 20 and outside >= 20
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, INF])
+def test_plane_in_box_rows_are_independent(p):
+    """A batch gives each row what it gets alone, whether or not another row of the batch has a zero
+    weight (which switches the whole batch to the path with infinite knots)."""
+    rng = np.random.default_rng(5)
+    n, D = 16, 7
+    w = torch.tensor(rng.normal(size=(n, D)))
+    c = torch.tensor(rng.normal(size=n))
+    lo = torch.tensor(rng.uniform(-1, 0.5, size=(n, D)))
+    hi = lo + torch.tensor(rng.uniform(0.05, 1.5, size=(n, D)))
+    for wz in (w, torch.cat([w[:1] * torch.tensor([0.0] + [1.0] * (D - 1), dtype=w.dtype), w[1:]])):
+        d, feas = project_plane_in_box(wz, c, lo, hi, p)
+        for i in range(n):
+            di, fi = project_plane_in_box(wz[i:i + 1], c[i:i + 1], lo[i:i + 1], hi[i:i + 1], p)
+            assert bool(fi[0]) == bool(feas[i])
+            torch.testing.assert_close(di[0], d[i], rtol=1e-12, atol=1e-12)
 
 
 def test_plane_in_box_reports_unreachable_planes():
