@@ -26,7 +26,9 @@ Usage::
     python experiments/bench_exact_radii.py --out runs/bench_exact_radii --json-out out.json
     python experiments/bench_exact_radii.py --models sphere-w64 --norms linf --n 20   # a quick look
 
-The table in ``docs/attacks.md`` comes from the first command.
+The table in ``docs/attacks.md`` comes from the first command, run several times, and
+``--table out1.json out2.json ...``, which prints it (radii and times from the first run, the range
+of the time ratio over all of them).
 """
 from __future__ import annotations
 
@@ -79,7 +81,50 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline cascade")
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--table", nargs="+", metavar="JSON", default=None,
+                    help="print the Markdown table of docs/attacks.md from --json-out files and exit: radii and "
+                         "times from the first, the CPU time ratio's range over all of them")
     return ap
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def table(paths: list[str]) -> str:
+    """The Markdown table of docs/attacks.md from one or more --json-out files (same models and norms)."""
+    runs = []
+    for path in paths:
+        try:
+            runs.append(json.loads(Path(path).read_text())["rows"])
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"cannot read benchmark rows from {path}: {e}; pass files written by --json-out") from None
+    keys = [(r["model"], r["norm"]) for r in runs[0]]
+    for path, rows in zip(paths[1:], runs[1:]):
+        if [(r["model"], r["norm"]) for r in rows] != keys:
+            raise UserError(f"{path} has other models or norms than {paths[0]}; tabulate runs of the same command")
+    tri = (lambda d: f"{d['median']:.5f} · {d['p90']:.5f} · {d['max']:.4f}")
+    lines = ["| model (p, train acc) | norm | points exact | cascade median · p90 · max | before: median · p90 · max "
+             "| ms/point wall (before) | ms/point CPU (before) | time ratio (CPU; range over runs) | at time limit |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for j, r in enumerate(runs[0]):
+        ratios = [rows[j].get("time_ratio", math.nan) for rows in runs]
+        rng = f"{ratios[0]:.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
+        lim = r["new"]["time_limit_points"]
+        at = f"{lim} (max {r['new']['time_limit_max_vs_incumbent']:.4f} of incumbent)" if lim else "0"
+        base = r.get("baseline")
+        lines.append(f"| {r['model']} ({r['p']}, {r['train_acc']:.3f}) | {r['norm']} | {r['new']['optimal']}/{r['n']} | "
+                     f"{tri(r['new'])} | {tri(base) if base else '-'} | {r['new_ms_per_point']:.0f} "
+                     f"({r.get('baseline_ms_per_point', math.nan):.0f}) | {r['new_cpu_ms_per_point']:.1f} "
+                     f"({r.get('baseline_cpu_ms_per_point', math.nan):.1f}) | {rng} | {at} |")
+    return "\n".join(lines)
 
 
 def train_model(name: str, out: Path):
@@ -133,7 +178,11 @@ def ratios(radius, ex):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in names:
         if m not in MODELS:
@@ -185,7 +234,11 @@ def main(argv=None) -> int:
                   f"(cpu; wall x{row.get('time_ratio_wall', math.nan):.2f}) "
                   f"| at limit {row['new']['time_limit_points']} (max vs incumbent {row['new']['time_limit_max_vs_incumbent']:.4f})",
                   flush=True)
-    result = {"rows": rows, "args": vars(args), "torch_threads": torch.get_num_threads()}
+    from advrobust.runs import device_info, versions
+
+    result = {"rows": rows, "args": vars(args), "torch_threads": torch.get_num_threads(),
+              "provenance": {**versions(), **device_info("cpu"), "commit": _commit(), "cpus": os.cpu_count(),
+                             "load_average_start": load_start, "load_average_end": os.getloadavg()}}
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(result, indent=1))
