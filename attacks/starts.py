@@ -18,6 +18,11 @@ meets the box), and the nearest adversarial point along a single axis often lies
 the optimum when the gradient attacks' walk moved other coordinates.
 
 :func:`ray_starts` restarts near the best point found so far.
+
+:func:`ball_starts` restarts a cheap attack (PGD) from random points inside each input's current
+best ball, at a budget just below its best radius: any adversarial point it finds lies nearer than
+the best point, usually in another basin of a folded boundary, which a walk from the best point
+or from far away does not reach.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from torch import Tensor, nn
 from ._common import flat, make_generator
 from ._geometry import line_search, pair_grads
 from .norms import INF, row_norm
+from .pgd import pgd
 
 
 @torch.no_grad()
@@ -249,3 +255,62 @@ def coordinate_starts(model: nn.Module, inputs: Tensor, labels: Tensor, *, keep:
         out = torch.cat([out, x0f.unsqueeze(1).expand(b, keep - n, d)], 1)
         found = torch.cat([found, torch.zeros(b, keep - n, dtype=torch.bool, device=inputs.device)], 1)
     return out.reshape(b, keep, *shape), found
+
+
+def ball_starts(model: nn.Module, inputs: Tensor, labels: Tensor, radius: Tensor, *, norm: float, restarts: int = 64,
+                steps: int = 20, shrink: float = 0.01, keep: int = 4, targeted: bool = False, seed: int = 0,
+                search_steps: int = 16) -> tuple[Tensor, Tensor]:
+    """Adversarial starting points inside each input's current best ball, by PGD from random starts.
+
+    Every input is replicated ``restarts`` times and attacked by :func:`attacks.pgd.pgd` (a random
+    start in the ball, cross-entropy, ``steps`` steps, stopping at the first adversarial iterate) at
+    the budget ``(1 - shrink) * radius``: a success is nearer than the best point so far. Successes
+    are bisected onto the boundary along their segment to the input and the ``keep`` nearest
+    kept. Cost: ``restarts * steps`` forward and backward passes per input at most (a restart
+    stops when it succeeds), and ``search_steps`` forward passes per success.
+
+    Parameters
+    ----------
+    model, inputs, labels, norm, targeted, seed, search_steps : as for :func:`far_starts`
+    radius : Tensor
+        (B,) each input's best radius so far (inputs with a non-finite or zero radius get none).
+
+    Returns
+    -------
+    (starts, found)
+        ``starts`` (B, keep, ...) adversarial points on the boundary, nearest first (the input
+        itself where fewer were found), and ``found`` (B, keep) bool.
+    """
+    b, shape = inputs.shape[0], tuple(inputs.shape[1:])
+    x0 = inputs.detach()
+    x0f = flat(x0)
+    d = x0f.shape[1]
+    starts = x0f.unsqueeze(1).expand(b, keep, d).clone()
+    found = torch.zeros(b, keep, dtype=torch.bool, device=x0.device)
+    rad = torch.as_tensor(radius, device=x0.device, dtype=x0.dtype).reshape(-1)
+    ok_in = torch.isfinite(rad) & (rad > 0)
+    idx = ok_in.nonzero().squeeze(1)
+    if idx.numel() == 0 or restarts <= 0 or keep <= 0:
+        return starts.view(b, keep, *shape), found
+    owner = idx.repeat_interleave(restarts)
+    xr, yr = x0[owner], labels[owner]
+    adv = pgd(model, xr, yr, norm=norm, eps=(1 - shrink) * rad[owner], steps=steps, targeted=targeted,
+              random_start=True, seed=seed)
+    with torch.no_grad():
+        pred = model(adv).argmax(1)
+    hit = (pred == yr) if targeted else (pred != yr)
+    dist = torch.full((owner.numel(),), INF, dtype=torch.float64, device=x0.device)
+    on = flat(adv).clone()
+    rows = hit.nonzero().squeeze(1)
+    if rows.numel():
+        pts = line_search(model, xr[rows], adv[rows], yr[rows], targeted, search_steps)
+        on[rows] = flat(pts)
+        dist[rows] = row_norm(flat(pts).double() - x0f[owner[rows]].double(), float(norm))
+    dist = dist.view(idx.numel(), restarts)
+    k = min(keep, restarts)
+    val, pick = dist.topk(k, dim=1, largest=False)
+    chosen = on.view(idx.numel(), restarts, d).gather(1, pick.unsqueeze(-1).expand(-1, k, d))
+    got = torch.isfinite(val)
+    starts[idx, :k] = torch.where(got.unsqueeze(-1), chosen, x0f[idx].unsqueeze(1))
+    found[idx, :k] = got
+    return starts.view(b, keep, *shape), found

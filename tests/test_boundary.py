@@ -17,7 +17,7 @@ from advrobust import runs
 from advrobust.evaluate import DEFAULT_CASCADES, make_attack, run_cascade, verify
 from attacks._geometry import project_plane_in_box
 from attacks.boundary import boundary
-from attacks.starts import coordinate_starts, far_starts, ray_starts
+from attacks.starts import ball_starts, coordinate_starts, far_starts, ray_starts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 INF = math.inf
@@ -207,6 +207,54 @@ def test_coordinate_starts_find_the_exact_l1_radius_of_a_linear_model():
     assert torch.allclose(r[exact_rows], want[exact_rows], rtol=1e-3)
 
 
+@pytest.mark.parametrize("p", [1.0, 2.0, INF])
+def test_ball_starts_lie_inside_the_ball_on_the_boundary_and_never_beat_the_exact_radius(p):
+    """Linear classifier, best radius twice the exact one: every start found is adversarial, on the
+    boundary (bisected), within (1 - shrink) of the best radius, and not nearer than the exact
+    radius; a sample without a finite best radius gets none."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _linear_reference import linear_radii
+
+    g = torch.Generator().manual_seed(2)
+    d = 10
+    model = nn.Linear(d, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(3, d, generator=g))
+        model.bias.copy_(0.1 * torch.randn(3, generator=g))
+    x = torch.rand(24, d, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    exact = torch.tensor(linear_radii(model.weight.detach().numpy(), model.bias.detach().numpy(), x.numpy(), y.numpy(),
+                                      norm=p), dtype=torch.float32)  # exact, in the box
+    assert torch.isfinite(exact).all()
+    radius = 2 * exact
+    radius[0] = INF
+    starts, found = ball_starts(model, x, y, radius, norm=p, restarts=32, steps=20, keep=3, shrink=0.01)
+    assert starts.shape == (24, 3, d) and found.shape == (24, 3)
+    assert not found[0].any() and torch.equal(starts[0], x[0].expand(3, d))
+    assert found[1:, 0].float().mean() >= 0.8
+    owner = found.nonzero()[:, 0]
+    s = starts[found]
+    r = (s - x[owner]).norm(p=p, dim=1) if p != INF else (s - x[owner]).abs().amax(1)
+    with torch.no_grad():
+        z = model(s)
+        # adversarial (alone, rounding at the boundary may tie: then by a few units of roundoff)
+        margin = z.gather(1, y[owner][:, None]).squeeze(1) - z.scatter(1, y[owner][:, None], -INF).amax(1)
+        assert (margin <= 1e-5 * z.abs().amax(1)).all() and (margin < 0).float().mean() >= 0.9
+        back = x[owner] + (1 - 1e-3) * (s - x[owner])
+        assert (model(back).argmax(1) == y[owner]).float().mean() >= 0.9
+    assert (r <= 0.99 * radius[owner] * (1 + 1e-5)).all()
+    assert (r >= exact[owner] * (1 - 1e-4)).all()
+    # nearest first
+    rows = found.all(1)
+    dist = (starts[rows] - x[rows].unsqueeze(1)).abs().amax(2) if p == INF else (starts[rows] - x[rows].unsqueeze(1)).norm(p=p, dim=2)
+    assert (dist[:, 1:] >= dist[:, :-1] - 1e-7).all()
+    none, nfound = ball_starts(model, x[:3], y[:3], radius[:3], norm=p, restarts=0)
+    assert not nfound.any()
+
+
 def test_starts_are_validated():
     model, x, y = _net()
     with pytest.raises(ValueError, match="shape"):
@@ -264,3 +312,43 @@ def test_cascade_reaches_exact_radius_on_memorising_net():
     assert np.isfinite(ratio).all() and ratio.max() <= 1.01, ratio
     # and never below the proven lower bound (beyond the solver's verification margin)
     assert (new.best_radius >= ex["lower"] * (1 - 1e-3)).all()
+
+
+#: A width-64 MLP fitted with the default epoch cap to the same 500 random-label points (what
+#: ``python -m advrobust.train --dataset sphere --dim 32 --n 500 --classes 2 --labels random
+#: --model mlp --width 64`` gives a new user: 91% of the first 100 fitted). On training points 10 to
+#: 39 the staged search without restarts inside the best ball ends one point 12% above the exact
+#: Linf radius: its optimum lies in a basin that no walk from the best point or from far away
+#: reaches.
+HELD = list(range(10, 40))
+
+
+def test_ball_restarts_reach_a_basin_the_walks_miss(monkeypatch):
+    pytest.importorskip("scipy")
+    import attacks.boundary as boundary_module
+    from advrobust.data import load_dataset
+    from advrobust.exact import exact_radii
+
+    model, _ = runs.load_model(DATA / "sphere_w64_default_epochs.pt")
+    model.eval()
+    ds = load_dataset(name="sphere", n=500, dim=32, classes=2, labels="random", seed=0)
+    x, y = ds.x_train[HELD], ds.y_train[HELD]
+    with torch.no_grad():
+        fit = model(x).argmax(1) == y
+    x, y = x[fit], y[fit]
+
+    def cascade():
+        return run_cascade(model, x, y, norm=INF, attacks=[(a, make_attack(a, norm=INF)) for a in DEFAULT_CASCADES[INF]],
+                           random_checks=0, pool=ds.x_train).best_radius
+
+    with monkeypatch.context() as m:
+        m.setattr(boundary_module, "_BALL", (0,) + boundary_module._BALL[1:])
+        without = cascade()
+    with_ball = cascade()
+    # exact radii within the attacks' radii (the MILP is fast with an upper bound, slow without)
+    ex = exact_radii(model, x, y, norm=INF, upper=np.minimum(without, with_ball), time_limit=30.0)
+    solved = ex["status"] == 0
+    assert solved.sum() >= len(y) - 3
+    assert (without[solved] / ex["radius"][solved]).max() > 1.05  # the case the restarts are for
+    ratio = with_ball[solved] / ex["radius"][solved]
+    assert np.isfinite(ratio).all() and ratio.max() <= 1.01, ratio
