@@ -266,8 +266,8 @@ def ball_starts(model: nn.Module, inputs: Tensor, labels: Tensor, radius: Tensor
     start in the ball, cross-entropy, ``steps`` steps, stopping at the first adversarial iterate) at
     the budget ``(1 - shrink) * radius``: a success is nearer than the best point so far. Successes
     are bisected onto the boundary along their segment to the input and the ``keep`` nearest
-    kept. Cost: ``restarts * steps`` forward and backward passes per input at most (a restart
-    stops when it succeeds), and ``search_steps`` forward passes per success.
+    kept. Cost: at most ``restarts * steps`` backward passes per input and about 15% more forward
+    passes (a restart stops when it succeeds), and ``search_steps`` forward passes per success.
 
     Parameters
     ----------
