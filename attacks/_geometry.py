@@ -213,6 +213,10 @@ def project_plane_in_box(w: Tensor, c: Tensor, lo: Tensor, hi: Tensor, p: float)
         e, _ = project_hyperplane_box(w, c - (w * d0).sum(-1), lo - d0, hi - d0, 1.0)
         return d0 + e, feasible
     v = w if p == 2 else w.sign()
+    # f(lam) = sum_i w_i clip(lam v_i, lo_i, hi_i) is nondecreasing and piecewise linear: coordinate
+    # i is free (slope w_i v_i >= 0) between its knees lo_i / v_i and hi_i / v_i (in increasing
+    # order), clipped outside. Sorting the 2D knees gives f at each knee from cumulative slopes;
+    # the root lies on the first piece where f reaches c, and is solved there exactly.
     nz = v != 0
     full = bool(nz.all())  # the common case (no zero weight): no infinite knot, fewer passes
     if full and p == INF:

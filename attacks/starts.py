@@ -257,6 +257,9 @@ def coordinate_starts(model: nn.Module, inputs: Tensor, labels: Tensor, *, keep:
     return out.reshape(b, keep, *shape), found
 
 
+_BALL_ROWS = 8192  # replicated inputs per PGD call of ball_starts
+
+
 def ball_starts(model: nn.Module, inputs: Tensor, labels: Tensor, radius: Tensor, *, norm: float, restarts: int = 64,
                 steps: int = 20, shrink: float = 0.01, keep: int = 4, targeted: bool = False, seed: int = 0,
                 search_steps: int = 16) -> tuple[Tensor, Tensor]:
@@ -274,6 +277,14 @@ def ball_starts(model: nn.Module, inputs: Tensor, labels: Tensor, radius: Tensor
     model, inputs, labels, norm, targeted, seed, search_steps : as for :func:`far_starts`
     radius : Tensor
         (B,) each input's best radius so far (inputs with a non-finite or zero radius get none).
+    restarts : int
+        PGD runs per input, each from its own random point of the ball (0: none).
+    steps : int
+        Steps per run.
+    shrink : float
+        The budget is this fraction below the best radius.
+    keep : int
+        Starts returned per input.
 
     Returns
     -------
@@ -294,8 +305,11 @@ def ball_starts(model: nn.Module, inputs: Tensor, labels: Tensor, radius: Tensor
         return starts.view(b, keep, *shape), found
     owner = idx.repeat_interleave(restarts)
     xr, yr = x0[owner], labels[owner]
-    adv = pgd(model, xr, yr, norm=norm, eps=(1 - shrink) * rad[owner], steps=steps, targeted=targeted,
-              random_start=True, seed=seed)
+    # in chunks of at most _BALL_ROWS replicated inputs (memory), each chunk with its own seed
+    adv = torch.cat([pgd(model, xr[c:c + _BALL_ROWS], yr[c:c + _BALL_ROWS], norm=norm,
+                         eps=(1 - shrink) * rad[owner[c:c + _BALL_ROWS]], steps=steps, targeted=targeted,
+                         random_start=True, seed=seed + k)
+                     for k, c in enumerate(range(0, owner.numel(), _BALL_ROWS))])
     with torch.no_grad():
         pred = model(adv).argmax(1)
     hit = (pred == yr) if targeted else (pred != yr)

@@ -207,8 +207,9 @@ def test_coordinate_starts_find_the_exact_l1_radius_of_a_linear_model():
     assert torch.allclose(r[exact_rows], want[exact_rows], rtol=1e-3)
 
 
+@pytest.mark.parametrize("rows", [None, 7])
 @pytest.mark.parametrize("p", [1.0, 2.0, INF])
-def test_ball_starts_lie_inside_the_ball_on_the_boundary_and_never_beat_the_exact_radius(p):
+def test_ball_starts_lie_inside_the_ball_on_the_boundary_and_never_beat_the_exact_radius(p, rows, monkeypatch):
     """Linear classifier, best radius twice the exact one: every start found is adversarial, on the
     boundary (bisected), within (1 - shrink) of the best radius, and not nearer than the exact
     radius; a sample without a finite best radius gets none."""
@@ -229,6 +230,9 @@ def test_ball_starts_lie_inside_the_ball_on_the_boundary_and_never_beat_the_exac
     exact = torch.tensor(linear_radii(model.weight.detach().numpy(), model.bias.detach().numpy(), x.numpy(), y.numpy(),
                                       norm=p), dtype=torch.float32)  # exact, in the box
     assert torch.isfinite(exact).all()
+    if rows is not None:  # the PGD runs in chunks of 7 replicated inputs
+        import attacks.starts as starts_module
+        monkeypatch.setattr(starts_module, "_BALL_ROWS", rows)
     radius = 2 * exact
     radius[0] = INF
     starts, found = ball_starts(model, x, y, radius, norm=p, restarts=32, steps=20, keep=3, shrink=0.01)
