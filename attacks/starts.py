@@ -107,8 +107,18 @@ def far_starts(model: nn.Module, inputs: Tensor, labels: Tensor, *, norm: float,
     if not cands:
         return inputs.detach().unsqueeze(1).expand(b, keep, *shape).clone(), torch.zeros(b, keep, dtype=torch.bool,
                                                                                        device=inputs.device)
-    cand = torch.cat(cands, 1)  # (B, C, D)
-    mask = torch.cat(masks, 1)
+    return _nearest_on_boundary(model, inputs, labels, torch.cat(cands, 1), torch.cat(masks, 1), norm=norm,
+                                keep=keep, targeted=targeted, search_steps=search_steps)
+
+
+def _nearest_on_boundary(model: nn.Module, inputs: Tensor, labels: Tensor, cand: Tensor, mask: Tensor, *,
+                         norm: float, keep: int, targeted: bool, search_steps: int) -> tuple[Tensor, Tensor]:
+    """Candidates ``cand`` (B, C, D) where ``mask`` (B, C) (the adversarial ones) bisected onto the
+    boundary along their segment to the input, and the ``keep`` nearest per input: ``(starts (B, keep,
+    ...), found (B, keep))``, the input itself where fewer were found."""
+    b, shape = inputs.shape[0], tuple(inputs.shape[1:])
+    x0f = flat(inputs.detach())
+    d = x0f.shape[1]
     n_c = cand.shape[1]
     rows = mask.reshape(-1).nonzero().squeeze(1)
     owner = rows // n_c
@@ -313,18 +323,8 @@ def ball_starts(model: nn.Module, inputs: Tensor, labels: Tensor, radius: Tensor
     with torch.no_grad():
         pred = model(adv).argmax(1)
     hit = (pred == yr) if targeted else (pred != yr)
-    dist = torch.full((owner.numel(),), INF, dtype=torch.float64, device=x0.device)
-    on = flat(adv).clone()
-    rows = hit.nonzero().squeeze(1)
-    if rows.numel():
-        pts = line_search(model, xr[rows], adv[rows], yr[rows], targeted, search_steps)
-        on[rows] = flat(pts)
-        dist[rows] = row_norm(flat(pts).double() - x0f[owner[rows]].double(), float(norm))
-    dist = dist.view(idx.numel(), restarts)
-    k = min(keep, restarts)
-    val, pick = dist.topk(k, dim=1, largest=False)
-    chosen = on.view(idx.numel(), restarts, d).gather(1, pick.unsqueeze(-1).expand(-1, k, d))
-    got = torch.isfinite(val)
-    starts[idx, :k] = torch.where(got.unsqueeze(-1), chosen, x0f[idx].unsqueeze(1))
-    found[idx, :k] = got
+    n = idx.numel()
+    got_s, got = _nearest_on_boundary(model, x0[idx], labels[idx], flat(adv).view(n, restarts, d), hit.view(n, restarts),
+                                      norm=norm, keep=keep, targeted=targeted, search_steps=search_steps)
+    starts[idx], found[idx] = got_s.reshape(n, keep, d), got
     return starts.view(b, keep, *shape), found
