@@ -114,17 +114,28 @@ def _commit() -> str | None:
         return None
 
 
+_ROW_KEYS = ("model", "norm", "p", "train_acc", "n", "new", "new_ms_per_point", "new_cpu_ms_per_point")
+_STAT_KEYS = ("optimal", "median", "p90", "max", "time_limit_points", "time_limit_max_vs_incumbent")
+
+
 def table(paths: list[str]) -> str:
     """The Markdown table of docs/attacks.md from one or more --json-out files (same models and norms)."""
-    runs = []
+    runs, keys = [], []
     for path in paths:
         try:
-            runs.append(json.loads(Path(path).read_text())["rows"])
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"cannot read benchmark rows from {path}: {e}; pass files written by --json-out") from None
-    keys = [(r["model"], r["norm"]) for r in runs[0]]
-    for path, rows in zip(paths[1:], runs[1:]):
-        if [(r["model"], r["norm"]) for r in rows] != keys:
+            rows = json.loads(Path(path).read_text())["rows"]
+            missing = sorted({k for r in rows for k in _ROW_KEYS if k not in r}
+                             | {f"new.{k}" for r in rows for k in _STAT_KEYS if k not in r.get("new", {})})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"cannot read benchmark rows from {path} ({type(e).__name__}: {e}); pass files written "
+                            "by --json-out") from None
+        if missing:
+            raise UserError(f"cannot read benchmark rows from {path} (no {', '.join(missing)}); pass files written "
+                            "by --json-out")
+        runs.append(rows)
+        keys.append([(r["model"], r["norm"]) for r in rows])
+    for path, k in zip(paths[1:], keys[1:]):
+        if k != keys[0]:
             raise UserError(f"{path} has other models or norms than {paths[0]}; tabulate runs of the same command")
     tri = (lambda d: f"{d['median']:.5f} · {d['p90']:.5f} · {d['max']:.4f}")
     lines = ["| model (p, train acc) | norm | points exact | cascade median · p90 · max | before: median · p90 · max "

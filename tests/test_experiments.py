@@ -60,3 +60,7 @@ def test_bench_exact_radii_table_spans_the_runs(tmp_path):
     other.write_text(json.dumps({"rows": [_bench_row("digits-w16", "linf", 1.5)]}))
     with pytest.raises(UserError, match="other models or norms"):
         bench.table([str(paths[0]), str(other)])
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"rows": [{"model": "digits-w8", "norm": "linf"}]}))
+    with pytest.raises(UserError, match="cannot read benchmark rows from .*broken.json"):
+        bench.table([str(broken)])
